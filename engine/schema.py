@@ -425,6 +425,7 @@ def log_ddl(e: Entity) -> str:
     """
     cols = ", ".join(
         ["origin UUID NOT NULL", "seq BIGINT NOT NULL", "hlc BIGINT NOT NULL",
-         "lww HUGEINT NOT NULL", "row_id UUID NOT NULL", "mask UBIGINT NOT NULL"]
+         "lww HUGEINT NOT NULL", "row_id UUID NOT NULL", "author VARCHAR NOT NULL",
+         "role VARCHAR NOT NULL", "mask UBIGINT NOT NULL"]
         + [f"{f.name} {SQL_TYPES[f.type]}" for f in e.fields])
     return f"CREATE TABLE IF NOT EXISTS log.{e.slug} ({cols})"

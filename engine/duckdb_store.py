@@ -1,0 +1,381 @@
+"""The DuckDB store: the only module that talks to DuckDB (DESIGN.md section 5).
+
+One file per install holds:
+
+- ``log.event``      (origin, seq) -> entity: the primary key makes a second
+                     event under one id impossible.
+- ``log.<entity>``   the events of one entity, columnar: metadata, the LWW key
+                     packed into one integer, the change mask, the field values.
+- ``log.context``    causal contexts, one row per peer, only where they changed.
+- ``<entity>``       the materialised tables (``ref.*`` in schema ref).
+- ``selaras.*``      replica-local state: meta, conflicts, validation results.
+
+Every append is one explicit transaction: a crash leaves all of it or none.
+The merge here is set-based SQL equal to ``merge.fold`` (property-tested).
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Any
+
+import duckdb
+
+from .clocks import VersionVector
+from .events import Batch, MalformedBatch, arrow_schema
+from .merge import Sibling
+from .schema import BY_NAME, ENTITIES, Entity, Owner, log_ddl, materialised_ddl
+from .store import AppendReport, DataInUse, EventCollision
+
+MEMORY_LIMIT = "1GB"
+
+
+def _lww(origin: str = "origin", hlc: str = "hlc") -> str:
+    """SQL for ``clocks.lww_key``: hlc in the high bits, the origin's first 64 bits below."""
+    return (f"(({hlc})::HUGEINT << 64) | "
+            f"('0x' || left(replace(({origin})::VARCHAR, '-', ''), 16))::UBIGINT::HUGEINT")
+
+
+def _q(s: str) -> str:
+    return "'" + s.replace("'", "''") + "'"
+
+
+class DuckDBStore:
+    """A replica's store in one DuckDB file (or ``:memory:``)."""
+
+    def __init__(self, path: str | os.PathLike[str], central: frozenset[str],
+                 *, read_only: bool = False, memory_limit: str = MEMORY_LIMIT) -> None:
+        self.central = central
+        try:
+            self.con = duckdb.connect(str(path), read_only=read_only,
+                                      config={"memory_limit": memory_limit})
+        except duckdb.IOException as exc:
+            if "lock" in str(exc).lower():
+                raise DataInUse() from exc
+            raise
+        if not read_only:
+            self._create()
+        self._central_sql = ", ".join(f"'{o}'::UUID" for o in sorted(central)) or "NULL"
+
+    # -- schema -----------------------------------------------------------------
+
+    def _create(self) -> None:
+        c = self.con
+        c.execute("BEGIN")
+        for schema in ("log", "ref", "selaras"):
+            c.execute(f"CREATE SCHEMA IF NOT EXISTS {schema}")
+        c.execute("""CREATE TABLE IF NOT EXISTS log.event (
+            origin UUID, seq BIGINT, entity VARCHAR NOT NULL, PRIMARY KEY (origin, seq))""")
+        c.execute("""CREATE TABLE IF NOT EXISTS log.context (
+            origin UUID NOT NULL, seq BIGINT NOT NULL, peer UUID NOT NULL, held BIGINT NOT NULL)""")
+        c.execute("CREATE TABLE IF NOT EXISTS selaras.meta (key VARCHAR PRIMARY KEY, value VARCHAR)")
+        c.execute("""CREATE TABLE IF NOT EXISTS selaras.conflict (
+            entity VARCHAR, row_id UUID, field VARCHAR, origin UUID, seq BIGINT,
+            value VARCHAR, author VARCHAR, role VARCHAR, winner BOOLEAN)""")
+        c.execute("""CREATE TABLE IF NOT EXISTS selaras.validation (
+            rule_id VARCHAR, tab VARCHAR, severity VARCHAR, entity VARCHAR, row_id UUID,
+            field VARCHAR, message VARCHAR, detail VARCHAR)""")
+        for e in ENTITIES:
+            c.execute(log_ddl(e))
+            c.execute(materialised_ddl(e))
+        c.execute("COMMIT")
+
+    @contextmanager
+    def transaction(self) -> Iterator[duckdb.DuckDBPyConnection]:
+        self.con.execute("BEGIN")
+        try:
+            yield self.con
+        except BaseException:
+            self.con.execute("ROLLBACK")
+            raise
+        self.con.execute("COMMIT")
+
+    def close(self) -> None:
+        self.con.close()
+
+    # -- meta ---------------------------------------------------------------------
+
+    def meta(self) -> dict[str, str]:
+        return dict(self.con.execute("SELECT key, value FROM selaras.meta").fetchall())
+
+    def set_meta(self, **values: str) -> None:
+        with self.transaction() as c:
+            for k, v in values.items():
+                c.execute("INSERT OR REPLACE INTO selaras.meta VALUES (?, ?)", [k, v])
+
+    # -- reading --------------------------------------------------------------------
+
+    def vector(self) -> VersionVector:
+        return dict(self.con.execute(
+            "SELECT origin::VARCHAR, max(seq) FROM log.event GROUP BY origin").fetchall())
+
+    def max_hlc(self) -> int:
+        union = " UNION ALL ".join(f"SELECT max(hlc) h FROM log.{e.slug}" for e in ENTITIES)
+        (h,) = self.con.execute(f"SELECT coalesce(max(h), 0) FROM ({union})").fetchone() or (0,)
+        return int(h)
+
+    def context(self, origin: str) -> VersionVector:
+        """The last causal context ``origin`` carried (contexts only grow)."""
+        return dict(self.con.execute(
+            "SELECT peer::VARCHAR, max(held) FROM log.context WHERE origin = ? GROUP BY peer",
+            [origin]).fetchall())
+
+    def events_after(self, vector: VersionVector) -> Batch:
+        c = self.con
+        c.execute("CREATE OR REPLACE TEMP TABLE theirs (origin UUID, seq BIGINT)")
+        if vector:
+            c.executemany("INSERT INTO theirs VALUES (?, ?)", list(vector.items()))
+        tables = {}
+        for e in ENTITIES:
+            fields = ", ".join(f"l.{f.name}" + ("::VARCHAR" if f.type == "uuid" else "")
+                               for f in e.fields)
+            t = c.sql(f"""
+                SELECT l.origin::VARCHAR AS origin, l.seq, l.hlc, l.row_id::VARCHAR AS row_id,
+                       l.author, l.role, l.mask, {fields}
+                FROM log.{e.slug} l LEFT JOIN theirs t USING (origin)
+                WHERE l.seq > coalesce(t.seq, 0)
+                ORDER BY l.origin, l.seq""").to_arrow_table()
+            if t.num_rows:
+                tables[e.name] = t.cast(arrow_schema(e))
+        contexts = c.sql("""
+            SELECT c.origin::VARCHAR AS origin, c.seq, c.peer::VARCHAR AS peer, c.held
+            FROM log.context c LEFT JOIN theirs t USING (origin)
+            WHERE c.seq > coalesce(t.seq, 0) ORDER BY ALL""").to_arrow_table()
+        return Batch(tables, contexts)
+
+    def rows(self, entity: str) -> dict[str, dict[str, object]]:
+        from .values import from_python
+        e = BY_NAME[entity]
+        cur = self.con.execute(f"SELECT * FROM {e.table}")
+        out = {}
+        for r in cur.fetchall():
+            row = {e.key: str(r[0])}
+            row.update((f.name, from_python(f, v)) for f, v in zip(e.fields, r[1:], strict=True))
+            out[str(r[0])] = row
+        return out
+
+    def conflicts(self) -> list[Sibling]:
+        out = []
+        for entity, row_id, field, origin, seq, value, author, role, winner in self.con.execute(
+                "SELECT entity, row_id::VARCHAR, field, origin::VARCHAR, seq, value, author, "
+                "role, winner FROM selaras.conflict").fetchall():
+            if value is not None and BY_NAME[entity].by_name[field].type == "int":
+                value = int(value)
+            out.append(Sibling(entity, row_id, field, origin, seq, value, author, role, winner))
+        return sorted(out)
+
+    def checksums(self) -> dict[str, str]:
+        """Per entity, a digest of the materialised values (values.table_digest in SQL)."""
+        out = {}
+        for e in ENTITIES:
+            enc = ", ".join(
+                f"CASE WHEN {c} IS NULL THEN '-' "
+                f"ELSE length({c}::VARCHAR)::VARCHAR || ':' || {c}::VARCHAR END"
+                for c in e.columns)
+            (digest,) = self.con.execute(f"""
+                SELECT md5(coalesce(string_agg(d, ',' ORDER BY k), ''))
+                FROM (SELECT {e.key}::VARCHAR AS k, md5(concat({enc})) AS d FROM {e.table})
+                """).fetchone() or ("",)
+            out[e.name] = digest
+        return out
+
+    def query(self, sql: str) -> tuple[list[str], list[tuple[Any, ...]]]:
+        """Run read-only SQL (the caller opened the store read-only)."""
+        cur = self.con.execute(sql)
+        return [d[0] for d in cur.description or []], cur.fetchall()
+
+    # -- appending ------------------------------------------------------------------
+
+    def append(self, batch: Batch) -> AppendReport:
+        with self.transaction():
+            return self._append(batch)
+
+    def _append(self, batch: Batch) -> AppendReport:
+        c = self.con
+        c.execute("CREATE OR REPLACE TEMP TABLE ours AS "
+                  "SELECT origin, max(seq) AS seq FROM log.event GROUP BY origin")
+        staged = [BY_NAME[name] for name in batch.tables]
+        if not staged:
+            return AppendReport()
+        for e in staged:
+            c.register("incoming", batch.tables[e.name])
+            try:
+                self._stage(e)
+            finally:
+                c.unregister("incoming")
+        ids = " UNION ALL ".join(f"SELECT origin, seq, '{e.name}' AS entity FROM s_{e.slug}"
+                                 for e in staged)
+        clash = c.execute(f"SELECT origin::VARCHAR, seq FROM ({ids}) GROUP BY origin, seq "
+                          "HAVING count(*) > 1 LIMIT 1").fetchone()
+        if clash:
+            raise EventCollision(*clash)
+        duplicates = sum(self._drop_held(e) for e in staged)
+        # Per origin, the run of new events that follows what we hold without a gap.
+        c.execute(f"""CREATE OR REPLACE TEMP TABLE accepted AS
+            SELECT origin, seq, entity FROM (
+                SELECT s.*, coalesce(o.seq, 0) AS base,
+                       row_number() OVER (PARTITION BY s.origin ORDER BY s.seq) AS rn
+                FROM ({ids}) s LEFT JOIN ours o USING (origin))
+            WHERE seq = base + rn""")
+        (applied,) = c.execute("SELECT count(*) FROM accepted").fetchone() or (0,)
+        (fresh,) = c.execute(f"SELECT count(*) FROM ({ids})").fetchone() or (0,)
+        c.execute("INSERT INTO log.event SELECT * FROM accepted")
+        c.register("incoming_context", batch.contexts)
+        try:
+            c.execute("""INSERT INTO log.context
+                SELECT c.origin::UUID, c.seq, c.peer::UUID, c.held FROM incoming_context c
+                SEMI JOIN accepted a ON a.origin = TRY_CAST(c.origin AS UUID) AND a.seq = c.seq""")
+        except duckdb.ConversionException as exc:
+            raise MalformedBatch("a context that is not a vector of UUIDs") from exc
+        finally:
+            c.unregister("incoming_context")
+        for e in staged:
+            c.execute(f"""INSERT INTO log.{e.slug} SELECT s.* FROM s_{e.slug} s
+                          SEMI JOIN accepted a USING (origin, seq)""")
+            self._materialise(e, f"SELECT DISTINCT row_id FROM s_{e.slug} "
+                                 "SEMI JOIN accepted USING (origin, seq)")
+            c.execute(f"DROP TABLE s_{e.slug}")
+        return AppendReport(applied, duplicates, fresh - applied)
+
+    def _stage(self, e: Entity) -> None:
+        """Copy the registered ``incoming`` Arrow table into s_<entity>, typed and checked."""
+        c = self.con
+        bad = c.execute(f"""SELECT count(*) FROM incoming WHERE
+            TRY_CAST(origin AS UUID) IS NULL OR TRY_CAST(row_id AS UUID) IS NULL
+            OR seq < 1 OR hlc < 0 OR mask >> {len(e.fields)} <> 0
+            OR author IS NULL OR role IS NULL
+            {''.join(f" OR ({f.name} IS NOT NULL AND TRY_CAST({f.name} AS UUID) IS NULL)"
+                     for f in e.fields if f.type == "uuid")}""").fetchone()
+        if bad and bad[0]:
+            raise MalformedBatch(f"{bad[0]} {e.name} events with bad ids, seq, mask or values")
+        # A field the mask does not set is NULL whatever was sent with it.
+        fields = ", ".join(
+            f"CASE WHEN mask & {e.bit(f.name)} <> 0 THEN {f.name}"
+            + ("::UUID" if f.type == "uuid" else "") + f" END AS {f.name}"
+            for f in e.fields)
+        c.execute(f"""CREATE OR REPLACE TEMP TABLE s_{e.slug} AS
+            SELECT DISTINCT origin::UUID AS origin, seq, hlc, {_lww()} AS lww,
+                   row_id::UUID AS row_id, author, role, mask, {fields}
+            FROM incoming""")
+
+    def _drop_held(self, e: Entity) -> int:
+        """Drop the staged events we already hold; EventCollision if one differs."""
+        c = self.con
+        old = f"(SELECT s.* FROM s_{e.slug} s JOIN ours o ON s.origin = o.origin AND s.seq <= o.seq)"
+        (n_old,) = c.execute(f"SELECT count(*) FROM {old}").fetchone() or (0,)
+        if not n_old:
+            return 0
+        differs = " OR ".join(f"s.{col} IS DISTINCT FROM l.{col}" for col in
+                              ("hlc", "row_id", "author", "role", "mask",
+                               *(f.name for f in e.fields)))
+        clash = c.execute(f"""
+            SELECT s.origin::VARCHAR, s.seq FROM {old} s
+            LEFT JOIN log.{e.slug} l USING (origin, seq)
+            WHERE l.seq IS NULL OR {differs} LIMIT 1""").fetchone()
+        if clash:
+            raise EventCollision(*clash)
+        c.execute(f"DELETE FROM s_{e.slug} s USING ours o "
+                  "WHERE s.origin = o.origin AND s.seq <= o.seq")
+        return int(n_old)
+
+    # -- the set-based merge -----------------------------------------------------------
+
+    def _effective(self, e: Entity, rows_sql: str) -> str:
+        """SQL: the events of the given rows with ``eff``, the mask of writes with effect
+        (merge rule 2)."""
+        centre = sum(e.bit(f.name) for f in e.fields if f.owner is Owner.CENTRE)
+        verval = sum(e.bit(f.name) for f in e.fields if f.owner is Owner.VERVAL)
+        is_central = f"origin IN ({self._central_sql})"
+        lock = "NULL::HUGEINT"
+        if e.verified_by:
+            vb = e.bit(e.verified_by)
+            lock = (f"min(lww) FILTER (WHERE {is_central} AND mask & {vb} <> 0 "
+                    f"AND {e.verified_by} = 1) OVER (PARTITION BY row_id)")
+        return f"""
+            SELECT *, CASE WHEN {is_central} THEN mask
+                           WHEN lww > lock THEN mask & ~{centre | verval}::UBIGINT
+                           ELSE mask & ~{centre}::UBIGINT END AS eff
+            FROM (SELECT *, {lock} AS lock FROM log.{e.slug}
+                  WHERE row_id IN ({rows_sql}))"""
+
+    def _materialise(self, e: Entity, rows_sql: str) -> None:
+        """Recompute the given rows of ``e`` and their conflicts from the log."""
+        c = self.con
+        c.execute(f"CREATE OR REPLACE TEMP TABLE touched AS {rows_sql}")
+        c.execute(f"CREATE OR REPLACE TEMP TABLE eff AS {self._effective(e, 'FROM touched')}")
+        c.execute(f"DELETE FROM {e.table} WHERE {e.key} IN (FROM touched)")
+        winners = ", ".join(
+            f"arg_max_null({f.name}, lww) FILTER (WHERE eff & {e.bit(f.name)} <> 0)"
+            for f in e.fields)
+        c.execute(f"""INSERT INTO {e.table} SELECT row_id, {winners} FROM eff
+                      GROUP BY row_id HAVING bit_or(eff) <> 0""")
+        self._find_conflicts(e)
+
+    def _find_conflicts(self, e: Entity) -> None:
+        """Merge rule 4, for the touched rows written by more than one origin."""
+        c = self.con
+        c.execute(f"DELETE FROM selaras.conflict WHERE entity = '{e.name}' "
+                  "AND row_id IN (FROM touched)")
+        c.execute("""CREATE OR REPLACE TEMP TABLE multi AS SELECT * FROM eff
+                     WHERE row_id IN (SELECT row_id FROM eff WHERE eff <> 0
+                                      GROUP BY row_id HAVING count(DISTINCT origin) > 1)""")
+        (n,) = c.execute("SELECT count(*) FROM multi").fetchone() or (0,)
+        if not n:
+            return
+        writes = " UNION ALL ".join(
+            f"SELECT row_id, '{f.name}' AS field, origin, seq, lww, {f.name}::VARCHAR AS value, "
+            f"author, role FROM multi WHERE eff & {e.bit(f.name)} <> 0" for f in e.fields)
+        c.execute(f"CREATE OR REPLACE TEMP TABLE w AS {writes}")
+        c.execute(f"""INSERT INTO selaras.conflict
+            WITH siblings AS (
+                SELECT * FROM w WHERE NOT EXISTS (
+                    SELECT 1 FROM w AS w2 WHERE w2.row_id = w.row_id AND w2.field = w.field
+                    AND (w2.origin = w.origin AND w2.seq > w.seq
+                         OR w2.origin <> w.origin AND w.seq <= (
+                             SELECT coalesce(max(held), 0) FROM log.context x
+                             WHERE x.origin = w2.origin AND x.peer = w.origin
+                               AND x.seq <= w2.seq)))),
+            winners AS (SELECT row_id, field, max(lww) AS lww,
+                               arg_max_null(value, lww) AS value FROM w GROUP BY ALL)
+            SELECT '{e.name}', s.row_id, s.field, s.origin, s.seq, s.value, s.author, s.role,
+                   s.lww = win.lww
+            FROM siblings s JOIN winners win USING (row_id, field)
+            WHERE (s.row_id, s.field) IN (
+                SELECT (s2.row_id, s2.field) FROM siblings s2 JOIN winners w3
+                USING (row_id, field) WHERE s2.value IS DISTINCT FROM w3.value)""")
+
+    def rebuild(self) -> None:
+        """Recompute every materialised table and conflict from the log."""
+        with self.transaction() as c:
+            c.execute("DELETE FROM selaras.conflict")
+            for e in ENTITIES:
+                c.execute(f"DELETE FROM {e.table}")
+                self._materialise(e, f"SELECT DISTINCT row_id FROM log.{e.slug}")
+
+    # -- validation ----------------------------------------------------------------------
+
+    def validate(self) -> None:
+        """Run every Validasi Lokal rule over the materialised state; keep the results."""
+        from .validation import RULES, validation_sql
+
+        rules = ", ".join(
+            f"({_q(r.id)}, {_q(r.tab)}, {_q(r.severity)}, {_q(r.entity)}, "
+            f"{_q(r.field) if r.field else 'NULL'}, {_q(r.message)})" for r in RULES)
+        with self.transaction() as c:
+            c.execute("DELETE FROM selaras.validation")
+            c.execute(f"""INSERT INTO selaras.validation
+                SELECT r.rule_id, r.tab, r.severity, r.entity, f.row_id, r.field, r.message,
+                       f.detail
+                FROM ({validation_sql()}) f
+                JOIN (VALUES {rules}) r(rule_id, tab, severity, entity, field, message)
+                USING (rule_id)""")
+
+    def findings(self, tab: str | None = None) -> list[dict[str, Any]]:
+        cur = self.con.execute(
+            "SELECT rule_id, tab, severity, entity, row_id::VARCHAR AS row_id, field, message, "
+            "detail FROM selaras.validation WHERE ? IS NULL OR tab = ? "
+            "ORDER BY severity, rule_id, row_id", [tab, tab])
+        names = [d[0] for d in cur.description or []]
+        return [dict(zip(names, r, strict=True)) for r in cur.fetchall()]

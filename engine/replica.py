@@ -1,0 +1,160 @@
+"""A school install's replica: who it is, and the events it writes.
+
+Sans-I/O: the store is passed in, time comes in as ``now_ms``. Errors for
+local misuse (``EditError``) are raised before anything is written.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import uuid
+from collections.abc import Mapping
+
+import msgspec
+
+from .clocks import HybridClock, hlc_from_ms
+from .events import (REFERENSI_ORIGIN, Batch, Event, central_origins, centre_origin,
+                     stable_row_id)
+from .schema import Entity, Owner, entity
+from .store import AppendReport, Store
+from .values import Value, parse
+
+# Seed events (the school's identity, Referensi) carry fixed timestamps so that
+# every replica that makes them offline makes the very same events.
+SEED_HLC = hlc_from_ms(int(dt.datetime(2023, 1, 1, tzinfo=dt.UTC).timestamp() * 1000))
+
+
+class EditError(ValueError):
+    """A local edit that cannot be made; nothing was written."""
+
+
+class Identity(msgspec.Struct, frozen=True):
+    npsn: str
+    origin: str  # this install's origin
+    author: str = "operator"
+    role: str = "operator"
+
+    @property
+    def sekolah_id(self) -> str:
+        return school_row_id(self.npsn)
+
+    @property
+    def central(self) -> frozenset[str]:
+        return central_origins(self.npsn)
+
+
+def school_row_id(npsn: str) -> str:
+    return stable_row_id("sekolah", npsn)
+
+
+def new_origin() -> str:
+    return str(uuid.uuid4())
+
+
+def referensi_events() -> list[Event]:
+    """Referensi as the global origin's events, the same on every replica."""
+    from .referensi import referensi_rows
+
+    events = []
+    for name, rows in referensi_rows().items():
+        for row in rows:
+            changes = {k: v for k, v in row.items() if k != "ref_id"}
+            events.append((name, str(row["ref_id"]), changes))
+    return [Event(origin=REFERENSI_ORIGIN, seq=i, hlc=SEED_HLC + i, entity=name, row_id=rid,
+                  changes=changes, author="pusat", role="pusat")
+            for i, (name, rid, changes) in enumerate(events, start=1)]
+
+
+def school_identity_event(npsn: str, fields: Mapping[str, object]) -> Event:
+    """The centre's first event for a school: its sekolah row (VervalSP's data)."""
+    e = entity("sekolah")
+    changes = {k: parse(e, e.by_name[k], v) for k, v in {**fields, "npsn": npsn}.items()}
+    return Event(origin=centre_origin(npsn), seq=1, hlc=SEED_HLC, entity="sekolah",
+                 row_id=school_row_id(npsn), changes=changes, author="pusat", role="pusat")
+
+
+class Replica:
+    """Writes this install's own events into its store."""
+
+    def __init__(self, store: Store, identity: Identity) -> None:
+        self.store = store
+        self.identity = identity
+
+    def record(self, changes: list[tuple[str, str, dict[str, Value]]], now_ms: int,
+               ) -> AppendReport:
+        """Append one event per (entity, row_id, changes), in order, as this origin."""
+        me = self.identity
+        vector = self.store.vector()
+        context = {o: s for o, s in vector.items() if o != me.origin}
+        carried = context if context != self.store.context(me.origin) else None
+        first = HybridClock(self.store.max_hlc()).tick(now_ms, len(changes))
+        seq = vector.get(me.origin, 0)
+        events = [Event(origin=me.origin, seq=seq + i, hlc=first + i - 1, entity=name,
+                        row_id=row_id, changes=fields, author=me.author, role=me.role,
+                        context=carried if i == 1 else None)
+                  for i, (name, row_id, fields) in enumerate(changes, start=1)]
+        return self.store.append(Batch.from_events(events))
+
+    def add(self, entity_name: str, raw: Mapping[str, object], now_ms: int) -> str:
+        """Create a row; returns its new id."""
+        e = entity(entity_name)
+        fields = self._parse(e, raw, None)
+        if e.school_field:
+            given = fields.setdefault(e.school_field, self.identity.sekolah_id)
+            if given != self.identity.sekolah_id:
+                raise EditError(f"{e.name}.{e.school_field}: this install holds only school "
+                                f"{self.identity.npsn} ({self.identity.sekolah_id})")
+        row_id = str(uuid.uuid4())
+        self.record([(e.name, row_id, fields)], now_ms)
+        return row_id
+
+    def edit(self, entity_name: str, row_id: str, raw: Mapping[str, object], now_ms: int,
+             ) -> None:
+        e = entity(entity_name)
+        row = self._existing(e, row_id)
+        fields = self._parse(e, raw, row)
+        if e.school_field and fields.get(e.school_field, row[e.school_field]) != row[
+                e.school_field]:
+            raise EditError(f"{e.name}.{e.school_field} cannot move a row to another school")
+        self.record([(e.name, row_id, fields)], now_ms)
+
+    def delete(self, entity_name: str, row_id: str, now_ms: int) -> None:
+        """Rows are never removed: deleting sets soft_delete = 1."""
+        self.edit(entity_name, row_id, {"soft_delete": "1"}, now_ms)
+
+    def resolve(self, entity_name: str, row_id: str, field: str, raw: object, now_ms: int,
+                ) -> None:
+        """Settle a conflict: a new write whose context holds every sibling."""
+        held = {(s.entity, s.row_id, s.field) for s in self.store.conflicts()}
+        if (entity_name, row_id, field) not in held:
+            raise EditError(f"no conflict on {entity_name} {row_id} {field}")
+        self.edit(entity_name, row_id, {field: raw}, now_ms)
+
+    def _existing(self, e: Entity, row_id: str) -> dict[str, object]:
+        try:
+            row_id = str(uuid.UUID(row_id))
+        except ValueError:
+            raise EditError(f"{row_id!r} is not a row id (a UUID)") from None
+        row = self.store.rows(e.name).get(row_id)
+        if row is None:
+            raise EditError(f"{e.name} has no row {row_id}")
+        return row
+
+    def _parse(self, e: Entity, raw: Mapping[str, object], row: Mapping[str, object] | None,
+               ) -> dict[str, Value]:
+        if e.is_reference or e.name == "sekolah" and row is None:
+            raise EditError(f"{e.name} rows come from the centre")
+        if not raw:
+            raise EditError("nothing to change: give field=value")
+        verified = bool(row and e.verified_by and row.get(e.verified_by) == 1)
+        out: dict[str, Value] = {}
+        for name, value in raw.items():
+            f = e.by_name.get(name)
+            if f is None:
+                raise EditError(f"{e.name} has no field {name!r}; fields: "
+                                f"{', '.join(e.by_name)}")
+            if f.owner is Owner.CENTRE or f.owner is Owner.VERVAL and verified:
+                raise EditError(f"{e.name}.{name} is set by the centre"
+                                + (" (verified)" if f.owner is Owner.VERVAL else ""))
+            out[name] = parse(e, f, value)
+        return out

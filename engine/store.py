@@ -1,0 +1,170 @@
+"""The store seam: what a replica's storage must do, and a plain in-memory store.
+
+Errors::
+
+    StoreError
+    ├── EventCollision    a different event under an (origin, seq) already held
+    └── DataInUse         another process holds the install's file (duckdb_store)
+
+``MemoryStore`` keeps the log in dicts and lists and materialises with the
+reference fold; ``DuckDBStore`` is the production one. Both pass the same
+contract suite (tests/test_store_contract.py).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from typing import Protocol
+
+import msgspec
+
+from .clocks import VersionVector, merge_vectors
+from .events import Batch, Event
+from .merge import Rows, Sibling, fold
+from .schema import BY_NAME
+from .values import table_digest
+
+
+class StoreError(Exception):
+    pass
+
+
+class EventCollision(StoreError):
+    """A different event arrived under an (origin, seq) this replica holds.
+
+    It means a copied or restored data folder is writing as an origin that
+    has moved on elsewhere: the batch is refused whole.
+    """
+
+    def __init__(self, origin: str, seq: int) -> None:
+        super().__init__(origin, seq)
+        self.origin, self.seq = origin, seq
+
+    def __str__(self) -> str:
+        return (f"event ({self.origin}, {self.seq}) is already held with different content: "
+                "this data folder was copied or restored from a backup; register it again")
+
+
+class DataInUse(StoreError):
+    def __str__(self) -> str:
+        return "the data folder is in use by another selaras process (a sync?); try again soon"
+
+
+class AppendReport(msgspec.Struct, frozen=True):
+    """What one append did: events stored, duplicates skipped, events held back
+    because an earlier event of their origin is missing (they come again later)."""
+
+    applied: int = 0
+    duplicates: int = 0
+    held_back: int = 0
+
+
+class Store(Protocol):
+    """A replica's log and materialised state. One append is all or nothing."""
+
+    central: frozenset[str]  # origins with the centre's authority
+
+    def vector(self) -> VersionVector: ...
+
+    def max_hlc(self) -> int: ...
+
+    def context(self, origin: str) -> VersionVector:
+        """The last causal context ``origin``'s events carried."""
+        ...
+
+    def append(self, batch: Batch) -> AppendReport:
+        """Store the events not yet held, contiguous per origin, and materialise.
+
+        Raises EventCollision (nothing stored) on a different event under a held id.
+        """
+        ...
+
+    def events_after(self, vector: VersionVector) -> Batch:
+        """Every held event that ``vector`` lacks."""
+        ...
+
+    def rows(self, entity: str) -> dict[str, dict[str, object]]: ...
+
+    def conflicts(self) -> list[Sibling]: ...
+
+    def checksums(self) -> dict[str, str]: ...
+
+    def close(self) -> None: ...
+
+
+def check_and_order(held: dict[tuple[str, int], Event], vector: VersionVector,
+                    incoming: Iterable[Event]) -> tuple[list[Event], AppendReport]:
+    """Split incoming events into new (contiguous per origin), duplicate, held back."""
+    fresh: dict[tuple[str, int], Event] = {}
+    duplicates = 0
+    for ev in incoming:
+        known = held.get(ev.id) or fresh.get(ev.id)
+        if known is None:
+            fresh[ev.id] = ev
+        elif known == ev:
+            duplicates += 1
+        else:
+            raise EventCollision(*ev.id)
+    accepted: list[Event] = []
+    held_back = 0
+    for ev in sorted(fresh.values(), key=lambda ev: ev.id):
+        if ev.seq == vector.get(ev.origin, 0) + 1:
+            vector = {**vector, ev.origin: ev.seq}
+            accepted.append(ev)
+        else:
+            held_back += 1
+    return accepted, AppendReport(len(accepted), duplicates, held_back)
+
+
+class MemoryStore:
+    """The reference store: a dict of events, materialised by the fold."""
+
+    def __init__(self, central: frozenset[str]) -> None:
+        self.central = central
+        self._log: dict[tuple[str, int], Event] = {}
+        self._vector: VersionVector = {}
+        self._rows: Rows = {}
+        self._conflicts: list[Sibling] = []
+        self._refold()
+
+    def vector(self) -> VersionVector:
+        return dict(self._vector)
+
+    def max_hlc(self) -> int:
+        return max((ev.hlc for ev in self._log.values()), default=0)
+
+    def context(self, origin: str) -> VersionVector:
+        return merge_vectors(*(ev.context for ev in self._log.values()
+                               if ev.origin == origin and ev.context))
+
+    def append(self, batch: Batch) -> AppendReport:
+        accepted, report = check_and_order(self._log, self._vector, batch.events())
+        for ev in accepted:
+            self._log[ev.id] = ev
+            self._vector[ev.origin] = ev.seq
+        if accepted:
+            self._refold()
+        return report
+
+    def events_after(self, vector: VersionVector) -> Batch:
+        return Batch.from_events(sorted(
+            (ev for ev in self._log.values() if ev.seq > vector.get(ev.origin, 0)),
+            key=lambda ev: ev.id))
+
+    def rows(self, entity: str) -> dict[str, dict[str, object]]:
+        e = BY_NAME[entity]
+        return {rid: {e.key: rid, **r} for rid, r in self._rows[entity].items()}
+
+    def conflicts(self) -> list[Sibling]:
+        return list(self._conflicts)
+
+    def checksums(self) -> dict[str, str]:
+        return {name: table_digest([[rid, *r.values()] for rid, r in rows.items()])
+                for name, rows in self._rows.items()}
+
+    def close(self) -> None:
+        pass
+
+    def _refold(self) -> None:
+        state = fold(self._log.values(), self.central)
+        self._rows, self._conflicts = state.rows, state.conflicts
