@@ -23,11 +23,21 @@ from typing import Any
 
 import duckdb
 
-from .clocks import VersionVector
+from .clocks import HybridClock, VersionVector
 from .events import Batch, MalformedBatch, arrow_schema
 from .merge import Sibling
-from .schema import BY_NAME, ENTITIES, Entity, Owner, log_ddl, materialised_ddl
-from .store import AppendReport, DataInUse, EventCollision
+from .schema import (
+    BY_NAME,
+    ENTITIES,
+    SQL_TYPES,
+    Entity,
+    Owner,
+    field_types,
+    log_ddl,
+    materialised_ddl,
+)
+from .store import AppendReport, DataInUse, EventCollision, ImportRefused
+from .values import EXPECTED, MAX_TEXT
 
 MEMORY_LIMIT = "1GB"
 
@@ -70,7 +80,8 @@ class DuckDBStore:
             origin UUID, seq BIGINT, entity VARCHAR NOT NULL, PRIMARY KEY (origin, seq))""")
         c.execute("""CREATE TABLE IF NOT EXISTS log.context (
             origin UUID NOT NULL, seq BIGINT NOT NULL, peer UUID NOT NULL, held BIGINT NOT NULL)""")
-        c.execute("CREATE TABLE IF NOT EXISTS selaras.meta (key VARCHAR PRIMARY KEY, value VARCHAR)")
+        c.execute("CREATE TABLE IF NOT EXISTS selaras.meta "
+                  "(key VARCHAR PRIMARY KEY, value VARCHAR)")
         c.execute("""CREATE TABLE IF NOT EXISTS selaras.conflict (
             entity VARCHAR, row_id UUID, field VARCHAR, origin UUID, seq BIGINT,
             value VARCHAR, author VARCHAR, role VARCHAR, winner BOOLEAN)""")
@@ -263,7 +274,8 @@ class DuckDBStore:
     def _drop_held(self, e: Entity) -> int:
         """Drop the staged events we already hold; EventCollision if one differs."""
         c = self.con
-        old = f"(SELECT s.* FROM s_{e.slug} s JOIN ours o ON s.origin = o.origin AND s.seq <= o.seq)"
+        old = (f"(SELECT s.* FROM s_{e.slug} s "
+               "JOIN ours o ON s.origin = o.origin AND s.seq <= o.seq)")
         (n_old,) = c.execute(f"SELECT count(*) FROM {old}").fetchone() or (0,)
         if not n_old:
             return 0
@@ -279,6 +291,97 @@ class DuckDBStore:
         c.execute(f"DELETE FROM s_{e.slug} s USING ours o "
                   "WHERE s.origin = o.origin AND s.seq <= o.seq")
         return int(n_old)
+
+    # -- bulk import ---------------------------------------------------------------------
+
+    def import_jsonl(self, path: str, *, origin: str, author: str, role: str,
+                     sekolah_id: str, now_ms: int) -> AppendReport:
+        """Import a JSON-lines rows file as this origin's events: one event per row.
+
+        Each line is ``{"entity": NAME, <key>: UUID, field: value, ...}``. The file
+        is parsed by DuckDB and goes in columnar, in one transaction; any problem
+        (unknown entity or field, a value of the wrong type, a row of another
+        school, centre data) refuses the whole file with ImportRefused.
+        """
+        with self.transaction():
+            return self._import(str(path), origin, author, role, sekolah_id, now_ms)
+
+    def _import(self, path: str, origin: str, author: str, role: str, sekolah_id: str,
+                now_ms: int) -> AppendReport:
+        c = self.con
+        columns = {"entity": "VARCHAR", **dict.fromkeys(field_types(), "VARCHAR")}
+        try:
+            c.execute("""CREATE OR REPLACE TEMP TABLE raw AS
+                SELECT row_number() OVER () AS line, * FROM read_json(?,
+                    format = 'newline_delimited', columns = ?, maximum_object_size = 1048576)""",
+                      [path, columns])
+            keysets = c.execute("""SELECT json->>'entity', json_keys(json), min(line)
+                FROM (SELECT row_number() OVER () AS line, json
+                      FROM read_ndjson_objects(?)) GROUP BY ALL""", [path]).fetchall()
+        except duckdb.Error as exc:
+            first = str(exc).splitlines()[0]
+            raise ImportRefused(path, [(0, f"not a JSON-lines rows file ({first})")]) from None
+        problems = _keyset_problems(keysets)
+        if problems:
+            raise ImportRefused(path, problems)
+        entities = [BY_NAME[name] for name in sorted({k[0] for k in keysets})]
+        for e in entities:
+            problems += self._typed_rows(e, sekolah_id)
+        if problems:
+            raise ImportRefused(path, sorted(problems))
+        (n,) = c.execute("SELECT count(*) FROM raw").fetchone() or (0,)
+        if not n:
+            return AppendReport()
+        base = self.vector().get(origin, 0)
+        first = HybridClock(self.max_hlc()).tick(now_ms, n)
+        context = {o: s for o, s in self.vector().items() if o != origin}
+        if context != self.context(origin):
+            c.executemany("INSERT INTO log.context VALUES (?, ?, ?, ?)",
+                          [(origin, base + 1, peer, held) for peer, held in context.items()])
+        for e in entities:
+            mask = " + ".join(f"CASE WHEN {f.name} IS NOT NULL THEN {e.bit(f.name)} ELSE 0 END"
+                              for f in e.fields)
+            fields = ", ".join(f.name for f in e.fields)
+            c.execute(f"""CREATE OR REPLACE TEMP TABLE events AS
+                SELECT '{origin}'::UUID AS origin, {base} + line AS seq,
+                       {first - 1} + line AS hlc, row_id, ({mask})::UBIGINT AS mask, {fields}
+                FROM t_{e.slug}""")
+            c.execute(f"INSERT INTO log.event SELECT origin, seq, '{e.name}' FROM events")
+            c.execute(f"""INSERT INTO log.{e.slug} SELECT origin, seq, hlc, {_lww()}, row_id,
+                          {_q(author)}, {_q(role)}, mask, {fields} FROM events""")
+            self._materialise(e, "SELECT DISTINCT row_id FROM events")
+            c.execute(f"DROP TABLE t_{e.slug}")
+        c.execute("DROP TABLE events; DROP TABLE raw")
+        return AppendReport(applied=n)
+
+    def _typed_rows(self, e: Entity, sekolah_id: str) -> list[tuple[int, str]]:
+        """Cast the raw rows of ``e`` into t_<entity>; the problems found on the way."""
+        c = self.con
+        casts = ", ".join(f"TRY_CAST({f.name} AS {SQL_TYPES[f.type]}) AS {f.name}"
+                          for f in e.fields)
+        c.execute(f"""CREATE OR REPLACE TEMP TABLE t_{e.slug} AS
+            SELECT line, TRY_CAST({e.key} AS UUID) AS row_id, {casts}
+            FROM raw WHERE entity = '{e.name}'""")
+        checks = [f"SELECT r.line, 'key {e.key}: ' || coalesce(r.{e.key}, 'missing') "
+                  f"|| ' is not a UUID' FROM raw r JOIN t_{e.slug} t USING (line) "
+                  f"WHERE t.row_id IS NULL"]
+        for f in e.fields:
+            bad = f"r.{f.name} IS NOT NULL AND t.{f.name} IS NULL"
+            if f.type == "int":  # TRY_CAST rounds '5.7' to 6: demand a whole number
+                bad += f" OR NOT regexp_full_match(r.{f.name}, '\\s*-?[0-9]+\\s*')"
+            if f.type == "text":
+                bad = f"length(r.{f.name}) > {MAX_TEXT}"
+            checks.append(
+                f"SELECT r.line, '{e.name}.{f.name}: ' || r.{f.name} || ' is not "
+                f"{EXPECTED[f.type]}' FROM raw r JOIN t_{e.slug} t USING (line) WHERE {bad}")
+        if e.school_field:
+            checks.append(
+                f"SELECT line, 'a row of another school ({e.school_field} ' || "
+                f"coalesce({e.school_field}::VARCHAR, 'missing') || '); this install holds "
+                f"{sekolah_id}' FROM t_{e.slug} WHERE {e.school_field} IS DISTINCT FROM "
+                f"'{sekolah_id}'::UUID")
+        return [(int(n), str(m)) for n, m in c.execute(
+            " UNION ALL ".join(f"({q} LIMIT 20)" for q in checks)).fetchall()]
 
     # -- the set-based merge -----------------------------------------------------------
 
@@ -379,3 +482,22 @@ class DuckDBStore:
             "ORDER BY severity, rule_id, row_id", [tab, tab])
         names = [d[0] for d in cur.description or []]
         return [dict(zip(names, r, strict=True)) for r in cur.fetchall()]
+
+
+def _keyset_problems(keysets: list[tuple[str | None, list[str] | None, int]],
+                     ) -> list[tuple[int, str]]:
+    """What is wrong with the distinct (entity, keys) shapes of a rows file."""
+    problems = []
+    for name, keys, line in keysets:
+        e = BY_NAME.get(name or "")
+        if e is None:
+            problems.append((line, f"unknown entity {name!r}" if name else "no entity"))
+        elif e.is_reference or e.name == "sekolah":
+            problems.append((line, f"{e.name} rows come from the centre"))
+        elif e.key not in (keys or ()):
+            problems.append((line, f"{e.name} row without its key {e.key}"))
+        else:
+            unknown = sorted(set(keys or ()) - {"entity", *e.columns})
+            if unknown:
+                problems.append((line, f"{e.name} has no field {', '.join(unknown)}"))
+    return sorted(problems)

@@ -13,8 +13,7 @@ from collections.abc import Mapping
 import msgspec
 
 from .clocks import HybridClock, hlc_from_ms
-from .events import (REFERENSI_ORIGIN, Batch, Event, central_origins, centre_origin,
-                     stable_row_id)
+from .events import REFERENSI_ORIGIN, Batch, Event, central_origins, centre_origin, stable_row_id
 from .schema import Entity, Owner, entity
 from .store import AppendReport, Store
 from .values import Value, parse

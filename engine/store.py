@@ -4,6 +4,7 @@ Errors::
 
     StoreError
     ├── EventCollision    a different event under an (origin, seq) already held
+    ├── ImportRefused     a rows file with problems: nothing of it was imported
     └── DataInUse         another process holds the install's file (duckdb_store)
 
 ``MemoryStore`` keeps the log in dicts and lists and materialises with the
@@ -43,6 +44,20 @@ class EventCollision(StoreError):
     def __str__(self) -> str:
         return (f"event ({self.origin}, {self.seq}) is already held with different content: "
                 "this data folder was copied or restored from a backup; register it again")
+
+
+class ImportRefused(StoreError):
+    """A rows file that cannot be imported; ``problems`` are (line, message) pairs."""
+
+    def __init__(self, path: str, problems: list[tuple[int, str]]) -> None:
+        super().__init__(path, problems)
+        self.path, self.problems = path, problems
+
+    def __str__(self) -> str:
+        lines = [f"{self.path}: line {n}: {msg}" if n else f"{self.path}: {msg}"
+                 for n, msg in self.problems[:10]]
+        more = len(self.problems) - 10
+        return "\n".join(lines + ([f"... and {more} more"] if more > 0 else []))
 
 
 class DataInUse(StoreError):
@@ -152,8 +167,12 @@ class MemoryStore:
             key=lambda ev: ev.id))
 
     def rows(self, entity: str) -> dict[str, dict[str, object]]:
+        return self.rows_of(self._rows, entity)
+
+    @staticmethod
+    def rows_of(rows: Rows, entity: str) -> dict[str, dict[str, object]]:
         e = BY_NAME[entity]
-        return {rid: {e.key: rid, **r} for rid, r in self._rows[entity].items()}
+        return {rid: {e.key: rid, **r} for rid, r in rows[entity].items()}
 
     def conflicts(self) -> list[Sibling]:
         return list(self._conflicts)
@@ -168,3 +187,21 @@ class MemoryStore:
     def _refold(self) -> None:
         state = fold(self._log.values(), self.central)
         self._rows, self._conflicts = state.rows, state.conflicts
+
+
+def verify(store: Store) -> list[str]:
+    """Replay the store's whole log with the reference fold; the differences found.
+
+    An empty list means the materialised state and conflicts equal the fold's.
+    """
+    state = fold(store.events_after({}).events(), store.central)
+    problems = []
+    for name in BY_NAME:
+        ours, spec = store.rows(name), MemoryStore.rows_of(state.rows, name)
+        for row_id in sorted(ours.keys() | spec.keys()):
+            if ours.get(row_id) != spec.get(row_id):
+                problems.append(f"{name} {row_id}: materialised {ours.get(row_id)} "
+                                f"!= replayed {spec.get(row_id)}")
+    if store.conflicts() != state.conflicts:
+        problems.append("conflicts differ from the replayed ones")
+    return problems

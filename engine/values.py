@@ -69,10 +69,10 @@ def parse(e: Entity, f: Field, raw: object) -> Value:
                 return str(d)
     except (ValueError, TypeError, InvalidOperation):
         pass
-    raise BadValue(e.name, f.name, raw, _EXPECTED[f.type])
+    raise BadValue(e.name, f.name, raw, EXPECTED[f.type])
 
 
-_EXPECTED = {
+EXPECTED = {
     "text": f"text of at most {MAX_TEXT} characters",
     "uuid": "a UUID",
     "int": "a whole number",
