@@ -140,8 +140,8 @@ class DuckDBStore:
             c.executemany("INSERT INTO theirs VALUES (?, ?)", list(vector.items()))
         tables = {}
         for e in ENTITIES:
-            fields = ", ".join(f"l.{f.name}" + ("::VARCHAR" if f.type == "uuid" else "")
-                               for f in e.fields)
+            fields = ", ".join(f"l.{f.name}::VARCHAR AS {f.name}" if f.type == "uuid"
+                               else f"l.{f.name}" for f in e.fields)
             t = c.sql(f"""
                 SELECT l.origin::VARCHAR AS origin, l.seq, l.hlc, l.row_id::VARCHAR AS row_id,
                        l.author, l.role, l.mask, {fields}
