@@ -440,14 +440,13 @@ class DuckDBStore:
                              SELECT coalesce(max(held), 0) FROM log.context x
                              WHERE x.origin = w2.origin AND x.peer = w.origin
                                AND x.seq <= w2.seq)))),
-            winners AS (SELECT row_id, field, max(lww) AS lww,
-                               arg_max_null(value, lww) AS value FROM w GROUP BY ALL)
+            winners AS (SELECT row_id, field, max(lww) AS lww FROM w GROUP BY ALL)
             SELECT '{e.name}', s.row_id, s.field, s.origin, s.seq, s.value, s.author, s.role,
                    s.lww = win.lww
             FROM siblings s JOIN winners win USING (row_id, field)
             WHERE (s.row_id, s.field) IN (
-                SELECT (s2.row_id, s2.field) FROM siblings s2 JOIN winners w3
-                USING (row_id, field) WHERE s2.value IS DISTINCT FROM w3.value)""")
+                SELECT (row_id, field) FROM siblings GROUP BY ALL
+                HAVING count(DISTINCT value) + max((value IS NULL)::INT) > 1)""")
 
     def rebuild(self) -> None:
         """Recompute every materialised table and conflict from the log."""

@@ -14,9 +14,10 @@ The rules (DESIGN.md section 4):
    Writes without effect are ignored by every later rule.
 3. A row exists once it has a write with effect.
 4. Conflicts: the writes to one field that no other write to it causally
-   follows are its siblings; if a sibling's value differs from the winner's,
-   every sibling is reported (winner included). A write follows another when
-   it comes later from the same origin or its causal context holds it.
+   follows are its siblings; if they hold more than one value, every sibling
+   is reported, and the one that is the LWW winner is marked. A write follows
+   another when it comes later from the same origin or its causal context
+   holds it.
 """
 
 from __future__ import annotations
@@ -107,7 +108,7 @@ def fold(events: Iterable[Event], central: frozenset[str]) -> State:
         row = rows[entity].setdefault(row_id, dict.fromkeys(BY_NAME[entity].by_name))
         row[name] = winner.value
         siblings = [w for w in ws if not any(_follows(v, w, contexts) for v in ws)]
-        if any(s.value != winner.value for s in siblings):
+        if len({s.value for s in siblings}) > 1:
             conflicts += [Sibling(entity, row_id, name, s.origin, s.seq, s.value, s.author,
                                   s.role, s is winner) for s in siblings]
     return State(rows, sorted(conflicts))

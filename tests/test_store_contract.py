@@ -1,0 +1,179 @@
+"""The store contract: every Store implementation passes these same tests."""
+
+import uuid
+
+import pytest
+
+from selaras.engine.duckdb_store import DuckDBStore
+from selaras.engine.events import Batch, Event, centre_origin
+from selaras.engine.store import EventCollision, MemoryStore, verify
+
+NPSN = "20100001"
+CENTRE = centre_origin(NPSN)
+A, B = "a0000000-0000-4000-8000-000000000001", "b0000000-0000-4000-8000-000000000002"
+PD = "d0000000-0000-4000-8000-00000000000d"
+SEKOLAH = "5e000000-0000-4000-8000-00000000005e"
+CENTRAL = frozenset({CENTRE})
+
+
+@pytest.fixture(params=["memory", "duckdb"])
+def store(request, tmp_path):
+    if request.param == "memory":
+        s = MemoryStore(CENTRAL)
+    else:
+        s = DuckDBStore(tmp_path / "s.duckdb", CENTRAL)
+    yield s
+    s.close()
+
+
+def ev(origin, seq, hlc, changes, *, entity="peserta_didik", row=PD, context=None):
+    return Event(origin=origin, seq=seq, hlc=hlc, entity=entity, row_id=row, changes=changes,
+                 author=origin[:1], role="pusat" if origin == CENTRE else "operator",
+                 context=context)
+
+
+def put(store, *events):
+    return store.append(Batch.from_events(events))
+
+
+def state(store):
+    return store.vector(), store.checksums(), store.conflicts()
+
+
+def test_append_materialises_and_round_trips(store):
+    report = put(store, ev(A, 1, 10, {"nama": "Budi", "nik": "1"}), ev(A, 2, 11, {"nik": "2"}))
+    assert (report.applied, report.duplicates, report.held_back) == (2, 0, 0)
+    assert store.vector() == {A: 2}
+    assert store.rows("peserta_didik")[PD]["nama"] == "Budi"
+    assert store.rows("peserta_didik")[PD]["nik"] == "2"
+    again = list(store.events_after({}).events())
+    assert [e.id for e in sorted(again, key=lambda e: e.id)] == [(A, 1), (A, 2)]
+    assert store.events_after({A: 1}).vector() == {A: 2}
+    assert len(store.events_after({A: 2})) == 0
+    assert verify(store) == []
+
+
+def test_duplicates_change_nothing(store):
+    put(store, ev(A, 1, 10, {"nama": "Budi"}))
+    before = state(store)
+    report = put(store, ev(A, 1, 10, {"nama": "Budi"}))
+    assert (report.applied, report.duplicates) == (0, 1)
+    assert state(store) == before
+
+
+def test_collision_is_refused_and_changes_nothing(store):
+    put(store, ev(A, 1, 10, {"nama": "Budi"}))
+    before = state(store)
+    with pytest.raises(EventCollision) as err:
+        put(store, ev(A, 2, 12, {"nik": "9"}), ev(A, 1, 10, {"nama": "Bukan Budi"}))
+    assert (err.value.origin, err.value.seq) == (A, 1)
+    assert "copied or restored" in str(err.value)
+    assert state(store) == before
+
+
+def test_events_after_a_gap_are_held_back_until_the_gap_fills(store):
+    report = put(store, ev(A, 2, 11, {"nik": "2"}), ev(A, 3, 12, {"nik": "3"}))
+    assert (report.applied, report.held_back) == (0, 2)
+    assert store.vector() == {}
+    put(store, ev(A, 1, 10, {"nik": "1"}))
+    report = put(store, ev(A, 2, 11, {"nik": "2"}), ev(A, 3, 12, {"nik": "3"}))
+    assert report.applied == 2
+    assert store.rows("peserta_didik")[PD]["nik"] == "3"
+
+
+def test_last_writer_wins_by_hlc_then_origin(store):
+    put(store, ev(A, 1, 20, {"nik": "from A"}), ev(B, 1, 10, {"nik": "from B"}))
+    assert store.rows("peserta_didik")[PD]["nik"] == "from A"
+    put(store, ev(B, 2, 20, {"nama": "B at 20"}), ev(A, 2, 20, {"nama": "A at 20"}))
+    assert store.rows("peserta_didik")[PD]["nama"] == "B at 20"  # b... ranks above a...
+
+
+@pytest.mark.parametrize("centre_first", [True, False])
+def test_school_write_to_centre_field_has_no_effect_in_either_order(store, centre_first):
+    centre = ev(CENTRE, 1, 10, {"nama": "SMA Negeri 1", "email": "a@b"}, entity="sekolah",
+                row=SEKOLAH)
+    school = ev(A, 1, 99, {"nama": "Nama Palsu", "email": "x@y"}, entity="sekolah", row=SEKOLAH)
+    for e in [centre, school] if centre_first else [school, centre]:
+        put(store, e)
+    row = store.rows("sekolah")[SEKOLAH]
+    assert row["nama"] == "SMA Negeri 1"  # the centre's, although the school wrote later
+    assert row["email"] == "x@y"  # a school-owned field: the later write wins
+
+
+def test_school_write_to_ref_table_has_no_effect(store):
+    put(store, ev(A, 1, 10, {"agama_id": 99, "nama": "Bukan"}, entity="ref.agama"))
+    assert store.rows("ref.agama") == {}
+
+
+@pytest.mark.parametrize("verification_first", [True, False])
+def test_verification_locks_verval_fields_whatever_the_arrival_order(store,
+                                                                     verification_first):
+    before = ev(A, 1, 10, {"nama": "Budi", "nik": "1"})
+    verify_ = ev(CENTRE, 1, 20, {"status_verval_pd": 1, "nama": "BUDI SANTOSO"},
+                 context={A: 1})
+    after = ev(A, 2, 30, {"nama": "Budi Baru", "nik": "2"}, context={CENTRE: 1})
+    order = [before, verify_, after] if verification_first else [before, after, verify_]
+    for e in order:
+        put(store, e)
+    row = store.rows("peserta_didik")[PD]
+    assert row["nama"] == "BUDI SANTOSO"  # locked: the later school write has no effect
+    assert row["nik"] == "2"  # not a verval field
+    assert row["status_verval_pd"] == 1
+    assert store.conflicts() == []
+
+
+def test_soft_delete_is_a_field(store):
+    put(store, ev(A, 1, 10, {"nama": "Budi"}), ev(A, 2, 11, {"soft_delete": 1}))
+    assert store.rows("peserta_didik")[PD]["soft_delete"] == 1
+    put(store, ev(B, 1, 12, {"soft_delete": 0}, context={A: 2}))
+    assert store.rows("peserta_didik")[PD]["soft_delete"] == 0
+    assert store.conflicts() == []
+
+
+def test_concurrent_differing_writes_are_a_conflict(store):
+    put(store, ev(A, 1, 10, {"nama": "Budi"}))
+    put(store, ev(A, 2, 20, {"nama": "Budi A"}), ev(B, 1, 21, {"nama": "Budi B"}, context={A: 1}))
+    siblings = store.conflicts()
+    assert {(s.origin, s.value, s.winner) for s in siblings} == {
+        (A, "Budi A", False), (B, "Budi B", True)}
+    assert store.rows("peserta_didik")[PD]["nama"] == "Budi B"
+    # A resolution is a new write that has seen both.
+    put(store, ev(A, 3, 30, {"nama": "Budi AB"}, context={B: 1}))
+    assert store.conflicts() == []
+    assert store.rows("peserta_didik")[PD]["nama"] == "Budi AB"
+
+
+def test_causally_ordered_writes_are_never_conflicts(store):
+    put(store, ev(A, 1, 50, {"nama": "Budi"}),
+        ev(B, 1, 40, {"nama": "Budi B"}, context={A: 1}))  # B saw A, even with a slow clock
+    assert store.conflicts() == []
+    assert store.rows("peserta_didik")[PD]["nama"] == "Budi"  # LWW still orders by hlc
+
+
+def test_concurrent_equal_writes_are_not_conflicts(store):
+    put(store, ev(A, 1, 10, {"nama": "Budi"}), ev(B, 1, 11, {"nama": "Budi"}))
+    assert store.conflicts() == []
+
+
+def test_checksums_equal_for_equal_data_in_any_order(store):
+    evs = [ev(A, 1, 10, {"nama": "Budi"}), ev(B, 1, 11, {"nik": "1"}),
+           ev(A, 2, 12, {"nama": "Ani"}, row=str(uuid.UUID(int=5)))]
+    other = MemoryStore(CENTRAL)
+    put(store, *evs)
+    for e in (evs[1], evs[0], evs[2]):
+        put(other, e)
+    assert store.checksums() == other.checksums()
+
+
+@pytest.mark.parametrize("change", [
+    {"nik": "2"},  # one field changes
+    {"nama_ayah": ""},  # NULL becomes ''
+    {"nik": None, "no_kk": "1"},  # a value moves to another field
+])
+def test_checksums_change_with_any_single_difference(store, change):
+    put(store, ev(A, 1, 10, {"nama": "Budi", "nik": "1"}))
+    before = store.checksums()
+    put(store, ev(A, 2, 11, change))
+    after = store.checksums()
+    assert after["peserta_didik"] != before["peserta_didik"]
+    assert {k for k in after if after[k] != before[k]} == {"peserta_didik"}
