@@ -8,7 +8,9 @@ One file per install holds:
                      packed into one integer, the change mask, the field values.
 - ``log.context``    causal contexts, one row per peer, only where they changed.
 - ``<entity>``       the materialised tables (``ref.*`` in schema ref).
-- ``selaras.*``      replica-local state: meta, conflicts, validation results.
+- ``replica.*``      replica-local state: meta, conflicts, validation results
+                     (not ``selaras.*``: a file named selaras.duckdb is catalog
+                     ``selaras``, and ``selaras.meta`` would be ambiguous).
 
 Every append is one explicit transaction: a crash leaves all of it or none.
 The merge here is set-based SQL equal to ``merge.fold`` (property-tested).
@@ -74,18 +76,18 @@ class DuckDBStore:
     def _create(self) -> None:
         c = self.con
         c.execute("BEGIN")
-        for schema in ("log", "ref", "selaras"):
+        for schema in ("log", "ref", "replica"):
             c.execute(f"CREATE SCHEMA IF NOT EXISTS {schema}")
         c.execute("""CREATE TABLE IF NOT EXISTS log.event (
             origin UUID, seq BIGINT, entity VARCHAR NOT NULL, PRIMARY KEY (origin, seq))""")
         c.execute("""CREATE TABLE IF NOT EXISTS log.context (
             origin UUID NOT NULL, seq BIGINT NOT NULL, peer UUID NOT NULL, held BIGINT NOT NULL)""")
-        c.execute("CREATE TABLE IF NOT EXISTS selaras.meta "
+        c.execute("CREATE TABLE IF NOT EXISTS replica.meta "
                   "(key VARCHAR PRIMARY KEY, value VARCHAR)")
-        c.execute("""CREATE TABLE IF NOT EXISTS selaras.conflict (
+        c.execute("""CREATE TABLE IF NOT EXISTS replica.conflict (
             entity VARCHAR, row_id UUID, field VARCHAR, origin UUID, seq BIGINT,
             value VARCHAR, author VARCHAR, role VARCHAR, winner BOOLEAN)""")
-        c.execute("""CREATE TABLE IF NOT EXISTS selaras.validation (
+        c.execute("""CREATE TABLE IF NOT EXISTS replica.validation (
             rule_id VARCHAR, tab VARCHAR, severity VARCHAR, entity VARCHAR, row_id UUID,
             field VARCHAR, message VARCHAR, detail VARCHAR)""")
         for e in ENTITIES:
@@ -109,12 +111,12 @@ class DuckDBStore:
     # -- meta ---------------------------------------------------------------------
 
     def meta(self) -> dict[str, str]:
-        return dict(self.con.execute("SELECT key, value FROM selaras.meta").fetchall())
+        return dict(self.con.execute("SELECT key, value FROM replica.meta").fetchall())
 
     def set_meta(self, **values: str) -> None:
         with self.transaction() as c:
             for k, v in values.items():
-                c.execute("INSERT OR REPLACE INTO selaras.meta VALUES (?, ?)", [k, v])
+                c.execute("INSERT OR REPLACE INTO replica.meta VALUES (?, ?)", [k, v])
 
     # -- reading --------------------------------------------------------------------
 
@@ -171,7 +173,7 @@ class DuckDBStore:
         out = []
         for entity, row_id, field, origin, seq, value, author, role, winner in self.con.execute(
                 "SELECT entity, row_id::VARCHAR, field, origin::VARCHAR, seq, value, author, "
-                "role, winner FROM selaras.conflict").fetchall():
+                "role, winner FROM replica.conflict").fetchall():
             if value is not None and BY_NAME[entity].by_name[field].type == "int":
                 value = int(value)
             out.append(Sibling(entity, row_id, field, origin, seq, value, author, role, winner))
@@ -419,7 +421,7 @@ class DuckDBStore:
     def _find_conflicts(self, e: Entity) -> None:
         """Merge rule 4, for the touched rows written by more than one origin."""
         c = self.con
-        c.execute(f"DELETE FROM selaras.conflict WHERE entity = '{e.name}' "
+        c.execute(f"DELETE FROM replica.conflict WHERE entity = '{e.name}' "
                   "AND row_id IN (FROM touched)")
         c.execute("""CREATE OR REPLACE TEMP TABLE multi AS SELECT * FROM eff
                      WHERE row_id IN (SELECT row_id FROM eff WHERE eff <> 0
@@ -431,7 +433,7 @@ class DuckDBStore:
             f"SELECT row_id, '{f.name}' AS field, origin, seq, lww, {f.name}::VARCHAR AS value, "
             f"author, role FROM multi WHERE eff & {e.bit(f.name)} <> 0" for f in e.fields)
         c.execute(f"CREATE OR REPLACE TEMP TABLE w AS {writes}")
-        c.execute(f"""INSERT INTO selaras.conflict
+        c.execute(f"""INSERT INTO replica.conflict
             WITH siblings AS (
                 SELECT * FROM w WHERE NOT EXISTS (
                     SELECT 1 FROM w AS w2 WHERE w2.row_id = w.row_id AND w2.field = w.field
@@ -451,7 +453,7 @@ class DuckDBStore:
     def rebuild(self) -> None:
         """Recompute every materialised table and conflict from the log."""
         with self.transaction() as c:
-            c.execute("DELETE FROM selaras.conflict")
+            c.execute("DELETE FROM replica.conflict")
             for e in ENTITIES:
                 c.execute(f"DELETE FROM {e.table}")
                 self._materialise(e, f"SELECT DISTINCT row_id FROM log.{e.slug}")
@@ -466,8 +468,8 @@ class DuckDBStore:
             f"({_q(r.id)}, {_q(r.tab)}, {_q(r.severity)}, {_q(r.entity)}, "
             f"{_q(r.field) if r.field else 'NULL'}, {_q(r.message)})" for r in RULES)
         with self.transaction() as c:
-            c.execute("DELETE FROM selaras.validation")
-            c.execute(f"""INSERT INTO selaras.validation
+            c.execute("DELETE FROM replica.validation")
+            c.execute(f"""INSERT INTO replica.validation
                 SELECT r.rule_id, r.tab, r.severity, r.entity, f.row_id, r.field, r.message,
                        f.detail
                 FROM ({validation_sql()}) f
@@ -477,7 +479,7 @@ class DuckDBStore:
     def findings(self, tab: str | None = None) -> list[dict[str, Any]]:
         cur = self.con.execute(
             "SELECT rule_id, tab, severity, entity, row_id::VARCHAR AS row_id, field, message, "
-            "detail FROM selaras.validation WHERE ? IS NULL OR tab = ? "
+            "detail FROM replica.validation WHERE ? IS NULL OR tab = ? "
             "ORDER BY severity, rule_id, row_id", [tab, tab])
         names = [d[0] for d in cur.description or []]
         return [dict(zip(names, r, strict=True)) for r in cur.fetchall()]
