@@ -1,0 +1,452 @@
+"""The ``selaras`` command line: one school install on this PC.
+
+Every command opens the install's store (``Install.open``), does one thing and
+closes it. Errors are one line on stderr, ``selaras: error: ...``, with exit
+status 1 (2 for usage errors); ``SelarasGroup.main`` is the one place that
+turns exceptions into that line.
+
+Command groups that live outside client/ (``selaras bench``) plug in through
+the ``selaras.commands`` entry point group: client/ never imports them.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import os
+import sys
+import traceback
+from collections.abc import Callable, Sequence
+from functools import update_wrapper
+from importlib.metadata import entry_points
+from pathlib import Path
+from typing import Any, NoReturn, TypeVar
+
+import click
+from selaras.engine import bundle
+from selaras.engine.events import MalformedBatch
+from selaras.engine.replica import EditError
+from selaras.engine.schema import TABS, UnknownEntity
+from selaras.engine.store import ImportRefused, StoreError, verify
+from selaras.engine.values import BadValue
+
+from . import output
+from .install import (
+    DEFAULT_DATA,
+    ENV_DATA,
+    NPSN,
+    ClientError,
+    Install,
+    Session,
+    export_bundle,
+    import_bundle,
+    import_rows,
+    now_ms,
+    read_bundle_file,
+    read_vector,
+    vector_json,
+    write_atomically,
+)
+
+PLUGINS = "selaras.commands"
+DEBUG_ENV = "SELARAS_DEBUG"
+F = TypeVar("F", bound=Callable[..., Any])
+
+# Errors an operator can act on: their message is the whole story.
+EXPECTED_ERRORS = (ClientError, StoreError, EditError, BadValue, UnknownEntity, MalformedBatch,
+                   bundle.BundleError)
+
+
+class SelarasGroup(click.Group):
+    """The root group: plugin command groups, and the one error handler."""
+
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        return sorted({*super().list_commands(ctx), *_plugins()})
+
+    def get_command(self, ctx: click.Context, name: str) -> click.Command | None:
+        command = super().get_command(ctx, name)
+        if command is None and name in _plugins():
+            command = _load_plugin(name)
+        return command
+
+    def main(self, args: Sequence[str] | None = None, prog_name: str | None = None,
+             complete_var: str | None = None, standalone_mode: bool = True,
+             **extra: Any) -> Any:
+        if not standalone_mode:
+            return super().main(args, prog_name, complete_var, False, **extra)
+        try:
+            code = super().main(args, prog_name or "selaras", complete_var, False, **extra)
+        except click.UsageError as exc:
+            hint = f"; see '{exc.ctx.command_path} --help'" if exc.ctx else ""
+            fail(exc.format_message().rstrip(".") + hint, 2)
+        except click.ClickException as exc:
+            fail(exc.format_message(), exc.exit_code)
+        except (click.Abort, KeyboardInterrupt):
+            fail("interrupted", 130)
+        except Exception as exc:  # the one handler: no traceback for users
+            fail(describe(exc), 1)
+        sys.exit(code if isinstance(code, int) else 0)
+
+
+def fail(message: str, code: int) -> NoReturn:
+    click.echo(f"selaras: error: {message}", err=True)
+    sys.exit(code)
+
+
+def describe(exc: Exception) -> str:
+    """The one line (rarely a few) an operator sees for an error."""
+    if isinstance(exc, ImportRefused):
+        lines = [f"line {n}: {msg}" if n else msg for n, msg in exc.problems]
+        if len(lines) == 1:
+            return f"{exc.path}: {lines[0]}; nothing was imported"
+        return (f"{exc.path}: {len(lines)} problems, nothing was imported\n"
+                + "\n".join(f"  {line}" for line in lines[:20])
+                + (f"\n  ... and {len(lines) - 20} more" if len(lines) > 20 else ""))
+    if isinstance(exc, EXPECTED_ERRORS):
+        return str(exc)
+    if isinstance(exc, OSError) and exc.strerror:
+        return f"{exc.filename}: {exc.strerror}" if exc.filename else exc.strerror
+    # Anything else is a bug: say what, and how to see where.
+    if os.environ.get(DEBUG_ENV):
+        traceback.print_exception(exc)
+    what = (f"the store failed: {sql_error_text(exc)}" if is_duckdb_error(exc)
+            else f"{type(exc).__name__}: {exc}")
+    return f"internal error: {what} (set {DEBUG_ENV}=1 for the traceback, and please report it)"
+
+
+def is_duckdb_error(exc: Exception) -> bool:
+    # client/ may not import duckdb (only the storage module does); recognise its errors
+    # by their class, as DuckDBStore.query lets them through.
+    return any(c.__name__ == "Error" and c.__module__ in ("duckdb", "_duckdb")
+               for c in type(exc).__mro__)
+
+
+def sql_error_text(exc: Exception) -> str:
+    """DuckDB's message in one line: its first line and any 'Did you mean' hint."""
+    lines = [s.strip() for s in str(exc).splitlines() if s.strip()]
+    hints = [s for s in lines[1:] if s.startswith("Did you mean")]
+    first = lines[0] if lines else "error"
+    if "read-only mode" in first:
+        first += " (selaras query only reads)"
+    return " ".join([first, *hints])
+
+
+def _plugins() -> dict[str, Any]:
+    return {ep.name: ep for ep in entry_points(group=PLUGINS)}
+
+
+def _load_plugin(name: str) -> click.Command:
+    try:
+        command = _plugins()[name].load()
+        if not isinstance(command, click.Command):
+            raise TypeError(f"{command!r} is not a click command")
+    except Exception as exc:  # a broken plugin must not break selaras
+        reason = f"{type(exc).__name__}: {exc}"
+
+        @click.command(name, context_settings={"ignore_unknown_options": True},
+                       add_help_option=False)
+        @click.argument("args", nargs=-1, type=click.UNPROCESSED)
+        def unavailable(args: tuple[str, ...]) -> None:
+            raise ClientError(f"the '{name}' commands are not available ({reason})")
+
+        return unavailable
+    return command
+
+
+# -- shared options and arguments -------------------------------------------------------
+
+
+pass_install = click.make_pass_decorator(Install)
+
+
+def json_option(f: F) -> F:
+    return click.option("--json", "as_json", is_flag=True,
+                        help="Print machine-readable JSON.")(f)
+
+
+def with_session(*, read_only: bool = False) -> Callable[[F], F]:
+    """Open the install around the command; pass the open Session first."""
+
+    def decorator(f: F) -> F:
+        def run(install: Install, /, *args: Any, **kwargs: Any) -> Any:
+            with install.open(read_only=read_only) as session:
+                return f(session, *args, **kwargs)
+
+        return pass_install(update_wrapper(run, f))  # type: ignore[return-value]
+
+    return decorator
+
+
+def parse_assignments(ctx: click.Context, param: click.Parameter,
+                      values: tuple[str, ...]) -> dict[str, str]:
+    out: dict[str, str] = {}
+    for item in values:
+        name, sep, value = item.partition("=")
+        if not sep or not name:
+            raise click.BadParameter(f"{item!r} is not field=value", ctx, param)
+        if name in out:
+            raise click.BadParameter(f"field {name!r} given twice", ctx, param)
+        out[name] = value
+    return out
+
+
+def check_npsn(ctx: click.Context, param: click.Parameter, value: str) -> str:
+    if not NPSN.fullmatch(value):
+        raise click.BadParameter(f"{value!r} is not an NPSN (8 digits)", ctx, param)
+    return value
+
+
+def assignments(required: bool = True) -> Callable[[F], F]:
+    return click.argument("fields", nargs=-1, required=required, metavar="FIELD=VALUE...",
+                          callback=parse_assignments)
+
+
+def emit(as_json: bool, data: object, text: str) -> None:
+    click.echo(output.to_json(data) if as_json else text)
+
+
+# -- the commands -----------------------------------------------------------------------
+
+
+@click.group("selaras", cls=SelarasGroup, context_settings={"help_option_names": ["-h", "--help"]})
+@click.option("--data", type=click.Path(file_okay=False, path_type=Path), envvar=ENV_DATA,
+              default=DEFAULT_DATA, show_default=True, show_envvar=True,
+              help="The install's data folder.")
+@click.version_option(package_name="selaras")
+@click.pass_context
+def cli(ctx: click.Context, data: Path) -> None:
+    """selaras: offline-first sync of Dapodik school data.
+
+    One data folder holds one install of one school.
+    """
+    ctx.obj = Install(data)
+
+
+def main() -> None:
+    cli.main(prog_name="selaras")
+
+
+@cli.command()
+@click.option("--offline", is_flag=True,
+              help="Make a replica without a server (the only mode for now).")
+@click.option("--npsn", required=True, callback=check_npsn,
+              help="The school's NPSN (8 digits).")
+@click.option("--nama", help="The school's name [default: BENTUK NPSN].")
+@click.option("--bentuk", default="SMA", show_default=True,
+              help="Bentuk pendidikan: SD, SMP, SMA, SMK, SLB, ...")
+@click.option("--user", default="operator", show_default=True,
+              help="Who writes from this install (an e-mail).")
+@json_option
+@pass_install
+def init(install: Install, offline: bool, npsn: str, nama: str | None, bentuk: str,
+         user: str, as_json: bool) -> None:
+    """Create an install of school NPSN in the data folder."""
+    if not offline:
+        raise click.UsageError("registering with a server is not available yet; use --offline")
+    identity = install.init_offline(npsn, nama=nama, bentuk=bentuk, user=user)
+    emit(as_json, {"folder": str(install.folder), "npsn": identity.npsn,
+                   "origin": identity.origin, "user": identity.author, "role": identity.role},
+         f"initialised an offline install of school {npsn} in {install.folder} "
+         f"(origin {identity.origin})")
+
+
+@cli.command("import")
+@click.argument("file", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@json_option
+@with_session()
+def import_(session: Session, file: Path, as_json: bool) -> None:
+    """Import a JSON-lines rows file (one {"entity": ..., key: ..., field: ...} per line)."""
+    counts = import_rows(session, file)
+    emit(as_json, counts, output.counts_text(counts))
+
+
+@cli.command()
+@click.argument("entity")
+@assignments()
+@json_option
+@with_session()
+def add(session: Session, entity: str, fields: dict[str, str], as_json: bool) -> None:
+    """Add a row; prints its new id."""
+    row_id = session.replica.add(entity, fields, now_ms())
+    emit(as_json, {"entity": entity, "row_id": row_id}, row_id)
+
+
+@cli.command()
+@click.argument("entity")
+@click.argument("row_id")
+@assignments()
+@with_session()
+def edit(session: Session, entity: str, row_id: str, fields: dict[str, str]) -> None:
+    """Change fields of a row."""
+    session.replica.edit(entity, row_id, fields, now_ms())
+
+
+@cli.command()
+@click.argument("entity")
+@click.argument("row_id")
+@with_session()
+def delete(session: Session, entity: str, row_id: str) -> None:
+    """Delete a row (rows are kept, with soft_delete = 1)."""
+    session.replica.delete(entity, row_id, now_ms())
+
+
+@cli.command()
+@click.argument("sql")
+@json_option
+@with_session(read_only=True)
+def query(session: Session, sql: str, as_json: bool) -> None:
+    """Run read-only SQL on the install's data (tables are named like the entities)."""
+    try:
+        columns, rows = session.store.query(sql)
+    except Exception as exc:
+        if not is_duckdb_error(exc):
+            raise
+        raise ClientError("SQL: " + sql_error_text(exc)) from None
+    if as_json:
+        click.echo(output.to_json([dict(zip(columns, r, strict=True)) for r in rows]))
+    else:
+        click.echo(output.table(columns, rows))
+        click.echo(f"({len(rows)} row{'s' if len(rows) != 1 else ''})")
+
+
+@cli.command()
+@click.option("--tab", type=click.Choice(TABS, case_sensitive=False),
+              help="Show one Validasi Lokal tab only.")
+@json_option
+@with_session()
+def validate(session: Session, tab: str | None, as_json: bool) -> None:
+    """Run Validasi Lokal; exit status 1 when anything is invalid."""
+    session.store.validate()
+    findings = session.store.findings(tab)
+    invalid = sum(f["severity"] == "invalid" for f in findings)
+    emit(as_json, {"findings": findings, "invalid": invalid,
+                   "warnings": len(findings) - invalid},
+         output.findings_text(findings, TABS))
+    if invalid:
+        raise click.exceptions.Exit(1)
+
+
+@cli.group(invoke_without_command=True)
+@json_option
+@click.pass_context
+def conflicts(ctx: click.Context, as_json: bool) -> None:
+    """List concurrent writes that differ (or settle one: conflicts resolve)."""
+    if ctx.invoked_subcommand is None:
+        install: Install = ctx.obj
+        with install.open(read_only=True) as session:
+            siblings = session.store.conflicts()
+            label = session.origin_label
+            emit(as_json, output.conflicts_json(siblings, label),
+                 output.conflicts_text(siblings, label))
+
+
+@conflicts.command("resolve")
+@click.argument("entity")
+@click.argument("row_id")
+@click.argument("field")
+@click.argument("value")
+@with_session()
+def resolve(session: Session, entity: str, row_id: str, field: str, value: str) -> None:
+    """Settle a conflict: write VALUE after every concurrent write."""
+    session.replica.resolve(entity, row_id, field, value, now_ms())
+
+
+@cli.command()
+@json_option
+@with_session(read_only=True)
+def checksum(session: Session, as_json: bool) -> None:
+    """Per-entity digests of the data and the version vector (equal data, equal digests)."""
+    sums, vector = session.store.checksums(), session.store.vector()
+    emit(as_json, {"checksums": sums, "vector": vector},
+         output.table(["entity", "checksum"], sorted(sums.items())) + "\n\n"
+         + output.vector_table(vector, session.origin_label))
+
+
+@cli.command()
+@click.option("--verify", "check", is_flag=True,
+              help="Then replay the log with the reference fold and compare.")
+@json_option
+@with_session()
+def rebuild(session: Session, check: bool, as_json: bool) -> None:
+    """Recompute the data from the event log."""
+    session.store.rebuild()
+    problems = verify(session.store) if check else []
+    text = "rebuilt from the log"
+    if check:
+        text += ("; verified: equal to a replay of the log" if not problems else
+                 f"; {len(problems)} differences from a replay of the log:\n"
+                 + "\n".join(f"  {p}" for p in problems))
+    emit(as_json, {"rebuilt": True, "verified": check, "differences": problems}, text)
+    if problems:
+        raise click.exceptions.Exit(1)
+
+
+@cli.command()
+@click.option("--out", type=click.Path(dir_okay=False, path_type=Path),
+              help="Write it to this file instead of printing it.")
+@with_session(read_only=True)
+def vector(session: Session, out: Path | None) -> None:
+    """This install's version vector as JSON (give it to 'bundle export --for')."""
+    text = vector_json(session.store.vector())
+    if out is None:
+        click.echo(text)
+    else:
+        write_atomically(out, (text + "\n").encode())
+
+
+@cli.group("bundle")
+def bundle_group() -> None:
+    """Swap events with another install of the school on a file (USB stick)."""
+
+
+@bundle_group.command("export")
+@click.option("--out", required=True, type=click.Path(dir_okay=False, path_type=Path),
+              help="The bundle file to write.")
+@click.option("--for", "for_", type=click.Path(exists=True, dir_okay=False, path_type=Path),
+              help="The other install's vector file (or a bundle it made): only what it "
+                   "lacks goes in. Without it, everything does.")
+@json_option
+@with_session(read_only=True)
+def bundle_export(session: Session, out: Path, for_: Path | None, as_json: bool) -> None:
+    """Write a bundle of this install's events."""
+    theirs = read_vector(for_, session.identity.npsn) if for_ else {}
+    data, n = export_bundle(session, theirs)
+    write_atomically(out, data)
+    emit(as_json, {"file": str(out), "events": n, "bytes": len(data)},
+         f"wrote {n} events to {out} ({len(data)} bytes)")
+
+
+@bundle_group.command("import")
+@click.argument("file", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@json_option
+@with_session()
+def bundle_import(session: Session, file: Path, as_json: bool) -> None:
+    """Import a bundle from another install (importing it again changes nothing)."""
+    b, report = import_bundle(session, read_bundle_file(file))
+    emit(as_json, {"from": b.origin, **output.report_json(report)},
+         f"from install {output.short(b.origin)}: {output.append_text(report)}")
+
+
+@cli.command()
+@click.option("--dir", "folder", type=click.Path(file_okay=False, path_type=Path),
+              help="Keep the demo's installs in this folder [default: a temporary one].")
+def demo(folder: Path | None) -> None:
+    """Two offline installs of one school swap bundles, conflict, resolve, converge."""
+    from .demo import run
+
+    if not run(folder, click.echo, generate_with_bench):
+        raise click.exceptions.Exit(1)
+
+
+def generate_with_bench(out: Path, npsn: str) -> str | None:
+    """Write a small school with 'selaras bench generate' (a plugin); None if it is absent."""
+    ctx = click.get_current_context()
+    root = ctx.find_root()
+    bench = root.command.get_command(root, "bench") if isinstance(root.command,
+                                                                  click.Group) else None
+    if not isinstance(bench, click.Group) or bench.get_command(ctx, "generate") is None:
+        return None
+    args = ["generate", "--size", "small", "--npsn", npsn, "--out", str(out)]
+    with contextlib.redirect_stderr(io.StringIO()):  # its progress line: the demo narrates
+        bench.main(args, prog_name="selaras bench", standalone_mode=False)
+    return "'selaras bench " + " ".join(args[:3]) + "'"

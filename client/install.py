@@ -1,0 +1,296 @@
+"""A school install on this PC: its data folder, its store and who it is.
+
+The command line and the demo both work through this module: it is the one
+place that opens the store and builds the Replica. An install's identity
+(npsn, origin, user, role) lives in the store's meta table, so a data folder
+is self-describing and can be moved whole.
+
+Errors raised here are ``ClientError`` (one line, shown as is); the engine's
+own errors pass through to the caller's handler.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import time
+import uuid
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager, suppress
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import msgspec
+from selaras.engine import bundle
+from selaras.engine.clocks import VersionVector
+from selaras.engine.duckdb_store import DuckDBStore
+from selaras.engine.events import REFERENSI_ORIGIN, Batch, Event, centre_origin
+from selaras.engine.replica import (
+    Identity,
+    Replica,
+    new_origin,
+    referensi_events,
+    school_identity_event,
+)
+from selaras.engine.store import AppendReport, DataInUse, EventCollision
+
+DB_FILE = "selaras.duckdb"
+DEFAULT_DATA = "selaras-data"
+ENV_DATA = "SELARAS_DATA"
+BUSY_WAIT_S = 2.0  # how long a command waits for another process to let go of the file
+NPSN = re.compile(r"[0-9]{8}")
+MAX_VECTOR_FILE = 1 << 20
+
+
+class ClientError(Exception):
+    """Something the operator can fix; the message says what (one line)."""
+
+
+def now_ms() -> int:
+    return time.time_ns() // 1_000_000
+
+
+def data_folder(option: str | os.PathLike[str] | None) -> Path:
+    """--data, else $SELARAS_DATA, else ./selaras-data."""
+    return Path(option or os.environ.get(ENV_DATA) or DEFAULT_DATA)
+
+
+@dataclass
+class Session:
+    """An open install: its store and identity. Close it by leaving ``Install.open``."""
+
+    store: DuckDBStore
+    identity: Identity
+
+    @property
+    def replica(self) -> Replica:
+        return Replica(self.store, self.identity)
+
+    def origin_label(self, origin: str) -> str:
+        """Who an origin is, from this install's point of view."""
+        if origin == self.identity.origin:
+            return "this install"
+        if origin == centre_origin(self.identity.npsn):
+            return "centre"
+        if origin == REFERENSI_ORIGIN:
+            return "referensi"
+        return "another install"
+
+
+@dataclass(frozen=True)
+class Install:
+    folder: Path
+    # The identity never changes once made: read once per process.
+    _identity: list[Identity] = field(default_factory=list, compare=False, hash=False,
+                                      repr=False)
+
+    @property
+    def db(self) -> Path:
+        return self.folder / DB_FILE
+
+    def exists(self) -> bool:
+        return self.db.exists()
+
+    @contextmanager
+    def open(self, *, read_only: bool = False) -> Iterator[Session]:
+        if not self.exists():
+            raise ClientError(f"no install in {self.folder}: run 'selaras init' "
+                              "or give --data / SELARAS_DATA")
+        identity = self.identity()
+        store = _connect(self.db, identity.central, read_only=read_only)
+        try:
+            yield Session(store, identity)
+        finally:
+            store.close()
+
+    def identity(self) -> Identity:
+        """Who this install is (from the store's meta)."""
+        if not self._identity:
+            # The identity decides which origins carry the centre's authority, and the
+            # store needs those when it opens: read it first from a read-only peek.
+            peek = _connect(self.db, frozenset(), read_only=True)
+            try:
+                self._identity.append(_identity_from(peek.meta(), self.db))
+            finally:
+                peek.close()
+        return self._identity[0]
+
+    def init_offline(self, npsn: str, *, nama: str | None = None, bentuk: str = "SMA",
+                     user: str = "operator") -> Identity:
+        """A new replica of school ``npsn`` without a server.
+
+        The school's identity is recorded as the centre would record it, from
+        defaults derived from (npsn, nama, bentuk) only: two installs of one
+        school initialised alike hold byte-identical centre events and can
+        swap bundles. The store is built aside and moved into place last, so
+        an interrupted init leaves no half install behind.
+        """
+        if not NPSN.fullmatch(npsn):
+            raise ClientError(f"NPSN must be 8 digits, not {npsn!r}")
+        if self.exists():
+            raise ClientError(f"{self.folder} already holds an install ({self.db.name})")
+        refs = referensi_events()
+        fields = school_fields(npsn, nama, bentuk, refs)
+        identity = Identity(npsn=npsn, origin=new_origin(), author=user, role="operator")
+        self.folder.mkdir(parents=True, exist_ok=True)
+        aside = self.folder / f".{DB_FILE}.init-{identity.origin[:8]}"
+        store = DuckDBStore(aside, identity.central)
+        try:
+            store.append(Batch.from_events([*refs, school_identity_event(npsn, fields)]))
+            store.set_meta(npsn=npsn, origin=identity.origin, user=user, role=identity.role)
+        except BaseException:
+            store.close()
+            _remove(aside)
+            raise
+        store.close()
+        wal = aside.with_name(aside.name + ".wal")
+        if wal.exists():  # DuckDB checkpoints on close; should it not have, keep the WAL
+            os.replace(wal, self.db.with_name(self.db.name + ".wal"))
+        os.replace(aside, self.db)
+        self._identity[:] = [identity]
+        return identity
+
+
+def _connect(path: Path, central: frozenset[str], *, read_only: bool) -> DuckDBStore:
+    """Open the store, waiting a little while another process (a sync) holds it."""
+    deadline = time.monotonic() + BUSY_WAIT_S
+    while True:
+        try:
+            return DuckDBStore(path, central, read_only=read_only)
+        except DataInUse:
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(0.1)
+
+
+def _identity_from(meta: Mapping[str, str], db: Path) -> Identity:
+    try:
+        return Identity(npsn=meta["npsn"], origin=meta["origin"], author=meta["user"],
+                        role=meta["role"])
+    except KeyError:
+        raise ClientError(f"{db} is not a selaras install (it records no identity)") from None
+
+
+def _remove(path: Path) -> None:
+    for p in (path, path.with_name(path.name + ".wal")):
+        with suppress(FileNotFoundError):
+            p.unlink()
+
+
+# -- the school's identity, as an offline install records it -------------------------
+
+
+def school_fields(npsn: str, nama: str | None, bentuk: str, refs: list[Event],
+                  ) -> dict[str, object]:
+    """Deterministic values for the sekolah row's required fields.
+
+    They stand in for VervalSP's data until the centre's own arrive, and depend
+    only on the arguments, so every install of the school makes the same ones.
+    """
+    live = [ev for ev in refs if ev.changes.get("expired_date") is None]
+    kinds = {str(ev.changes["nama"]).upper(): ev.changes["bentuk_pendidikan_id"]
+             for ev in live if ev.entity == "ref.bentuk_pendidikan"}
+    if bentuk.upper() not in kinds:
+        raise ClientError(f"unknown bentuk pendidikan {bentuk!r}; known: "
+                          f"{', '.join(sorted(kinds))}")
+    # A school sits in a region of the finest level (a kecamatan).
+    regions = [ev.changes for ev in live if ev.entity == "ref.mst_wilayah"]
+    finest = max((int(str(r["id_level_wilayah"])) for r in regions), default=0)
+    codes = sorted(str(r["kode_wilayah"]) for r in regions
+                   if int(str(r["id_level_wilayah"])) == finest)
+    if not codes:
+        raise ClientError("Referensi holds no region (ref.mst_wilayah)")
+    return {
+        "nama": nama or f"{bentuk.upper()} {npsn}",
+        "bentuk_pendidikan_id": kinds[bentuk.upper()],
+        "status_sekolah": 1,  # negeri
+        "alamat_jalan": f"Jl. Pendidikan No. {int(npsn) % 97 + 1}",
+        "desa_kelurahan": "Sukamaju",
+        "kode_wilayah": codes[int(npsn) % len(codes)],
+    }
+
+
+# -- operations shared by the command line and the demo ---------------------------------
+
+
+def import_rows(session: Session, path: Path) -> dict[str, int]:
+    """Import a JSON-lines rows file as this install's events; rows per entity."""
+    me = session.identity
+    before = session.store.vector().get(me.origin, 0)
+    session.store.import_jsonl(str(path), origin=me.origin, author=me.author, role=me.role,
+                               sekolah_id=me.sekolah_id, now_ms=now_ms())
+    _, counts = session.store.query(
+        f"SELECT entity, count(*) FROM log.event WHERE origin = '{uuid.UUID(me.origin)}' "
+        f"AND seq > {int(before)} GROUP BY entity ORDER BY entity")
+    return {str(name): int(n) for name, n in counts}
+
+
+def export_bundle(session: Session, their_vector: VersionVector) -> tuple[bytes, int]:
+    """A bundle of every event ``their_vector`` lacks, and how many events it holds."""
+    batch = session.store.events_after(their_vector)
+    me = session.identity
+    data = bundle.encode(npsn=me.npsn, origin=me.origin, vector=session.store.vector(),
+                         batch=batch)
+    return data, len(batch)
+
+
+def import_bundle(session: Session, data: bytes) -> tuple[bundle.Bundle, AppendReport]:
+    """Append a bundle's events: all or nothing; a second import changes nothing."""
+    b = bundle.decode(data, npsn=session.identity.npsn)
+    try:
+        report = session.store.append(b.events())
+    except EventCollision as exc:
+        if exc.origin == centre_origin(session.identity.npsn):
+            raise ClientError(
+                "the two installs record the school's identity differently (initialised "
+                "offline with another --nama or --bentuk?); nothing was imported") from None
+        if exc.origin == REFERENSI_ORIGIN:
+            raise ClientError("the two installs hold different Referensi (different "
+                              "selaras versions?); nothing was imported") from None
+        raise
+    return b, report
+
+
+def read_vector(path: Path, npsn: str) -> VersionVector:
+    """A version vector from a file written by 'selaras vector' (or from a bundle)."""
+    data = _read_limited(path, bundle.MAX_BUNDLE_BYTES if _is_bundle(path) else MAX_VECTOR_FILE)
+    if bundle.is_bundle(data):
+        return bundle.decode(data, npsn=npsn).vector
+    try:
+        vector = msgspec.json.decode(data, type=dict[str, int])
+        for origin, seq in vector.items():
+            uuid.UUID(origin)
+            if seq < 0:
+                raise ValueError
+    except (msgspec.DecodeError, ValueError):
+        raise ClientError(f"{path} is not a version vector (JSON {{origin: seq}}, "
+                          "as 'selaras vector' writes)") from None
+    return vector
+
+
+def vector_json(vector: VersionVector) -> str:
+    return json.dumps(dict(sorted(vector.items())), indent=2)
+
+
+def read_bundle_file(path: Path) -> bytes:
+    return _read_limited(path, bundle.MAX_BUNDLE_BYTES)
+
+
+def _is_bundle(path: Path) -> bool:
+    with path.open("rb") as f:
+        return bool(bundle.is_bundle(f.read(len(bundle.MAGIC))))
+
+
+def _read_limited(path: Path, limit: int) -> bytes:
+    size = path.stat().st_size
+    if size > limit:
+        raise ClientError(f"{path} is too large ({size} bytes; at most {limit})")
+    return path.read_bytes()
+
+
+def write_atomically(path: Path, data: bytes) -> None:
+    """Write a file so that a reader never sees half of it."""
+    aside = path.with_name(f".{path.name}.part")
+    aside.write_bytes(data)
+    os.replace(aside, path)

@@ -1,0 +1,156 @@
+"""Text and JSON renderings of what the commands print.
+
+Functions here return strings and never print, so that the command line and
+the demo share them and tests can read them.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import decimal
+import json
+import uuid
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from itertools import groupby
+from typing import Any
+
+from selaras.engine.clocks import VersionVector
+from selaras.engine.merge import Sibling
+from selaras.engine.store import AppendReport
+
+NULL = "NULL"
+Labeller = Callable[[str], str]
+
+
+def to_json(obj: object) -> str:
+    return json.dumps(obj, indent=2, ensure_ascii=False, default=_plain)
+
+
+def _plain(v: object) -> object:
+    if isinstance(v, dt.date | dt.datetime | dt.time | uuid.UUID | decimal.Decimal):
+        return str(v)
+    if isinstance(v, bytes):
+        return v.hex()
+    raise TypeError(f"{type(v).__name__} is not JSON")
+
+
+def cell(v: object) -> str:
+    return NULL if v is None else str(v)
+
+
+def table(headers: Sequence[str], rows: Iterable[Sequence[object]], indent: str = "") -> str:
+    """A plain aligned text table (no box drawing: Windows consoles mangle it)."""
+    text = [[cell(v).replace("\n", " ") for v in r] for r in rows]
+    widths = [max([len(h), *(len(r[i]) for r in text)]) for i, h in enumerate(headers)]
+
+    def line(values: Sequence[str]) -> str:
+        return indent + "  ".join(v.ljust(w) for v, w in zip(values, widths, strict=True)).rstrip()
+
+    rule = indent + "  ".join("-" * w for w in widths)
+    return "\n".join([line(headers), rule, *(line(r) for r in text)])
+
+
+def short(origin: str) -> str:
+    return origin[:8]
+
+
+def vector_table(vector: VersionVector, label: Labeller) -> str:
+    return table(["origin", "seq", "who"],
+                 [(o, s, label(o)) for o, s in sorted(vector.items(), key=lambda i: label(i[0]))])
+
+
+def counts_text(counts: Mapping[str, int]) -> str:
+    total = sum(counts.values())
+    return "\n".join([table(["entity", "rows"], sorted(counts.items())),
+                      f"{total} rows imported"])
+
+
+def append_text(report: AppendReport) -> str:
+    text = (f"{report.applied} events applied, {report.duplicates} duplicates, "
+            f"{report.held_back} held back")
+    if report.held_back:
+        text += " (they wait for earlier events: import the bundles made before this one)"
+    return text
+
+
+def report_json(report: AppendReport) -> dict[str, int]:
+    return {"applied": report.applied, "duplicates": report.duplicates,
+            "held_back": report.held_back}
+
+
+# -- conflicts ----------------------------------------------------------------------------
+
+
+def conflict_key(s: Sibling) -> tuple[str, str, str]:
+    return (s.entity, s.row_id, s.field)
+
+
+def conflicts_text(siblings: Sequence[Sibling], label: Labeller) -> str:
+    if not siblings:
+        return "no conflicts"
+    blocks = []
+    groups = groupby(sorted(siblings, key=conflict_key), key=conflict_key)
+    for n, ((entity, row_id, field), group) in enumerate(groups, start=1):
+        rows = [("*" if s.winner else "", _quoted(s.value), s.author, s.role,
+                 f"{short(s.origin)} ({label(s.origin)})", s.seq) for s in group]
+        blocks.append(f"{entity} {row_id} {field}\n"
+                      + table(["wins", "value", "author", "role", "origin", "seq"], rows, "  "))
+        last = n
+    blocks.append(f"{last} conflicted field(s); settle one with "
+                  "'selaras conflicts resolve ENTITY ROW_ID FIELD VALUE'")
+    return "\n\n".join(blocks)
+
+
+def conflicts_json(siblings: Sequence[Sibling], label: Labeller) -> list[dict[str, Any]]:
+    out = []
+    for (entity, row_id, field), group in groupby(sorted(siblings, key=conflict_key),
+                                                  key=conflict_key):
+        out.append({"entity": entity, "row_id": row_id, "field": field, "siblings": [
+            {"value": s.value, "author": s.author, "role": s.role, "origin": s.origin,
+             "who": label(s.origin), "seq": s.seq, "winner": s.winner} for s in group]})
+    return out
+
+
+def _quoted(v: object) -> str:
+    return NULL if v is None else json.dumps(v, ensure_ascii=False)
+
+
+# -- validation -----------------------------------------------------------------------------
+
+
+def findings_text(findings: Sequence[Mapping[str, Any]], tabs: Sequence[str]) -> str:
+    blocks = []
+    order = {t: i for i, t in enumerate(tabs)}
+    by_tab = sorted(findings, key=lambda f: (order.get(f["tab"], len(order)), f["tab"]))
+    for tab, group in groupby(by_tab, key=lambda f: f["tab"]):
+        rows = [(f["severity"], f["rule_id"], f["entity"], f["row_id"],
+                 f["message"] + (f" ({f['detail']})" if f.get("detail") else ""))
+                for f in sorted(group, key=_finding_order)]
+        blocks.append(f"{tab}\n" + table(["severity", "rule", "entity", "row", "message"],
+                                         rows, "  "))
+    blocks.append(findings_summary(findings))
+    return "\n\n".join(blocks)
+
+
+def _finding_order(f: Mapping[str, Any]) -> tuple[int, str, str, str]:
+    return (0 if f["severity"] == "invalid" else 1, f["rule_id"], f["entity"],
+            f["row_id"] or "")
+
+
+def findings_summary(findings: Sequence[Mapping[str, Any]]) -> str:
+    invalid = sum(f["severity"] == "invalid" for f in findings)
+    warnings = len(findings) - invalid
+    verdict = "sync blocked" if invalid else "sync allowed"
+    return f"{invalid} invalid, {warnings} warnings: {verdict}"
+
+
+# -- checksums --------------------------------------------------------------------------------
+
+
+def checksums_side_by_side(names: tuple[str, str], ours: Mapping[str, str],
+                           theirs: Mapping[str, str]) -> str:
+    """Two installs' per-entity digests in two columns, and whether each pair is equal."""
+    rows = [(e, ours.get(e, NULL), theirs.get(e, NULL),
+             "equal" if ours.get(e) == theirs.get(e) else "DIFFERENT")
+            for e in sorted(ours.keys() | theirs.keys())]
+    return table(["entity", *names, ""], rows)

@@ -1,0 +1,168 @@
+"""Bundles: events carried between installs of one school on a USB stick.
+
+The real app's sneaker-net file (.syc), done so that it can be imported any
+number of times in any order: a bundle is one school's events that the
+receiver may lack (``store.events_after(their_vector)``), with who made it.
+Importing one is an ordinary ``store.append``: duplicates change nothing and
+a gap is held back until the missing events come (DESIGN.md section 4).
+
+Sans-I/O: ``encode`` gives bytes and ``decode`` takes bytes; the caller reads
+and writes the files.
+
+Layout: ``MAGIC`` (8 bytes: "SLRSBDL" and the envelope version, 0), the
+SHA-256 of the rest (32 bytes), then one msgpack map (``Bundle``) whose batch
+is ``Batch.to_bytes()``. The digest is checked before anything is decoded, so
+a truncated or damaged file is told apart from a well-formed bundle with bad
+events, and no damaged byte is ever trusted.
+
+Errors (all ValueError, message in ``__str__``)::
+
+    BundleError
+    ├── NotABundle       the bytes do not start with MAGIC
+    ├── BundleCorrupt    truncated or damaged: cannot be decoded, digest differs
+    ├── BundleMismatch   another bundle format or schema version
+    └── WrongSchool      a bundle of another school
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+import uuid
+
+import msgspec
+
+from .clocks import VersionVector
+from .events import Batch, MalformedBatch
+from .schema import SCHEMA_VERSION
+
+MAGIC = b"SLRSBDL\x00"
+FORMAT_VERSION = 1
+_DIGEST = 32
+MAX_BUNDLE_BYTES = 1 << 30  # one school's whole log fits many times over
+_NPSN = re.compile(r"[0-9]{8}")
+
+
+class Bundle(msgspec.Struct, frozen=True, kw_only=True):
+    format: int
+    schema_version: int
+    npsn: str
+    origin: str  # the exporting install
+    vector: VersionVector  # the exporter's vector when it exported
+    batch: bytes  # Batch.to_bytes()
+
+    def events(self) -> Batch:
+        """The events inside; BundleCorrupt if they do not decode."""
+        try:
+            return Batch.from_bytes(self.batch)
+        except MalformedBatch as exc:
+            raise BundleCorrupt(str(exc)) from None
+
+
+class _Head(msgspec.Struct):
+    """What every format version keeps, read before the rest."""
+
+    format: int
+    schema_version: int
+    npsn: str
+
+
+def encode(*, npsn: str, origin: str, vector: VersionVector, batch: Batch) -> bytes:
+    body = msgspec.msgpack.encode(Bundle(
+        format=FORMAT_VERSION, schema_version=SCHEMA_VERSION, npsn=npsn, origin=origin,
+        vector=dict(vector), batch=batch.to_bytes()))
+    return MAGIC + hashlib.sha256(body).digest() + body
+
+
+def is_bundle(head: bytes) -> bool:
+    """Whether bytes (the start of a file will do) look like a bundle of any version."""
+    return head.startswith(MAGIC[:-1])
+
+
+def decode(data: bytes, *, npsn: str) -> Bundle:
+    """The bundle in ``data``, checked whole and checked to belong to school ``npsn``.
+
+    Raises a BundleError subclass; the caller imports ``bundle.events()``.
+    """
+    if not is_bundle(data):
+        raise NotABundle()
+    if len(data) < len(MAGIC) + _DIGEST:
+        raise BundleCorrupt("truncated")
+    if data[len(MAGIC) - 1] != MAGIC[-1]:
+        raise BundleMismatch("envelope version", data[len(MAGIC) - 1], MAGIC[-1])
+    if len(data) > MAX_BUNDLE_BYTES:
+        raise BundleCorrupt(f"larger than {MAX_BUNDLE_BYTES} bytes")
+    digest, body = data[len(MAGIC):len(MAGIC) + _DIGEST], memoryview(data)[len(MAGIC) + _DIGEST:]
+    if hashlib.sha256(body).digest() != digest:
+        raise BundleCorrupt("its content does not match its checksum")
+    try:
+        head = msgspec.msgpack.decode(body, type=_Head)
+    except (msgspec.DecodeError, UnicodeDecodeError) as exc:  # msgspec lets the latter out
+        raise BundleCorrupt(_reason(exc)) from None
+    if head.format != FORMAT_VERSION:
+        raise BundleMismatch("bundle format", head.format, FORMAT_VERSION)
+    if head.schema_version != SCHEMA_VERSION:
+        raise BundleMismatch("schema version", head.schema_version, SCHEMA_VERSION)
+    if head.npsn != npsn:
+        raise WrongSchool(head.npsn, npsn)
+    try:
+        bundle = msgspec.msgpack.decode(body, type=Bundle)
+    except (msgspec.DecodeError, UnicodeDecodeError) as exc:
+        raise BundleCorrupt(_reason(exc)) from None
+    if not _is_uuid(bundle.origin) or not all(
+            _is_uuid(o) and s >= 0 for o, s in bundle.vector.items()):
+        raise BundleCorrupt("the exporter's origin or vector is not made of UUIDs")
+    return bundle
+
+
+def _reason(exc: Exception) -> str:
+    if isinstance(exc, UnicodeDecodeError):
+        return "text that is not UTF-8"
+    text = str(exc)
+    return "truncated" if "truncated" in text.lower() else text
+
+
+def _is_uuid(s: str) -> bool:
+    try:
+        uuid.UUID(s)
+    except ValueError:
+        return False
+    return True
+
+
+class BundleError(ValueError):
+    """A bundle that cannot be imported here; nothing was imported."""
+
+
+class NotABundle(BundleError):
+    def __str__(self) -> str:
+        return "not a selaras bundle"
+
+
+class BundleCorrupt(BundleError):
+    def __init__(self, reason: str) -> None:
+        super().__init__(reason)
+        self.reason = reason
+
+    def __str__(self) -> str:
+        return f"the bundle is damaged or incomplete ({self.reason})"
+
+
+class BundleMismatch(BundleError):
+    def __init__(self, what: str, theirs: int, ours: int) -> None:
+        super().__init__(what, theirs, ours)
+        self.what, self.theirs, self.ours = what, theirs, ours
+
+    def __str__(self) -> str:
+        return (f"the bundle has {self.what} {self.theirs}, this install has {self.ours}; "
+                "update selaras on the older side")
+
+
+class WrongSchool(BundleError):
+    def __init__(self, theirs: str, ours: str) -> None:
+        super().__init__(theirs, ours)
+        self.theirs, self.ours = theirs, ours
+
+    def __str__(self) -> str:
+        shown = self.theirs if _NPSN.fullmatch(self.theirs) else repr(self.theirs)
+        return f"the bundle is of school {shown}; this install holds school {self.ours}"

@@ -1,0 +1,94 @@
+"""The layering rules of DESIGN.md section 2, checked on the source with ast.
+
+- engine/ (but its storage module) is sans-I/O: no event loop, sockets,
+  clocks, threads, logging framework or DuckDB.
+- engine/duckdb_store.py is the only module that imports duckdb.
+- client/ and server/ never import each other; client/ never imports bench/
+  (bench plugs its commands in through an entry point).
+"""
+
+from __future__ import annotations
+
+import ast
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+PACKAGES = {"engine": "selaras.engine", "server": "selaras.server",
+            "client": "selaras.client", "bench": "selaras.bench"}
+STORAGE = "engine/duckdb_store.py"
+IO_MODULES = {"asyncio", "websockets", "duckdb", "structlog", "socket", "time", "threading"}
+
+
+def modules(*folders: str) -> list[Path]:
+    return sorted(p for f in folders for p in (ROOT / f).rglob("*.py"))
+
+
+def package_of(path: Path) -> list[str]:
+    """The dotted package ``path`` belongs to, as installed: engine/x.py -> selaras.engine."""
+    parts = path.relative_to(ROOT).parts
+    return PACKAGES[parts[0]].split(".") + list(parts[1:-1])
+
+
+def imported(source: str, package: list[str]) -> set[str]:
+    """Every module ``source`` imports, relative imports made absolute (selaras.*)."""
+    names: set[str] = set()
+    for node in ast.walk(ast.parse(source)):
+        if isinstance(node, ast.Import):
+            names.update(a.name for a in node.names)
+        elif isinstance(node, ast.ImportFrom):
+            if node.level:
+                base = package[:len(package) - node.level + 1]
+                prefix = ".".join(base + ([node.module] if node.module else []))
+            else:
+                prefix = node.module or ""
+            names.add(prefix)
+            # ``from selaras import server`` and ``from . import cli`` name modules too
+            names.update(f"{prefix}.{a.name}" for a in node.names)
+    return names
+
+
+def under(name: str, top: str) -> bool:
+    return name == top or name.startswith(top + ".")
+
+
+def offending(path: Path, forbidden: set[str]) -> list[str]:
+    names = imported(path.read_text(encoding="utf-8"), package_of(path))
+    return sorted(n for n in names if any(under(n, f) for f in forbidden))
+
+
+def rel(p: Path) -> str:
+    return p.relative_to(ROOT).as_posix()
+
+
+@pytest.mark.parametrize("path", modules("engine"), ids=rel)
+def test_engine_is_sans_io(path: Path) -> None:
+    forbidden = IO_MODULES - {"duckdb"} if rel(path) == STORAGE else IO_MODULES
+    forbidden |= {"selaras.server", "selaras.client", "selaras.bench"}
+    assert offending(path, forbidden) == []
+
+
+@pytest.mark.parametrize("path", modules("server", "client", "bench"), ids=rel)
+def test_only_the_storage_module_imports_duckdb(path: Path) -> None:
+    assert offending(path, {"duckdb"}) == []
+
+
+@pytest.mark.parametrize("path", modules("client"), ids=rel)
+def test_client_imports_neither_server_nor_bench(path: Path) -> None:
+    assert offending(path, {"selaras.server", "selaras.bench", "server", "bench"}) == []
+
+
+@pytest.mark.parametrize("path", modules("server"), ids=rel)
+def test_server_never_imports_client(path: Path) -> None:
+    assert offending(path, {"selaras.client", "client"}) == []
+
+
+def test_the_checker_sees_relative_and_aliased_imports() -> None:
+    # The rules above are only as good as ``imported``: check it on known input.
+    source = ("import duckdb as db\nfrom .. import server\nfrom ..bench.cli import bench\n"
+              "from time import monotonic\nfrom . import output\nimport asyncio.tasks\n")
+    names = imported(source, ["selaras", "client"])
+    assert {"duckdb", "selaras.server", "selaras.bench.cli", "time",
+            "selaras.client.output", "asyncio.tasks"} <= names
+    assert under("asyncio.tasks", "asyncio") and not under("timeit", "time")
