@@ -40,10 +40,10 @@ Conventions every rule follows:
 - The principal: a live ``tugas_tambahan`` whose ``jabatan_ptk_id`` has
   ``kepala_sekolah = 1`` in ``ref.jabatan_tugas_ptk`` (kepala sekolah and
   Plt.), held over ``[tmt_tambahan, tst_tambahan)`` (no tst: still held).
-  The school must have exactly one such assignment, held by a PTK registered
-  there as ``ptk_induk = 1``, at every moment of the current semester: none
-  at all is SEK-004, two whose periods overlap is GTK-009 (so a hand-over
-  in mid-semester, where one ends the day the next starts, is fine).
+  In the current semester the school needs one held by a PTK registered
+  there as ``ptk_induk = 1`` (else SEK-004), never two such at the same time
+  (GTK-009; a hand-over where one ends the day the next starts is fine),
+  and none held by a PTK registered there but not as induk (GTK-010).
 - A reference code is *expired* for a row when every ``ref.*`` row with that
   code has an ``expired_date`` on or before the start of the row's semester,
   or, for rows that have no semester (a student, a teacher), of the current
@@ -59,8 +59,9 @@ are listed with explicit ids, like the others, so ids stay stable when the
 schema grows.
 
 Scale: every rule is joins, GROUP BY and window functions over whole tables,
-no per-row subqueries, so all rules together run in well under a second on a
-large school (bench: ~1,500 students, 22,500 nilai, ~1,800 jadwal rows).
+no per-row subqueries. On a large school (~1,500 students, 22,500 nilai,
+1,800 jadwal rows) the whole query takes about 0.3 s on two cores, most of
+it DuckDB planning the ~140 subqueries rather than reading data.
 """
 
 from __future__ import annotations
@@ -80,6 +81,8 @@ SEKOLAH, SARPRAS, PD, GTK, ROMBEL, PEMBELAJARAN, NILAI, REFERENSI = TABS
 
 
 class Rule(NamedTuple):
+    """One Validasi Lokal check; ``sql`` yields ``row_id`` (a key of ``entity``), ``detail``."""
+
     id: str
     tab: str
     severity: str
