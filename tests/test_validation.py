@@ -616,3 +616,24 @@ def test_deleted_rows_are_invisible(tx):
                f"WHERE peserta_didik_id = '{uid('p2')}'")
     rules = {r for r, _, _ in findings(tx)}
     assert "PD-013" not in rules and "PD-001" not in rules
+
+
+def test_principal_hand_over_in_mid_semester_is_fine(tx):
+    """One principal ends the day the next starts: never two at once, never none."""
+    tx.execute(f"UPDATE tugas_tambahan SET tst_tambahan = '2024-09-02' "
+               f"WHERE ptk_tugas_tambahan_id = '{uid('tt_kepsek')}'")
+    tx.execute(insert("tugas_tambahan", "tt_baru", ptk_id="{guru2}", sekolah_id="{sekolah}",
+                      jabatan_ptk_id="2", nomor_sk="'821/2024'", tmt_tambahan="'2024-09-02'")
+               .format_map(_Literals()))
+    assert findings(tx) == []
+    tx.execute(f"UPDATE tugas_tambahan SET tst_tambahan = '2024-09-03' "
+               f"WHERE ptk_tugas_tambahan_id = '{uid('tt_kepsek')}'")
+    assert {r for r, _, _ in findings(tx)} == {"GTK-009"}
+
+
+@pytest.mark.parametrize(("expired", "fires"), [("2024-07-16", False), ("2024-07-15", True)])
+def test_code_expires_from_the_semester_it_has_ended_by(tx, expired, fires):
+    """Semester 20241 starts 2024-07-15: a code retired on or before then is red in it."""
+    tx.execute(f"UPDATE ref.kurikulum SET expired_date = '{expired}' WHERE kurikulum_id = 203")
+    flagged = {uid(n) for n in ("x1", "x2", "eks")}
+    assert {row for r, row, _ in findings(tx) if r == "RB-102"} == (flagged if fires else set())
