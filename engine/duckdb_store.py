@@ -18,6 +18,7 @@ The merge here is set-based SQL equal to ``merge.fold`` (property-tested).
 
 from __future__ import annotations
 
+import json
 import os
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -25,7 +26,7 @@ from typing import Any
 
 import duckdb
 
-from .clocks import HybridClock, VersionVector
+from .clocks import HybridClock, VersionVector, origin_rank
 from .events import Batch, MalformedBatch, arrow_schema
 from .merge import Sibling
 from .schema import (
@@ -34,7 +35,6 @@ from .schema import (
     SQL_TYPES,
     Entity,
     Owner,
-    field_types,
     log_ddl,
     materialised_ddl,
 )
@@ -44,10 +44,8 @@ from .values import EXPECTED, MAX_TEXT
 MEMORY_LIMIT = "1GB"
 
 
-def _lww(origin: str = "origin", hlc: str = "hlc") -> str:
-    """SQL for ``clocks.lww_key``: hlc in the high bits, the origin's first 64 bits below."""
-    return (f"(({hlc})::HUGEINT << 64) | "
-            f"('0x' || left(replace(({origin})::VARCHAR, '-', ''), 16))::UBIGINT::HUGEINT")
+def _fields(e: Entity, prefix: str = "") -> str:
+    return ", ".join(prefix + f.name for f in e.fields)
 
 
 def _q(s: str) -> str:
@@ -62,7 +60,9 @@ class DuckDBStore:
         self.central = central
         try:
             self.con = duckdb.connect(str(path), read_only=read_only,
-                                      config={"memory_limit": memory_limit})
+                                      config={"memory_limit": memory_limit,
+                                              # UUIDs cross Arrow as 16 bytes, not text
+                                              "arrow_lossless_conversion": True})
         except duckdb.IOException as exc:
             if "lock" in str(exc).lower():
                 raise DataInUse() from exc
@@ -126,7 +126,7 @@ class DuckDBStore:
 
     def max_hlc(self) -> int:
         union = " UNION ALL ".join(f"SELECT max(hlc) h FROM log.{e.slug}" for e in ENTITIES)
-        (h,) = self.con.execute(f"SELECT coalesce(max(h), 0) FROM ({union})").fetchone() or (0,)
+        (h,) = self.con.execute(f"SELECT coalesce(max(h), 0) FROM ({union})").fetchall()[0]
         return int(h)
 
     def context(self, origin: str) -> VersionVector:
@@ -142,18 +142,16 @@ class DuckDBStore:
             c.executemany("INSERT INTO theirs VALUES (?, ?)", list(vector.items()))
         tables = {}
         for e in ENTITIES:
-            fields = ", ".join(f"l.{f.name}::VARCHAR AS {f.name}" if f.type == "uuid"
-                               else f"l.{f.name}" for f in e.fields)
             t = c.sql(f"""
-                SELECT l.origin::VARCHAR AS origin, l.seq, l.hlc, l.row_id::VARCHAR AS row_id,
-                       l.author, l.role, l.mask, {fields}
+                SELECT l.origin, l.seq, l.hlc, l.row_id, l.author, l.role, l.mask,
+                       {_fields(e, 'l.')}
                 FROM log.{e.slug} l LEFT JOIN theirs t USING (origin)
                 WHERE l.seq > coalesce(t.seq, 0)
                 ORDER BY l.origin, l.seq""").to_arrow_table()
             if t.num_rows:
                 tables[e.name] = t.cast(arrow_schema(e))
         contexts = c.sql("""
-            SELECT c.origin::VARCHAR AS origin, c.seq, c.peer::VARCHAR AS peer, c.held
+            SELECT c.origin, c.seq, c.peer, c.held
             FROM log.context c LEFT JOIN theirs t USING (origin)
             WHERE c.seq > coalesce(t.seq, 0) ORDER BY ALL""").to_arrow_table()
         return Batch(tables, contexts)
@@ -190,7 +188,7 @@ class DuckDBStore:
             (digest,) = self.con.execute(f"""
                 SELECT md5(coalesce(string_agg(d, ',' ORDER BY k), ''))
                 FROM (SELECT {e.key}::VARCHAR AS k, md5(concat({enc})) AS d FROM {e.table})
-                """).fetchone() or ("",)
+                """).fetchall()[0]
             out[e.name] = digest
         return out
 
@@ -207,78 +205,94 @@ class DuckDBStore:
 
     def _append(self, batch: Batch) -> AppendReport:
         c = self.con
-        c.execute("CREATE OR REPLACE TEMP TABLE ours AS "
-                  "SELECT origin, max(seq) AS seq FROM log.event GROUP BY origin")
         staged = [BY_NAME[name] for name in batch.tables]
         if not staged:
             return AppendReport()
+        c.execute("CREATE OR REPLACE TEMP TABLE ours AS "
+                  "SELECT origin, max(seq) AS seq FROM log.event GROUP BY origin")
         for e in staged:
             c.register("incoming", batch.tables[e.name])
             try:
                 self._stage(e)
             finally:
                 c.unregister("incoming")
+        duplicates = sum(self._drop_held(e) for e in staged)
         ids = " UNION ALL ".join(f"SELECT origin, seq, '{e.name}' AS entity FROM s_{e.slug}"
                                  for e in staged)
-        clash = c.execute(f"SELECT origin::VARCHAR, seq FROM ({ids}) GROUP BY origin, seq "
-                          "HAVING count(*) > 1 LIMIT 1").fetchone()
-        if clash:
-            raise EventCollision(*clash)
-        duplicates = sum(self._drop_held(e) for e in staged)
-        # Per origin, the run of new events that follows what we hold without a gap.
-        c.execute(f"""CREATE OR REPLACE TEMP TABLE accepted AS
-            SELECT origin, seq, entity FROM (
-                SELECT s.*, coalesce(o.seq, 0) AS base,
-                       row_number() OVER (PARTITION BY s.origin ORDER BY s.seq) AS rn
-                FROM ({ids}) s LEFT JOIN ours o USING (origin))
-            WHERE seq = base + rn""")
-        (applied,) = c.execute("SELECT count(*) FROM accepted").fetchone() or (0,)
-        (fresh,) = c.execute(f"SELECT count(*) FROM ({ids})").fetchone() or (0,)
-        c.execute("INSERT INTO log.event SELECT * FROM accepted")
+        runs = self._runs(ids)
+        if any(n > distinct for _, _, n, distinct in runs.values()):
+            # The same event more than once in the batch: keep one, unless they differ.
+            for e in staged:
+                c.execute(f"CREATE OR REPLACE TEMP TABLE s_{e.slug} AS "
+                          f"SELECT DISTINCT * FROM s_{e.slug}")
+            clash = c.execute(f"SELECT origin::VARCHAR, seq FROM ({ids}) GROUP BY ALL "
+                              "HAVING count(*) > 1 LIMIT 1").fetchall()
+            if clash:
+                raise EventCollision(*clash[0])
+            runs = self._runs(ids)
+        fresh = sum(n for _, _, n, _ in runs.values())
+        ours = self.vector()
+        if all(first == ours.get(o, 0) + 1 and last - first + 1 == n
+               for o, (first, last, n, _) in runs.items()):
+            accepted, only_accepted = ids, ""  # gap-free: everything goes in
+        else:
+            # Per origin, the run of new events that follows what we hold without a gap.
+            c.execute(f"""CREATE OR REPLACE TEMP TABLE accepted AS
+                SELECT origin, seq, entity FROM (
+                    SELECT s.*, coalesce(o.seq, 0) AS base,
+                           row_number() OVER (PARTITION BY s.origin ORDER BY s.seq) AS rn
+                    FROM ({ids}) s LEFT JOIN ours o USING (origin))
+                WHERE seq = base + rn""")
+            accepted = "SELECT * FROM accepted"
+            only_accepted = "SEMI JOIN accepted a ON a.origin = s.origin AND a.seq = s.seq"
+        (applied,) = c.execute(f"SELECT count(*) FROM ({accepted})").fetchall()[0]
+        if not applied:
+            return AppendReport(0, duplicates, fresh)
+        c.execute(f"INSERT INTO log.event {accepted}")
         c.register("incoming_context", batch.contexts)
         try:
-            c.execute("""INSERT INTO log.context
-                SELECT c.origin::UUID, c.seq, c.peer::UUID, c.held FROM incoming_context c
-                SEMI JOIN accepted a ON a.origin = TRY_CAST(c.origin AS UUID) AND a.seq = c.seq""")
-        except duckdb.ConversionException as exc:
-            raise MalformedBatch("a context that is not a vector of UUIDs") from exc
+            c.execute(f"""INSERT INTO log.context SELECT c.* FROM incoming_context c
+                          SEMI JOIN ({accepted}) a ON a.origin = c.origin AND a.seq = c.seq""")
         finally:
             c.unregister("incoming_context")
+        ranks = " UNION ALL ".join(f"SELECT '{o}'::UUID AS origin, {origin_rank(o)} AS rank"
+                                   for o in runs)
         for e in staged:
-            c.execute(f"""INSERT INTO log.{e.slug} SELECT s.* FROM s_{e.slug} s
-                          SEMI JOIN accepted a USING (origin, seq)""")
-            self._materialise(e, f"SELECT DISTINCT row_id FROM s_{e.slug} "
-                                 "SEMI JOIN accepted USING (origin, seq)")
+            new = f"""SELECT s.origin, s.seq, s.hlc,
+                             (s.hlc::HUGEINT << 64) | r.rank::HUGEINT AS lww, s.row_id,
+                             s.author, s.role, s.mask, {_fields(e, 's.')}
+                      FROM s_{e.slug} s JOIN ({ranks}) r ON r.origin = s.origin {only_accepted}"""
+            self._write(e, new)
             c.execute(f"DROP TABLE s_{e.slug}")
         return AppendReport(applied, duplicates, fresh - applied)
 
+    def _runs(self, ids: str) -> dict[str, tuple[int, int, int, int]]:
+        """Per origin in the staged events: first seq, last seq, count, distinct seqs."""
+        return {o: tuple(r) for o, *r in self.con.execute(
+            f"SELECT origin::VARCHAR, min(seq), max(seq), count(*), count(DISTINCT seq) "
+            f"FROM ({ids}) GROUP BY origin").fetchall()}
+
     def _stage(self, e: Entity) -> None:
-        """Copy the registered ``incoming`` Arrow table into s_<entity>, typed and checked."""
+        """Copy the registered ``incoming`` Arrow table into s_<entity>, checked."""
         c = self.con
-        bad = c.execute(f"""SELECT count(*) FROM incoming WHERE
-            TRY_CAST(origin AS UUID) IS NULL OR TRY_CAST(row_id AS UUID) IS NULL
-            OR seq < 1 OR hlc < 0 OR mask >> {len(e.fields)} <> 0
-            OR author IS NULL OR role IS NULL
-            {''.join(f" OR ({f.name} IS NOT NULL AND TRY_CAST({f.name} AS UUID) IS NULL)"
-                     for f in e.fields if f.type == "uuid")}""").fetchone()
-        if bad and bad[0]:
-            raise MalformedBatch(f"{bad[0]} {e.name} events with bad ids, seq, mask or values")
         # A field the mask does not set is NULL whatever was sent with it.
-        fields = ", ".join(
-            f"CASE WHEN mask & {e.bit(f.name)} <> 0 THEN {f.name}"
-            + ("::UUID" if f.type == "uuid" else "") + f" END AS {f.name}"
-            for f in e.fields)
+        fields = ", ".join(f"CASE WHEN mask & {e.bit(f.name)} <> 0 THEN {f.name} END AS {f.name}"
+                           for f in e.fields)
         c.execute(f"""CREATE OR REPLACE TEMP TABLE s_{e.slug} AS
-            SELECT DISTINCT origin::UUID AS origin, seq, hlc, {_lww()} AS lww,
-                   row_id::UUID AS row_id, author, role, mask, {fields}
-            FROM incoming""")
+            SELECT origin, seq, hlc, row_id, author, role, mask, {fields} FROM incoming""")
+        (bad,) = c.execute(f"""SELECT count(*) FROM s_{e.slug} WHERE origin IS NULL
+            OR row_id IS NULL OR seq IS NULL OR seq < 1 OR hlc IS NULL OR hlc < 0
+            OR mask IS NULL OR mask >> {len(e.fields)} <> 0 OR author IS NULL OR role IS NULL
+            """).fetchall()[0]
+        if bad:
+            raise MalformedBatch(f"{bad} {e.name} events with bad ids, seq, clock or mask")
 
     def _drop_held(self, e: Entity) -> int:
         """Drop the staged events we already hold; EventCollision if one differs."""
         c = self.con
         old = (f"(SELECT s.* FROM s_{e.slug} s "
                "JOIN ours o ON s.origin = o.origin AND s.seq <= o.seq)")
-        (n_old,) = c.execute(f"SELECT count(*) FROM {old}").fetchone() or (0,)
+        (n_old,) = c.execute(f"SELECT count(*) FROM {old}").fetchall()[0]
         if not n_old:
             return 0
         differs = " OR ".join(f"s.{col} IS DISTINCT FROM l.{col}" for col in
@@ -287,9 +301,9 @@ class DuckDBStore:
         clash = c.execute(f"""
             SELECT s.origin::VARCHAR, s.seq FROM {old} s
             LEFT JOIN log.{e.slug} l USING (origin, seq)
-            WHERE l.seq IS NULL OR {differs} LIMIT 1""").fetchone()
+            WHERE l.seq IS NULL OR {differs} LIMIT 1""").fetchall()
         if clash:
-            raise EventCollision(*clash)
+            raise EventCollision(*clash[0])
         c.execute(f"DELETE FROM s_{e.slug} s USING ours o "
                   "WHERE s.origin = o.origin AND s.seq <= o.seq")
         return int(n_old)
@@ -311,15 +325,12 @@ class DuckDBStore:
     def _import(self, path: str, origin: str, author: str, role: str, sekolah_id: str,
                 now_ms: int) -> AppendReport:
         c = self.con
-        columns = {"entity": "VARCHAR", **dict.fromkeys(field_types(), "VARCHAR")}
         try:
             c.execute("""CREATE OR REPLACE TEMP TABLE raw AS
-                SELECT row_number() OVER () AS line, * FROM read_json(?,
-                    format = 'newline_delimited', columns = ?, maximum_object_size = 1048576)""",
-                      [path, columns])
-            keysets = c.execute("""SELECT json->>'entity', json_keys(json), min(line)
-                FROM (SELECT row_number() OVER () AS line, json
-                      FROM read_ndjson_objects(?)) GROUP BY ALL""", [path]).fetchall()
+                SELECT row_number() OVER () AS line, json->>'entity' AS entity, json
+                FROM read_ndjson_objects(?, maximum_object_size = 1048576)""", [path])
+            keysets = c.execute("SELECT entity, json_keys(json), min(line) FROM raw "
+                                "GROUP BY ALL").fetchall()
         except duckdb.Error as exc:
             first = str(exc).splitlines()[0]
             raise ImportRefused(path, [(0, f"not a JSON-lines rows file ({first})")]) from None
@@ -331,66 +342,73 @@ class DuckDBStore:
             problems += self._typed_rows(e, sekolah_id)
         if problems:
             raise ImportRefused(path, sorted(problems))
-        (n,) = c.execute("SELECT count(*) FROM raw").fetchone() or (0,)
+        (n,) = c.execute("SELECT count(*) FROM raw").fetchall()[0]
+        c.execute("DROP TABLE raw")
         if not n:
             return AppendReport()
-        base = self.vector().get(origin, 0)
+        vector = self.vector()
+        base = vector.get(origin, 0)
         first = HybridClock(self.max_hlc()).tick(now_ms, n)
-        context = {o: s for o, s in self.vector().items() if o != origin}
+        context = {o: s for o, s in vector.items() if o != origin}
         if context != self.context(origin):
             c.executemany("INSERT INTO log.context VALUES (?, ?, ?, ?)",
                           [(origin, base + 1, peer, held) for peer, held in context.items()])
+        lww = f"(({first - 1} + line)::HUGEINT << 64) | {origin_rank(origin)}::HUGEINT"
         for e in entities:
             mask = " + ".join(f"CASE WHEN {f.name} IS NOT NULL THEN {e.bit(f.name)} ELSE 0 END"
                               for f in e.fields)
-            fields = ", ".join(f.name for f in e.fields)
-            c.execute(f"""CREATE OR REPLACE TEMP TABLE events AS
-                SELECT '{origin}'::UUID AS origin, {base} + line AS seq,
-                       {first - 1} + line AS hlc, row_id, ({mask})::UBIGINT AS mask, {fields}
+            c.execute(f"INSERT INTO log.event SELECT '{origin}', {base} + line, '{e.name}' "
+                      f"FROM t_{e.slug}")
+            self._write(e, f"""
+                SELECT '{origin}'::UUID AS origin, {base} + line AS seq, {first - 1} + line AS hlc,
+                       {lww} AS lww, row_id, {_q(author)} AS author, {_q(role)} AS role,
+                       ({mask})::UBIGINT AS mask, {_fields(e)}
                 FROM t_{e.slug}""")
-            c.execute(f"INSERT INTO log.event SELECT origin, seq, '{e.name}' FROM events")
-            c.execute(f"""INSERT INTO log.{e.slug} SELECT origin, seq, hlc, {_lww()}, row_id,
-                          {_q(author)}, {_q(role)}, mask, {fields} FROM events""")
-            self._materialise(e, "SELECT DISTINCT row_id FROM events")
             c.execute(f"DROP TABLE t_{e.slug}")
-        c.execute("DROP TABLE events; DROP TABLE raw")
         return AppendReport(applied=n)
 
     def _typed_rows(self, e: Entity, sekolah_id: str) -> list[tuple[int, str]]:
         """Cast the raw rows of ``e`` into t_<entity>; the problems found on the way."""
         c = self.con
+        as_text = json.dumps(dict.fromkeys(e.columns, "VARCHAR"))
+        c.execute(f"""CREATE OR REPLACE TEMP TABLE r_{e.slug} AS
+            SELECT line, unnest(json_transform(json, {_q(as_text)}))
+            FROM raw WHERE entity = '{e.name}'""")
         casts = ", ".join(f"TRY_CAST({f.name} AS {SQL_TYPES[f.type]}) AS {f.name}"
                           for f in e.fields)
         c.execute(f"""CREATE OR REPLACE TEMP TABLE t_{e.slug} AS
-            SELECT line, TRY_CAST({e.key} AS UUID) AS row_id, {casts}
-            FROM raw WHERE entity = '{e.name}'""")
-        checks = [f"SELECT r.line, 'key {e.key}: ' || coalesce(r.{e.key}, 'missing') "
-                  f"|| ' is not a UUID' FROM raw r JOIN t_{e.slug} t USING (line) "
-                  f"WHERE t.row_id IS NULL"]
+            SELECT line, TRY_CAST({e.key} AS UUID) AS row_id, {casts} FROM r_{e.slug}""")
+        checks = [f"SELECT line, 'key {e.key}: ' || coalesce(r.{e.key}, 'missing') "
+                  f"|| ' is not a UUID' FROM r_{e.slug} r WHERE TRY_CAST({e.key} AS UUID) IS NULL"]
         for f in e.fields:
-            bad = f"r.{f.name} IS NOT NULL AND t.{f.name} IS NULL"
+            bad = f"{f.name} IS NOT NULL AND TRY_CAST({f.name} AS {SQL_TYPES[f.type]}) IS NULL"
             if f.type == "int":  # TRY_CAST rounds '5.7' to 6: demand a whole number
-                bad += f" OR NOT regexp_full_match(r.{f.name}, '\\s*-?[0-9]+\\s*')"
+                bad = f"{f.name} IS NOT NULL AND NOT regexp_full_match({f.name}, '-?[0-9]+')"
             if f.type == "text":
-                bad = f"length(r.{f.name}) > {MAX_TEXT}"
-            checks.append(
-                f"SELECT r.line, '{e.name}.{f.name}: ' || r.{f.name} || ' is not "
-                f"{EXPECTED[f.type]}' FROM raw r JOIN t_{e.slug} t USING (line) WHERE {bad}")
+                bad = f"length({f.name}) > {MAX_TEXT}"
+            checks.append(f"SELECT line, '{e.name}.{f.name}: ' || {f.name} || "
+                          f"' is not {EXPECTED[f.type]}' FROM r_{e.slug} WHERE {bad}")
         if e.school_field:
             checks.append(
                 f"SELECT line, 'a row of another school ({e.school_field} ' || "
                 f"coalesce({e.school_field}::VARCHAR, 'missing') || '); this install holds "
                 f"{sekolah_id}' FROM t_{e.slug} WHERE {e.school_field} IS DISTINCT FROM "
                 f"'{sekolah_id}'::UUID")
-        return [(int(n), str(m)) for n, m in c.execute(
+        problems = [(int(n), str(m)) for n, m in c.execute(
             " UNION ALL ".join(f"({q} LIMIT 20)" for q in checks)).fetchall()]
+        c.execute(f"DROP TABLE r_{e.slug}")
+        return problems
 
     # -- the set-based merge -----------------------------------------------------------
+
+    @staticmethod
+    def _centre_mask(e: Entity) -> int:
+        return sum(e.bit(f.name) for f in e.fields if f.owner is Owner.CENTRE)
 
     def _effective(self, e: Entity, rows_sql: str) -> str:
         """SQL: the events of the given rows with ``eff``, the mask of writes with effect
         (merge rule 2)."""
-        centre = sum(e.bit(f.name) for f in e.fields if f.owner is Owner.CENTRE)
+        centre = self._centre_mask(e)
         verval = sum(e.bit(f.name) for f in e.fields if f.owner is Owner.VERVAL)
         is_central = f"origin IN ({self._central_sql})"
         lock = "NULL::HUGEINT"
@@ -405,10 +423,31 @@ class DuckDBStore:
             FROM (SELECT *, {lock} AS lock FROM log.{e.slug}
                   WHERE row_id IN ({rows_sql}))"""
 
-    def _materialise(self, e: Entity, rows_sql: str) -> None:
-        """Recompute the given rows of ``e`` and their conflicts from the log."""
+    def _write(self, e: Entity, new: str) -> None:
+        """Append the new events of ``e`` (a query in log column order) to its log,
+        and bring the materialised rows and conflicts they touch up to date."""
         c = self.con
-        c.execute(f"CREATE OR REPLACE TEMP TABLE touched AS {rows_sql}")
+        c.execute(f"""CREATE OR REPLACE TEMP TABLE prior AS SELECT DISTINCT row_id
+                      FROM log.{e.slug} WHERE row_id IN (SELECT row_id FROM ({new}))""")
+        c.execute(f"INSERT INTO log.{e.slug} {new}")
+        c.execute(f"""CREATE OR REPLACE TEMP TABLE touched AS
+            SELECT row_id FROM ({new}) GROUP BY row_id HAVING count(*) > 1
+            UNION SELECT row_id FROM prior""")
+        # A row this replica has never seen, written once (most of a bulk load): its
+        # values are the event's, less what authority takes away; nothing to merge.
+        once = ", ".join(f"CASE WHEN eff & {e.bit(f.name)} <> 0 THEN {f.name} END"
+                         for f in e.fields)
+        c.execute(f"""INSERT INTO {e.table} SELECT row_id, {once}
+            FROM (SELECT *, CASE WHEN origin IN ({self._central_sql}) THEN mask
+                                 ELSE mask & ~{self._centre_mask(e)}::UBIGINT END AS eff
+                  FROM ({new}) WHERE row_id NOT IN (FROM touched))
+            WHERE eff <> 0""")
+        if c.execute("SELECT 1 FROM touched LIMIT 1").fetchall():
+            self._materialise(e)
+
+    def _materialise(self, e: Entity) -> None:
+        """Recompute the ``touched`` rows of ``e`` and their conflicts from the log."""
+        c = self.con
         c.execute(f"CREATE OR REPLACE TEMP TABLE eff AS {self._effective(e, 'FROM touched')}")
         c.execute(f"DELETE FROM {e.table} WHERE {e.key} IN (FROM touched)")
         winners = ", ".join(
@@ -426,7 +465,7 @@ class DuckDBStore:
         c.execute("""CREATE OR REPLACE TEMP TABLE multi AS SELECT * FROM eff
                      WHERE row_id IN (SELECT row_id FROM eff WHERE eff <> 0
                                       GROUP BY row_id HAVING count(DISTINCT origin) > 1)""")
-        (n,) = c.execute("SELECT count(*) FROM multi").fetchone() or (0,)
+        (n,) = c.execute("SELECT count(*) FROM multi").fetchall()[0]
         if not n:
             return
         writes = " UNION ALL ".join(
@@ -456,7 +495,9 @@ class DuckDBStore:
             c.execute("DELETE FROM replica.conflict")
             for e in ENTITIES:
                 c.execute(f"DELETE FROM {e.table}")
-                self._materialise(e, f"SELECT DISTINCT row_id FROM log.{e.slug}")
+                c.execute(f"CREATE OR REPLACE TEMP TABLE touched AS "
+                          f"SELECT DISTINCT row_id FROM log.{e.slug}")
+                self._materialise(e)
 
     # -- validation ----------------------------------------------------------------------
 

@@ -63,18 +63,18 @@ class Event(msgspec.Struct, frozen=True, kw_only=True):
 
 
 _ARROW_TYPES = {
-    "uuid": pa.string(),
+    "uuid": pa.uuid(),
     "text": pa.string(),
     "int": pa.int64(),
     "date": pa.date32(),
     "decimal": pa.decimal128(18, DECIMAL_SCALE),
 }
 _META = [
-    ("origin", pa.string()), ("seq", pa.int64()), ("hlc", pa.int64()), ("row_id", pa.string()),
+    ("origin", pa.uuid()), ("seq", pa.int64()), ("hlc", pa.int64()), ("row_id", pa.uuid()),
     ("author", pa.string()), ("role", pa.string()), ("mask", pa.uint64()),
 ]
-CONTEXT_SCHEMA = pa.schema([("origin", pa.string()), ("seq", pa.int64()),
-                            ("peer", pa.string()), ("held", pa.int64())])
+CONTEXT_SCHEMA = pa.schema([("origin", pa.uuid()), ("seq", pa.int64()),
+                            ("peer", pa.uuid()), ("held", pa.int64())])
 
 
 def arrow_schema(e: Entity) -> pa.Schema:
@@ -84,6 +84,8 @@ def arrow_schema(e: Entity) -> pa.Schema:
 def _to_arrow(type_: str, v: Value) -> object:
     if v is None:
         return None
+    if type_ == "uuid":
+        return uuid.UUID(str(v)).bytes
     if type_ == "date":
         return dt.date.fromisoformat(str(v))
     if type_ == "decimal":
@@ -108,13 +110,15 @@ class Batch:
         for ev in events:
             by_entity.setdefault(ev.entity, []).append(ev)
             for peer, held in (ev.context or {}).items():
-                contexts.append((ev.origin, ev.seq, peer, held))
+                contexts.append((_to_arrow("uuid", ev.origin), ev.seq, _to_arrow("uuid", peer),
+                                 held))
         tables = {}
         for name, evs in by_entity.items():
             e = BY_NAME[name]
             cols: dict[str, list[object]] = {
-                "origin": [ev.origin for ev in evs], "seq": [ev.seq for ev in evs],
-                "hlc": [ev.hlc for ev in evs], "row_id": [ev.row_id for ev in evs],
+                "origin": [_to_arrow("uuid", ev.origin) for ev in evs],
+                "seq": [ev.seq for ev in evs], "hlc": [ev.hlc for ev in evs],
+                "row_id": [_to_arrow("uuid", ev.row_id) for ev in evs],
                 "author": [ev.author for ev in evs], "role": [ev.role for ev in evs],
                 "mask": [sum(e.bit(k) for k in ev.changes) for ev in evs],
             }
@@ -130,22 +134,22 @@ class Batch:
         """The batch as Python events (the reference path; slow by design)."""
         contexts: dict[tuple[str, int], VersionVector] = {}
         for c in self.contexts.to_pylist():
-            contexts.setdefault((c["origin"], c["seq"]), {})[c["peer"]] = c["held"]
+            contexts.setdefault((str(c["origin"]), c["seq"]), {})[str(c["peer"])] = c["held"]
         for name, table in self.tables.items():
             e = BY_NAME[name]
             for r in table.to_pylist():
                 changes = {f.name: from_python(f, r[f.name]) for f in e.fields
                            if r["mask"] & e.bit(f.name)}
-                key = (r["origin"], r["seq"])
-                yield Event(origin=r["origin"], seq=r["seq"], hlc=r["hlc"], entity=name,
-                            row_id=r["row_id"], changes=changes, author=r["author"],
+                key = (str(r["origin"]), r["seq"])
+                yield Event(origin=key[0], seq=r["seq"], hlc=r["hlc"], entity=name,
+                            row_id=str(r["row_id"]), changes=changes, author=r["author"],
                             role=r["role"], context=contexts.get(key))
 
     def vector(self) -> VersionVector:
         """The highest seq per origin in this batch."""
         pairs: list[tuple[str, int]] = []
         for t in self.tables.values():
-            pairs += zip(t["origin"].to_pylist(), t["seq"].to_pylist(), strict=True)
+            pairs += zip(map(str, t["origin"].to_pylist()), t["seq"].to_pylist(), strict=True)
         return vector_of(pairs)
 
     def to_bytes(self) -> bytes:

@@ -177,3 +177,10 @@ def test_checksums_change_with_any_single_difference(store, change):
     after = store.checksums()
     assert after["peserta_didik"] != before["peserta_didik"]
     assert {k for k in after if after[k] != before[k]} == {"peserta_didik"}
+
+
+def test_a_batch_repeating_an_event_around_a_gap(store):
+    one = ev(A, 1, 10, {"nik": "1"})
+    report = put(store, one, one, ev(A, 3, 12, {"nik": "3"}))
+    assert (report.applied, report.held_back) == (1, 1)
+    assert store.vector() == {A: 1}
