@@ -52,6 +52,10 @@ PLUGINS = "selaras.commands"
 DEBUG_ENV = "SELARAS_DEBUG"
 F = TypeVar("F", bound=Callable[..., Any])
 
+# click >= 8.2 raises it for a group called without a command.
+NO_ARGS_IS_HELP: type[click.UsageError] | tuple[()] = getattr(
+    click.exceptions, "NoArgsIsHelpError", ())
+
 # Errors an operator can act on: their message is the whole story.
 EXPECTED_ERRORS = (ClientError, StoreError, EditError, BadValue, UnknownEntity, MalformedBatch,
                    bundle.BundleError)
@@ -76,6 +80,9 @@ class SelarasGroup(click.Group):
             return super().main(args, prog_name, complete_var, False, **extra)
         try:
             code = super().main(args, prog_name or "selaras", complete_var, False, **extra)
+        except NO_ARGS_IS_HELP as exc:  # a bare 'selaras' or 'selaras bundle': show the help
+            click.echo(exc.ctx.get_help() if exc.ctx else exc.format_message(), err=True)
+            sys.exit(2)
         except click.UsageError as exc:
             hint = f"; see '{exc.ctx.command_path} --help'" if exc.ctx else ""
             fail(exc.format_message().rstrip(".") + hint, 2)
@@ -94,14 +101,13 @@ def fail(message: str, code: int) -> NoReturn:
 
 
 def describe(exc: Exception) -> str:
-    """The one line (rarely a few) an operator sees for an error."""
+    """The one line an operator sees for an error."""
     if isinstance(exc, ImportRefused):
-        lines = [f"line {n}: {msg}" if n else msg for n, msg in exc.problems]
-        if len(lines) == 1:
-            return f"{exc.path}: {lines[0]}; nothing was imported"
-        return (f"{exc.path}: {len(lines)} problems, nothing was imported\n"
-                + "\n".join(f"  {line}" for line in lines[:20])
-                + (f"\n  ... and {len(lines) - 20} more" if len(lines) > 20 else ""))
+        n, msg = exc.problems[0]
+        more = len(exc.problems) - 1
+        return (f"{exc.path}: {f'line {n}: ' if n else ''}{msg}"
+                + (f" (and {more} more problem{'s' if more > 1 else ''})" if more else "")
+                + "; nothing was imported")
     if isinstance(exc, EXPECTED_ERRORS):
         return str(exc)
     if isinstance(exc, OSError) and exc.strerror:
