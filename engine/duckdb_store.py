@@ -329,8 +329,9 @@ class DuckDBStore:
             c.execute("""CREATE OR REPLACE TEMP TABLE raw AS
                 SELECT row_number() OVER () AS line, json->>'entity' AS entity, json
                 FROM read_ndjson_objects(?, maximum_object_size = 1048576)""", [path])
-            keysets = c.execute("SELECT entity, json_keys(json), min(line) FROM raw "
-                                "GROUP BY ALL").fetchall()
+            keysets = c.execute("""SELECT entity, any_value(keys), min(line) FROM (
+                SELECT entity, json_keys(json) AS keys, line FROM raw)
+                GROUP BY entity, hash(keys)""").fetchall()
         except duckdb.Error as exc:
             first = str(exc).splitlines()[0]
             raise ImportRefused(path, [(0, f"not a JSON-lines rows file ({first})")]) from None
@@ -368,36 +369,36 @@ class DuckDBStore:
         return AppendReport(applied=n)
 
     def _typed_rows(self, e: Entity, sekolah_id: str) -> list[tuple[int, str]]:
-        """Cast the raw rows of ``e`` into t_<entity>; the problems found on the way."""
+        """Cast the raw rows of ``e`` into t_<entity> in one pass; the problems found."""
         c = self.con
         as_text = json.dumps(dict.fromkeys(e.columns, "VARCHAR"))
-        c.execute(f"""CREATE OR REPLACE TEMP TABLE r_{e.slug} AS
-            SELECT line, unnest(json_transform(json, {_q(as_text)}))
-            FROM raw WHERE entity = '{e.name}'""")
-        casts = ", ".join(f"TRY_CAST({f.name} AS {SQL_TYPES[f.type]}) AS {f.name}"
-                          for f in e.fields)
-        c.execute(f"""CREATE OR REPLACE TEMP TABLE t_{e.slug} AS
-            SELECT line, TRY_CAST({e.key} AS UUID) AS row_id, {casts} FROM r_{e.slug}""")
-        checks = [f"SELECT line, 'key {e.key}: ' || coalesce(r.{e.key}, 'missing') "
-                  f"|| ' is not a UUID' FROM r_{e.slug} r WHERE TRY_CAST({e.key} AS UUID) IS NULL"]
+        typed, checks = [f"TRY_CAST({e.key} AS UUID) AS row_id"], [
+            f"WHEN TRY_CAST({e.key} AS UUID) IS NULL THEN "
+            f"'key {e.key}: ' || coalesce({e.key}, 'missing') || ' is not a UUID'"]
         for f in e.fields:
-            bad = f"{f.name} IS NOT NULL AND TRY_CAST({f.name} AS {SQL_TYPES[f.type]}) IS NULL"
+            cast = f"TRY_CAST({f.name} AS {SQL_TYPES[f.type]})"
+            if f.name == e.school_field:  # a row without it belongs to this school
+                cast = f"coalesce({cast}, '{sekolah_id}'::UUID)"
+            typed.append(f"{cast} AS {f.name}")
+            bad = f"{f.name} IS NOT NULL AND {cast} IS NULL"
             if f.type == "int":  # TRY_CAST rounds '5.7' to 6: demand a whole number
                 bad = f"{f.name} IS NOT NULL AND NOT regexp_full_match({f.name}, '-?[0-9]+')"
-            if f.type == "text":
+            elif f.type == "text":
                 bad = f"length({f.name}) > {MAX_TEXT}"
-            checks.append(f"SELECT line, '{e.name}.{f.name}: ' || {f.name} || "
-                          f"' is not {EXPECTED[f.type]}' FROM r_{e.slug} WHERE {bad}")
+            checks.append(f"WHEN {bad} THEN '{e.name}.{f.name}: ' || {f.name} || "
+                          f"' is not {EXPECTED[f.type]}'")
         if e.school_field:
             checks.append(
-                f"SELECT line, 'a row of another school ({e.school_field} ' || "
-                f"coalesce({e.school_field}::VARCHAR, 'missing') || '); this install holds "
-                f"{sekolah_id}' FROM t_{e.slug} WHERE {e.school_field} IS DISTINCT FROM "
-                f"'{sekolah_id}'::UUID")
-        problems = [(int(n), str(m)) for n, m in c.execute(
-            " UNION ALL ".join(f"({q} LIMIT 20)" for q in checks)).fetchall()]
-        c.execute(f"DROP TABLE r_{e.slug}")
-        return problems
+                f"WHEN {e.school_field}::UUID IS DISTINCT FROM '{sekolah_id}' THEN 'a row of "
+                f"another school ({e.school_field} ' || {e.school_field} || '); this install "
+                f"holds {sekolah_id}'")
+        c.execute(f"""CREATE OR REPLACE TEMP TABLE t_{e.slug} AS
+            SELECT line, {', '.join(typed)}, CASE {' '.join(checks)} END AS problem
+            FROM (SELECT line, unnest(json_transform(json, {_q(as_text)}))
+                  FROM raw WHERE entity = '{e.name}')""")
+        return [(int(n), str(m)) for n, m in c.execute(
+            f"SELECT line, problem FROM t_{e.slug} WHERE problem IS NOT NULL LIMIT 20"
+        ).fetchall()]
 
     # -- the set-based merge -----------------------------------------------------------
 
