@@ -168,7 +168,7 @@ class Batch:
                     raise MalformedBatch(f"unknown entity {name!r}")
                 tables[name] = _from_ipc(blob, arrow_schema(BY_NAME[name]))
             return cls(tables, _from_ipc(f.contexts, CONTEXT_SCHEMA))
-        except (msgspec.DecodeError, pa.ArrowException, ValueError) as exc:
+        except (msgspec.DecodeError, pa.ArrowException, OSError, ValueError, TypeError) as exc:
             if isinstance(exc, MalformedBatch):
                 raise
             raise MalformedBatch(type(exc).__name__) from exc

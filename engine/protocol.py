@@ -1,0 +1,416 @@
+"""The sync protocol, sans-I/O (docs/protocol.md is the specification).
+
+A ``SyncProtocol`` is one side of one session. Feed it every frame received
+(``receive_data``), then:
+
+- send every frame ``data_to_send()`` returns, in order;
+- handle every fact ``facts()`` returns: authenticate a ``HelloReceived``,
+  append a ``BatchReceived`` durably and then call ``ack``, and so on;
+- after a ``Refused`` or once ``state`` is CLOSED, close the connection.
+
+It never touches a socket, a clock or a store: time and data come in as
+arguments. Anything outside the transition table ends the session with a
+``Refuse`` carrying the matching code.
+
+Errors::
+
+    ProtocolError                a local misuse of this object (a bug in the adapter)
+    RemoteError                  what the peer did wrong; carries the Refuse code
+"""
+
+from __future__ import annotations
+
+import enum
+from typing import Literal
+
+import msgspec
+
+from .clocks import VersionVector
+
+PROTOCOL_VERSION = 1
+
+
+class Code(enum.StrEnum):
+    """Every refusal code (docs/protocol.md, section 7)."""
+
+    VERSION_MISMATCH = "version_mismatch"
+    BAD_CREDENTIAL = "bad_credential"
+    CODE_RESET = "code_reset"
+    INSTALL_REVOKED = "install_revoked"
+    NOT_PRINCIPAL = "not_principal"
+    INVALID_DATA_PENDING = "invalid_data_pending"
+    SERVER_BUSY = "server_busy"
+    MESSAGE_TOO_LARGE = "message_too_large"
+    MALFORMED_MESSAGE = "malformed_message"
+    UNEXPECTED_MESSAGE = "unexpected_message"
+    FORBIDDEN = "forbidden"
+    WINDOW_OVERRUN = "window_overrun"
+    EVENT_COLLISION = "event_collision"
+    INTERNAL_ERROR = "internal_error"
+
+
+# -- messages (frozen, tagged; new fields get defaults and go last) ---------------------
+
+
+class Limits(msgspec.Struct, frozen=True):
+    """What the server allows in this session; both sides hold to it."""
+
+    max_frame_bytes: int = 8 << 20
+    max_batch_events: int = 20_000
+    max_batch_bytes: int = 4 << 20
+    window_batches: int = 4
+
+
+class Hello(msgspec.Struct, frozen=True, tag="hello"):
+    protocol: int
+    app: str
+    schema: int
+    npsn: str
+    install: str  # the install's origin
+    token: str  # the install credential
+    mode: Literal["pull", "sync"]
+    vector: VersionVector
+    sent_ms: int  # the client's clock, to learn its offset
+
+
+class Welcome(msgspec.Struct, frozen=True, tag="welcome"):
+    session: str
+    server_ms: int
+    vector: VersionVector  # the centre's durable vector for this school
+    limits: Limits
+
+
+class Refuse(msgspec.Struct, frozen=True, tag="refuse"):
+    code: Code
+    message: str  # for the school, in Bahasa Indonesia; never internal exception text
+    retry_after_s: float | None = None
+
+
+class Events(msgspec.Struct, frozen=True, tag="events"):
+    batch: int  # 1, 2, 3 ... per direction per session
+    count: int  # events in the payload
+    payload: bytes  # events.Batch.to_bytes(): columnar
+
+
+class Ack(msgspec.Struct, frozen=True, tag="ack"):
+    batch: int
+    vector: VersionVector  # the receiver's durable vector after committing it
+
+
+class Sent(msgspec.Struct, frozen=True, tag="sent"):
+    """The sender has nothing more to send in this session."""
+
+    batches: int
+
+
+class Done(msgspec.Struct, frozen=True, tag="done"):
+    vector: VersionVector
+    checksums: dict[str, str]
+
+
+class Summary(msgspec.Struct, frozen=True, tag="summary"):
+    vector: VersionVector
+    checksums: dict[str, str]
+
+
+Message = Hello | Welcome | Refuse | Events | Ack | Sent | Done | Summary
+
+_decoder = msgspec.msgpack.Decoder(Message)
+_encoder = msgspec.msgpack.Encoder()
+
+
+def encode(message: Message) -> bytes:
+    return _encoder.encode(message)
+
+
+def decode(data: bytes) -> Message:
+    """Decode one frame; RemoteError(MALFORMED_MESSAGE) if it is not a message."""
+    try:
+        return _decoder.decode(data)
+    except (msgspec.DecodeError, UnicodeDecodeError, ValueError) as exc:
+        raise RemoteError(Code.MALFORMED_MESSAGE, "pesan tidak dapat dibaca") from exc
+
+
+# -- facts handed to the adapter -------------------------------------------------------
+
+
+class HelloReceived(msgspec.Struct, frozen=True):
+    hello: Hello
+
+
+class Welcomed(msgspec.Struct, frozen=True):
+    welcome: Welcome
+
+
+class Refused(msgspec.Struct, frozen=True):
+    refuse: Refuse
+    by_peer: bool  # False: we refused the peer
+
+
+class BatchReceived(msgspec.Struct, frozen=True):
+    batch: int
+    count: int
+    payload: bytes
+
+
+class BatchAcked(msgspec.Struct, frozen=True):
+    batch: int
+    vector: VersionVector
+
+
+class PeerSent(msgspec.Struct, frozen=True):
+    batches: int
+
+
+class DoneReceived(msgspec.Struct, frozen=True):
+    done: Done
+
+
+class SummaryReceived(msgspec.Struct, frozen=True):
+    summary: Summary
+
+
+Fact = (HelloReceived | Welcomed | Refused | BatchReceived | BatchAcked | PeerSent
+        | DoneReceived | SummaryReceived)
+
+
+# -- errors -----------------------------------------------------------------------------
+
+
+class ProtocolError(Exception):
+    """The adapter used the protocol object wrongly (a bug here, not the peer's)."""
+
+
+class RemoteError(Exception):
+    """The peer broke the protocol; the session ends with ``code``."""
+
+    def __init__(self, code: Code, message: str) -> None:
+        super().__init__(code, message)
+        self.code, self.message = code, message
+
+    def __str__(self) -> str:
+        return f"{self.code}: {self.message}"
+
+
+# -- states and transitions ------------------------------------------------------------
+
+
+class Side(enum.Enum):
+    CLIENT = "client"
+    SERVER = "server"
+
+
+class State(enum.Enum):
+    START = "start"  # client: before Hello; server: waiting for Hello
+    AUTHENTICATING = "authenticating"  # server: Hello received, adapter checking it
+    HELLO_SENT = "hello_sent"  # client: waiting for Welcome
+    STREAMING = "streaming"  # both: Events, Ack, Sent flow both ways
+    DONE_SENT = "done_sent"  # client: Done sent, waiting for Summary
+    CLOSED = "closed"
+
+
+# (side, state, message received) -> next state. Anything else: UNEXPECTED_MESSAGE.
+TRANSITIONS: dict[tuple[Side, State, type], State] = {
+    (Side.SERVER, State.START, Hello): State.AUTHENTICATING,
+    (Side.CLIENT, State.HELLO_SENT, Welcome): State.STREAMING,
+    (Side.CLIENT, State.STREAMING, Events): State.STREAMING,
+    (Side.CLIENT, State.STREAMING, Ack): State.STREAMING,
+    (Side.CLIENT, State.STREAMING, Sent): State.STREAMING,
+    (Side.CLIENT, State.DONE_SENT, Summary): State.CLOSED,
+    (Side.SERVER, State.STREAMING, Events): State.STREAMING,
+    (Side.SERVER, State.STREAMING, Ack): State.STREAMING,
+    (Side.SERVER, State.STREAMING, Sent): State.STREAMING,
+    (Side.SERVER, State.STREAMING, Done): State.CLOSED,
+}
+# A Refuse from the peer ends the session in any open state.
+
+
+class SyncProtocol:
+    """One side of one sync session."""
+
+    def __init__(self, side: Side, limits: Limits | None = None) -> None:
+        self.side = side
+        self.state = State.START
+        self.limits = limits or Limits()
+        self.mode: Literal["pull", "sync"] = "pull"
+        self.error: RemoteError | None = None  # set when the session ended badly
+        self._out: list[bytes] = []
+        self._facts: list[Fact] = []
+        self._sent_batches = 0  # batches we sent
+        self._acked: set[int] = set()  # ... that the peer acknowledged
+        self._received = 0  # batches we received
+        self._unacked_in: set[int] = set()  # ... that we have not acknowledged yet
+        self._we_finished = False
+        self._peer_sent: int | None = None  # the peer's Sent count, once it came
+
+    # -- what the adapter reads ---------------------------------------------------------
+
+    def data_to_send(self) -> list[bytes]:
+        out, self._out = self._out, []
+        return out
+
+    def facts(self) -> list[Fact]:
+        facts, self._facts = self._facts, []
+        return facts
+
+    @property
+    def can_send_batch(self) -> bool:
+        """True while the window has room for one more outgoing batch."""
+        return (self.state is State.STREAMING and not self._we_finished
+                and self._sending_allowed()
+                and self._sent_batches - len(self._acked) < self.limits.window_batches)
+
+    @property
+    def all_acked(self) -> bool:
+        return len(self._acked) == self._sent_batches
+
+    @property
+    def ready_for_done(self) -> bool:
+        """Client: both streams are over and everything is acknowledged both ways."""
+        return (self.side is Side.CLIENT and self.state is State.STREAMING
+                and self._we_finished and self.all_acked
+                and self._peer_sent is not None and self._received == self._peer_sent
+                and not self._unacked_in)
+
+    # -- what the adapter does ----------------------------------------------------------
+
+    def send_hello(self, hello: Hello) -> None:
+        self._expect(Side.CLIENT, State.START)
+        self.mode = hello.mode
+        self._send(hello)
+        self.state = State.HELLO_SENT
+
+    def accept(self, welcome: Welcome) -> None:
+        """Server: the Hello checked out."""
+        self._expect(Side.SERVER, State.AUTHENTICATING)
+        self.limits = welcome.limits
+        self._send(welcome)
+        self.state = State.STREAMING
+
+    def refuse(self, code: Code, message: str, retry_after_s: float | None = None) -> None:
+        """End the session with a refusal (either side, any open state)."""
+        if self.state is State.CLOSED:
+            return
+        refuse = Refuse(code, message, retry_after_s)
+        self._send(refuse)
+        self._facts.append(Refused(refuse, by_peer=False))
+        self.error = RemoteError(code, message)
+        self.state = State.CLOSED
+
+    def send_batch(self, payload: bytes, count: int) -> int:
+        """Queue one Events message; returns its batch number."""
+        if not self.can_send_batch:
+            raise ProtocolError("no room in the window (or nothing may be sent now)")
+        if count > self.limits.max_batch_events or len(payload) > self.limits.max_batch_bytes:
+            raise ProtocolError("batch over the session's limits")
+        self._sent_batches += 1
+        self._send(Events(self._sent_batches, count, payload))
+        return self._sent_batches
+
+    def ack(self, batch: int, vector: VersionVector) -> None:
+        """Acknowledge a received batch once it is durably committed."""
+        if batch not in self._unacked_in:
+            raise ProtocolError(f"batch {batch} is not waiting for an ack")
+        self._unacked_in.discard(batch)
+        self._send(Ack(batch, vector))
+
+    def finish_sending(self) -> None:
+        """Nothing more to send in this session."""
+        if self.state is not State.STREAMING or self._we_finished:
+            raise ProtocolError("finish_sending outside streaming, or twice")
+        self._we_finished = True
+        self._send(Sent(self._sent_batches))
+
+    def send_done(self, vector: VersionVector, checksums: dict[str, str]) -> None:
+        if not self.ready_for_done:
+            raise ProtocolError("Done before both streams are over and acknowledged")
+        self._send(Done(vector, checksums))
+        self.state = State.DONE_SENT
+
+    def send_summary(self, vector: VersionVector, checksums: dict[str, str]) -> None:
+        """Server: answer the client's Done; the session is over."""
+        self._expect(Side.SERVER, State.CLOSED)
+        if self.error is not None:
+            raise ProtocolError("the session ended with a refusal")
+        self._send(Summary(vector, checksums))
+
+    # -- receiving ------------------------------------------------------------------------
+
+    def receive_data(self, data: bytes) -> None:
+        """Take in one frame from the peer."""
+        if self.state is State.CLOSED:
+            return
+        try:
+            if len(data) > self.limits.max_frame_bytes:
+                raise RemoteError(Code.MESSAGE_TOO_LARGE, "pesan terlalu besar")
+            self._receive(decode(data))
+        except RemoteError as exc:
+            self.refuse(exc.code, exc.message)
+
+    def _receive(self, msg: Message) -> None:
+        if isinstance(msg, Refuse):
+            self._facts.append(Refused(msg, by_peer=True))
+            self.error = RemoteError(msg.code, msg.message)
+            self.state = State.CLOSED
+            return
+        after = TRANSITIONS.get((self.side, self.state, type(msg)))
+        if after is None:
+            raise RemoteError(Code.UNEXPECTED_MESSAGE,
+                              f"pesan {type(msg).__name__} tidak diharapkan di tahap ini")
+        match msg:
+            case Hello():
+                if msg.protocol != PROTOCOL_VERSION:
+                    raise RemoteError(Code.VERSION_MISMATCH,
+                                      "versi protokol aplikasi tidak cocok; perbarui aplikasi")
+                self.mode = msg.mode
+                self._facts.append(HelloReceived(msg))
+            case Welcome():
+                self.limits = msg.limits
+                self._facts.append(Welcomed(msg))
+            case Events():
+                self._receive_events(msg)
+            case Ack():
+                if msg.batch in self._acked or not 1 <= msg.batch <= self._sent_batches:
+                    raise RemoteError(Code.UNEXPECTED_MESSAGE, "ack untuk batch yang tidak ada")
+                self._acked.add(msg.batch)
+                self._facts.append(BatchAcked(msg.batch, msg.vector))
+            case Sent():
+                if self._peer_sent is not None or msg.batches != self._received:
+                    raise RemoteError(Code.UNEXPECTED_MESSAGE, "jumlah batch tidak sesuai")
+                self._peer_sent = msg.batches
+                self._facts.append(PeerSent(msg.batches))
+            case Done():
+                if not (self.all_acked and self._we_finished and not self._unacked_in
+                        and self._peer_sent == self._received):
+                    raise RemoteError(Code.UNEXPECTED_MESSAGE, "sesi belum selesai")
+                self._facts.append(DoneReceived(msg))
+            case Summary():
+                self._facts.append(SummaryReceived(msg))
+        self.state = after
+
+    def _receive_events(self, msg: Events) -> None:
+        if self.side is Side.SERVER and self.mode == "pull":
+            raise RemoteError(Code.FORBIDDEN, "mode Tarik Data tidak boleh mengirim data")
+        if self._peer_sent is not None or msg.batch != self._received + 1:
+            raise RemoteError(Code.UNEXPECTED_MESSAGE, "nomor batch tidak berurutan")
+        if len(self._unacked_in) >= self.limits.window_batches:
+            raise RemoteError(Code.WINDOW_OVERRUN, "batch melebihi jendela yang disepakati")
+        if msg.count > self.limits.max_batch_events or \
+                len(msg.payload) > self.limits.max_batch_bytes:
+            raise RemoteError(Code.MESSAGE_TOO_LARGE, "batch melebihi batas")
+        self._received = msg.batch
+        self._unacked_in.add(msg.batch)
+        self._facts.append(BatchReceived(msg.batch, msg.count, msg.payload))
+
+    # -- helpers ----------------------------------------------------------------------------
+
+    def _sending_allowed(self) -> bool:
+        """In pull mode only the server sends events."""
+        return self.mode == "sync" or self.side is Side.SERVER
+
+    def _expect(self, side: Side, state: State) -> None:
+        if self.side is not side or self.state is not state:
+            raise ProtocolError(f"not allowed for the {self.side.value} in {self.state.value}")
+
+    def _send(self, message: Message) -> None:
+        self._out.append(encode(message))
