@@ -68,16 +68,6 @@ def merge_vectors(*vectors: Mapping[str, int]) -> VersionVector:
     return out
 
 
-def dominates(a: Mapping[str, int], b: Mapping[str, int]) -> bool:
-    """True when ``a`` holds everything ``b`` holds."""
-    return all(a.get(o, 0) >= s for o, s in b.items())
-
-
-def missing(ours: Mapping[str, int], theirs: Mapping[str, int]) -> dict[str, tuple[int, int]]:
-    """Per origin, the seq range (first, last) that we hold and they lack."""
-    return {o: (theirs.get(o, 0) + 1, s) for o, s in ours.items() if s > theirs.get(o, 0)}
-
-
 def vector_of(pairs: Iterable[tuple[str, int]]) -> VersionVector:
     out: VersionVector = {}
     for origin, seq in pairs:
