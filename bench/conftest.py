@@ -1,0 +1,45 @@
+"""Benchmark plumbing: the scenarios' results, and the table printed at the end of the run."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+RESULTS = pytest.StashKey[list[dict[str, Any]]]()
+MiB = 1024 * 1024
+
+
+@pytest.fixture(scope="session")
+def bench_results(request: pytest.FixtureRequest) -> list[dict[str, Any]]:
+    """Each scenario appends one dict: scenario, events, seconds, rss, min_rate, max_rss."""
+    return request.config.stash.setdefault(RESULTS, [])
+
+
+def table(results: list[dict[str, Any]]) -> list[str]:
+    head = ("scenario", "events", "seconds", "events/s", "peak RSS MiB", "target", "met?")
+    rows = [head]
+    for r in results:
+        rate = r["events"] / r["seconds"]
+        rss_ok = r["rss"] is None or r["rss"] < r["max_rss"]
+        missed = [what for what, ok in (("rate", rate >= r["min_rate"]), ("memory", rss_ok))
+                  if not ok]
+        rows.append((
+            r["scenario"], f"{r['events']:,}", f"{r['seconds']:.2f}", f"{rate:,.0f}",
+            "n/a" if r["rss"] is None else f"{r['rss'] / MiB:,.0f}",
+            f">= {r['min_rate']:,} ev/s, < {r['max_rss'] / MiB:,.0f} MiB",
+            "yes" if not missed else "no (" + ", ".join(missed) + ")"))
+    widths = [max(len(row[i]) for row in rows) for i in range(len(head))]
+    lines = ["  ".join(c.ljust(w) if i in (0, 5, 6) else c.rjust(w)
+                       for i, (c, w) in enumerate(zip(row, widths, strict=True)))
+             for row in rows]
+    return [lines[0], "  ".join("-" * w for w in widths), *lines[1:]]
+
+
+def pytest_terminal_summary(terminalreporter: Any, config: pytest.Config) -> None:
+    results = config.stash.get(RESULTS, [])
+    if results:
+        terminalreporter.section("selaras engine throughput "
+                                 "(seconds: best round; peak RSS: worst round)")
+        for line in table(results):
+            terminalreporter.write_line(line)
