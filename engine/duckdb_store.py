@@ -44,6 +44,20 @@ from .values import EXPECTED, MAX_TEXT
 MEMORY_LIMIT = "1GB"
 
 
+def connect(path: str | os.PathLike[str], *, read_only: bool = False,
+            memory_limit: str = MEMORY_LIMIT) -> duckdb.DuckDBPyConnection:
+    """Open a DuckDB file as every store here wants it; DataInUse if another process has it."""
+    try:
+        return duckdb.connect(str(path), read_only=read_only,
+                              config={"memory_limit": memory_limit,
+                                      # UUIDs cross Arrow as 16 bytes, not text
+                                      "arrow_lossless_conversion": True})
+    except duckdb.IOException as exc:
+        if "lock" in str(exc).lower():
+            raise DataInUse() from exc
+        raise
+
+
 def _fields(e: Entity, prefix: str = "") -> str:
     return ", ".join(prefix + f.name for f in e.fields)
 
@@ -53,46 +67,55 @@ def _q(s: str) -> str:
 
 
 class DuckDBStore:
-    """A replica's store in one DuckDB file (or ``:memory:``)."""
+    """A replica's store in one DuckDB file (or ``:memory:``).
+
+    ``tenant`` places the store's tables in schemas of their own
+    (``t<tenant>_log``, ...) on a connection shared with other tenants: that
+    is how the centre keeps every school in one file, so that one transaction
+    can commit batches of many schools (``DuckDBCentre``).
+    """
 
     def __init__(self, path: str | os.PathLike[str], central: frozenset[str],
-                 *, read_only: bool = False, memory_limit: str = MEMORY_LIMIT) -> None:
+                 *, read_only: bool = False, memory_limit: str = MEMORY_LIMIT,
+                 tenant: str | None = None,
+                 con: duckdb.DuckDBPyConnection | None = None) -> None:
         self.central = central
-        try:
-            self.con = duckdb.connect(str(path), read_only=read_only,
-                                      config={"memory_limit": memory_limit,
-                                              # UUIDs cross Arrow as 16 bytes, not text
-                                              "arrow_lossless_conversion": True})
-        except duckdb.IOException as exc:
-            if "lock" in str(exc).lower():
-                raise DataInUse() from exc
-            raise
+        self.con = con or connect(path, read_only=read_only, memory_limit=memory_limit)
+        prefix = f"t{tenant}_" if tenant else ""
+        self.log, self.replica = f"{prefix}log", f"{prefix}replica"
+        self._data, self._ref = (f"t{tenant}", f"{prefix}ref") if tenant else ("main", "ref")
         if not read_only:
             self._create()
         self._central_sql = ", ".join(f"'{o}'::UUID" for o in sorted(central)) or "NULL"
+
+    def table(self, e: Entity) -> str:
+        """The materialised table of ``e`` (``ref.*`` in the ref schema)."""
+        if e.is_reference:
+            return f"{self._ref}.{e.name.removeprefix('ref.')}"
+        return f"{self._data}.{e.name}"
 
     # -- schema -----------------------------------------------------------------
 
     def _create(self) -> None:
         c = self.con
         c.execute("BEGIN")
-        for schema in ("log", "ref", "replica"):
+        for schema in (self.log, self._ref, self.replica, self._data):
             c.execute(f"CREATE SCHEMA IF NOT EXISTS {schema}")
-        c.execute("""CREATE TABLE IF NOT EXISTS log.event (
+        c.execute(f"""CREATE TABLE IF NOT EXISTS {self.log}.event (
             origin UUID, seq BIGINT, entity VARCHAR NOT NULL, PRIMARY KEY (origin, seq))""")
-        c.execute("""CREATE TABLE IF NOT EXISTS log.context (
+        c.execute(f"""CREATE TABLE IF NOT EXISTS {self.log}.context (
             origin UUID NOT NULL, seq BIGINT NOT NULL, peer UUID NOT NULL, held BIGINT NOT NULL)""")
-        c.execute("CREATE TABLE IF NOT EXISTS replica.meta "
+        c.execute(f"CREATE TABLE IF NOT EXISTS {self.replica}.meta "
                   "(key VARCHAR PRIMARY KEY, value VARCHAR)")
-        c.execute("""CREATE TABLE IF NOT EXISTS replica.conflict (
+        c.execute(f"""CREATE TABLE IF NOT EXISTS {self.replica}.conflict (
             entity VARCHAR, row_id UUID, field VARCHAR, origin UUID, seq BIGINT,
             value VARCHAR, author VARCHAR, role VARCHAR, winner BOOLEAN)""")
-        c.execute("""CREATE TABLE IF NOT EXISTS replica.validation (
+        c.execute(f"""CREATE TABLE IF NOT EXISTS {self.replica}.validation (
             rule_id VARCHAR, tab VARCHAR, severity VARCHAR, entity VARCHAR, row_id UUID,
             field VARCHAR, message VARCHAR, detail VARCHAR)""")
         for e in ENTITIES:
-            c.execute(log_ddl(e))
-            c.execute(materialised_ddl(e))
+            c.execute(log_ddl(e, f"{self.log}.{e.slug}"))
+            c.execute(materialised_ddl(e, self.table(e)))
         c.execute("COMMIT")
 
     @contextmanager
@@ -111,28 +134,29 @@ class DuckDBStore:
     # -- meta ---------------------------------------------------------------------
 
     def meta(self) -> dict[str, str]:
-        return dict(self.con.execute("SELECT key, value FROM replica.meta").fetchall())
+        return dict(self.con.execute(f"SELECT key, value FROM {self.replica}.meta").fetchall())
 
     def set_meta(self, **values: str) -> None:
         with self.transaction() as c:
             for k, v in values.items():
-                c.execute("INSERT OR REPLACE INTO replica.meta VALUES (?, ?)", [k, v])
+                c.execute(f"INSERT OR REPLACE INTO {self.replica}.meta VALUES (?, ?)", [k, v])
 
     # -- reading --------------------------------------------------------------------
 
     def vector(self) -> VersionVector:
         return dict(self.con.execute(
-            "SELECT origin::VARCHAR, max(seq) FROM log.event GROUP BY origin").fetchall())
+            f"SELECT origin::VARCHAR, max(seq) FROM {self.log}.event GROUP BY origin").fetchall())
 
     def max_hlc(self) -> int:
-        union = " UNION ALL ".join(f"SELECT max(hlc) h FROM log.{e.slug}" for e in ENTITIES)
+        union = " UNION ALL ".join(f"SELECT max(hlc) h FROM {self.log}.{e.slug}" for e in ENTITIES)
         (h,) = self.con.execute(f"SELECT coalesce(max(h), 0) FROM ({union})").fetchall()[0]
         return int(h)
 
     def context(self, origin: str) -> VersionVector:
         """The last causal context ``origin`` carried (contexts only grow)."""
         return dict(self.con.execute(
-            "SELECT peer::VARCHAR, max(held) FROM log.context WHERE origin = ? GROUP BY peer",
+            f"SELECT peer::VARCHAR, max(held) FROM {self.log}.context WHERE origin = ? "
+            "GROUP BY peer",
             [origin]).fetchall())
 
     def events_after(self, vector: VersionVector) -> Batch:
@@ -145,21 +169,21 @@ class DuckDBStore:
             t = c.sql(f"""
                 SELECT l.origin, l.seq, l.hlc, l.row_id, l.author, l.role, l.mask,
                        {_fields(e, 'l.')}
-                FROM log.{e.slug} l LEFT JOIN theirs t USING (origin)
+                FROM {self.log}.{e.slug} l LEFT JOIN theirs t USING (origin)
                 WHERE l.seq > coalesce(t.seq, 0)
                 ORDER BY l.origin, l.seq""").to_arrow_table()
             if t.num_rows:
                 tables[e.name] = t.cast(arrow_schema(e))
-        contexts = c.sql("""
+        contexts = c.sql(f"""
             SELECT c.origin, c.seq, c.peer, c.held
-            FROM log.context c LEFT JOIN theirs t USING (origin)
+            FROM {self.log}.context c LEFT JOIN theirs t USING (origin)
             WHERE c.seq > coalesce(t.seq, 0) ORDER BY ALL""").to_arrow_table()
         return Batch(tables, contexts)
 
     def rows(self, entity: str) -> dict[str, dict[str, object]]:
         from .values import from_python
         e = BY_NAME[entity]
-        cur = self.con.execute(f"SELECT * FROM {e.table}")
+        cur = self.con.execute(f"SELECT * FROM {self.table(e)}")
         out = {}
         for r in cur.fetchall():
             row = {e.key: str(r[0])}
@@ -171,7 +195,7 @@ class DuckDBStore:
         out = []
         for entity, row_id, field, origin, seq, value, author, role, winner in self.con.execute(
                 "SELECT entity, row_id::VARCHAR, field, origin::VARCHAR, seq, value, author, "
-                "role, winner FROM replica.conflict").fetchall():
+                f"role, winner FROM {self.replica}.conflict").fetchall():
             if value is not None and BY_NAME[entity].by_name[field].type == "int":
                 value = int(value)
             out.append(Sibling(entity, row_id, field, origin, seq, value, author, role, winner))
@@ -187,7 +211,7 @@ class DuckDBStore:
                 for c in e.columns)
             (digest,) = self.con.execute(f"""
                 SELECT md5(coalesce(string_agg(d, ',' ORDER BY k), ''))
-                FROM (SELECT {e.key}::VARCHAR AS k, md5(concat({enc})) AS d FROM {e.table})
+                FROM (SELECT {e.key}::VARCHAR AS k, md5(concat({enc})) AS d FROM {self.table(e)})
                 """).fetchall()[0]
             out[e.name] = digest
         return out
@@ -209,7 +233,7 @@ class DuckDBStore:
         if not staged:
             return AppendReport()
         c.execute("CREATE OR REPLACE TEMP TABLE ours AS "
-                  "SELECT origin, max(seq) AS seq FROM log.event GROUP BY origin")
+                  f"SELECT origin, max(seq) AS seq FROM {self.log}.event GROUP BY origin")
         for e in staged:
             c.register("incoming", batch.tables[e.name])
             try:
@@ -248,10 +272,10 @@ class DuckDBStore:
         (applied,) = c.execute(f"SELECT count(*) FROM ({accepted})").fetchall()[0]
         if not applied:
             return AppendReport(0, duplicates, fresh)
-        c.execute(f"INSERT INTO log.event {accepted}")
+        c.execute(f"INSERT INTO {self.log}.event {accepted}")
         c.register("incoming_context", batch.contexts)
         try:
-            c.execute(f"""INSERT INTO log.context SELECT c.* FROM incoming_context c
+            c.execute(f"""INSERT INTO {self.log}.context SELECT c.* FROM incoming_context c
                           SEMI JOIN ({accepted}) a ON a.origin = c.origin AND a.seq = c.seq""")
         finally:
             c.unregister("incoming_context")
@@ -300,7 +324,7 @@ class DuckDBStore:
                                *(f.name for f in e.fields)))
         clash = c.execute(f"""
             SELECT s.origin::VARCHAR, s.seq FROM {old} s
-            LEFT JOIN log.{e.slug} l USING (origin, seq)
+            LEFT JOIN {self.log}.{e.slug} l USING (origin, seq)
             WHERE l.seq IS NULL OR {differs} LIMIT 1""").fetchall()
         if clash:
             raise EventCollision(*clash[0])
@@ -352,13 +376,13 @@ class DuckDBStore:
         first = HybridClock(self.max_hlc()).tick(now_ms, n)
         context = {o: s for o, s in vector.items() if o != origin}
         if context != self.context(origin):
-            c.executemany("INSERT INTO log.context VALUES (?, ?, ?, ?)",
+            c.executemany(f"INSERT INTO {self.log}.context VALUES (?, ?, ?, ?)",
                           [(origin, base + 1, peer, held) for peer, held in context.items()])
         lww = f"(({first - 1} + line)::HUGEINT << 64) | {origin_rank(origin)}::HUGEINT"
         for e in entities:
             mask = " + ".join(f"CASE WHEN {f.name} IS NOT NULL THEN {e.bit(f.name)} ELSE 0 END"
                               for f in e.fields)
-            c.execute(f"INSERT INTO log.event SELECT '{origin}', {base} + line, '{e.name}' "
+            c.execute(f"INSERT INTO {self.log}.event SELECT '{origin}', {base} + line, '{e.name}' "
                       f"FROM t_{e.slug}")
             self._write(e, f"""
                 SELECT '{origin}'::UUID AS origin, {base} + line AS seq, {first - 1} + line AS hlc,
@@ -421,7 +445,7 @@ class DuckDBStore:
             SELECT *, CASE WHEN {is_central} THEN mask
                            WHEN lww > lock THEN mask & ~{centre | verval}::UBIGINT
                            ELSE mask & ~{centre}::UBIGINT END AS eff
-            FROM (SELECT *, {lock} AS lock FROM log.{e.slug}
+            FROM (SELECT *, {lock} AS lock FROM {self.log}.{e.slug}
                   WHERE row_id IN ({rows_sql}))"""
 
     def _write(self, e: Entity, new: str) -> None:
@@ -429,8 +453,8 @@ class DuckDBStore:
         and bring the materialised rows and conflicts they touch up to date."""
         c = self.con
         c.execute(f"""CREATE OR REPLACE TEMP TABLE prior AS SELECT DISTINCT row_id
-                      FROM log.{e.slug} WHERE row_id IN (SELECT row_id FROM ({new}))""")
-        c.execute(f"INSERT INTO log.{e.slug} {new}")
+                      FROM {self.log}.{e.slug} WHERE row_id IN (SELECT row_id FROM ({new}))""")
+        c.execute(f"INSERT INTO {self.log}.{e.slug} {new}")
         c.execute(f"""CREATE OR REPLACE TEMP TABLE touched AS
             SELECT row_id FROM ({new}) GROUP BY row_id HAVING count(*) > 1
             UNION SELECT row_id FROM prior""")
@@ -438,7 +462,7 @@ class DuckDBStore:
         # values are the event's, less what authority takes away; nothing to merge.
         once = ", ".join(f"CASE WHEN eff & {e.bit(f.name)} <> 0 THEN {f.name} END"
                          for f in e.fields)
-        c.execute(f"""INSERT INTO {e.table} SELECT row_id, {once}
+        c.execute(f"""INSERT INTO {self.table(e)} SELECT row_id, {once}
             FROM (SELECT *, CASE WHEN origin IN ({self._central_sql}) THEN mask
                                  ELSE mask & ~{self._centre_mask(e)}::UBIGINT END AS eff
                   FROM ({new}) WHERE row_id NOT IN (FROM touched))
@@ -450,18 +474,18 @@ class DuckDBStore:
         """Recompute the ``touched`` rows of ``e`` and their conflicts from the log."""
         c = self.con
         c.execute(f"CREATE OR REPLACE TEMP TABLE eff AS {self._effective(e, 'FROM touched')}")
-        c.execute(f"DELETE FROM {e.table} WHERE {e.key} IN (FROM touched)")
+        c.execute(f"DELETE FROM {self.table(e)} WHERE {e.key} IN (FROM touched)")
         winners = ", ".join(
             f"arg_max_null({f.name}, lww) FILTER (WHERE eff & {e.bit(f.name)} <> 0)"
             for f in e.fields)
-        c.execute(f"""INSERT INTO {e.table} SELECT row_id, {winners} FROM eff
+        c.execute(f"""INSERT INTO {self.table(e)} SELECT row_id, {winners} FROM eff
                       GROUP BY row_id HAVING bit_or(eff) <> 0""")
         self._find_conflicts(e)
 
     def _find_conflicts(self, e: Entity) -> None:
         """Merge rule 4, for the touched rows written by more than one origin."""
         c = self.con
-        c.execute(f"DELETE FROM replica.conflict WHERE entity = '{e.name}' "
+        c.execute(f"DELETE FROM {self.replica}.conflict WHERE entity = '{e.name}' "
                   "AND row_id IN (FROM touched)")
         c.execute("""CREATE OR REPLACE TEMP TABLE multi AS SELECT * FROM eff
                      WHERE row_id IN (SELECT row_id FROM eff WHERE eff <> 0
@@ -473,13 +497,13 @@ class DuckDBStore:
             f"SELECT row_id, '{f.name}' AS field, origin, seq, lww, {f.name}::VARCHAR AS value, "
             f"author, role FROM multi WHERE eff & {e.bit(f.name)} <> 0" for f in e.fields)
         c.execute(f"CREATE OR REPLACE TEMP TABLE w AS {writes}")
-        c.execute(f"""INSERT INTO replica.conflict
+        c.execute(f"""INSERT INTO {self.replica}.conflict
             WITH siblings AS (
                 SELECT * FROM w WHERE NOT EXISTS (
                     SELECT 1 FROM w AS w2 WHERE w2.row_id = w.row_id AND w2.field = w.field
                     AND (w2.origin = w.origin AND w2.seq > w.seq
                          OR w2.origin <> w.origin AND w.seq <= (
-                             SELECT coalesce(max(held), 0) FROM log.context x
+                             SELECT coalesce(max(held), 0) FROM {self.log}.context x
                              WHERE x.origin = w2.origin AND x.peer = w.origin
                                AND x.seq <= w2.seq)))),
             winners AS (SELECT row_id, field, max(lww) AS lww FROM w GROUP BY ALL)
@@ -493,11 +517,11 @@ class DuckDBStore:
     def rebuild(self) -> None:
         """Recompute every materialised table and conflict from the log."""
         with self.transaction() as c:
-            c.execute("DELETE FROM replica.conflict")
+            c.execute(f"DELETE FROM {self.replica}.conflict")
             for e in ENTITIES:
-                c.execute(f"DELETE FROM {e.table}")
+                c.execute(f"DELETE FROM {self.table(e)}")
                 c.execute(f"CREATE OR REPLACE TEMP TABLE touched AS "
-                          f"SELECT DISTINCT row_id FROM log.{e.slug}")
+                          f"SELECT DISTINCT row_id FROM {self.log}.{e.slug}")
                 self._materialise(e)
 
     # -- validation ----------------------------------------------------------------------
@@ -510,8 +534,8 @@ class DuckDBStore:
             f"({_q(r.id)}, {_q(r.tab)}, {_q(r.severity)}, {_q(r.entity)}, "
             f"{_q(r.field) if r.field else 'NULL'}, {_q(r.message)})" for r in RULES)
         with self.transaction() as c:
-            c.execute("DELETE FROM replica.validation")
-            c.execute(f"""INSERT INTO replica.validation
+            c.execute(f"DELETE FROM {self.replica}.validation")
+            c.execute(f"""INSERT INTO {self.replica}.validation
                 SELECT r.rule_id, r.tab, r.severity, r.entity, f.row_id, r.field, r.message,
                        f.detail
                 FROM ({validation_sql()}) f
@@ -521,7 +545,7 @@ class DuckDBStore:
     def findings(self, tab: str | None = None) -> list[dict[str, Any]]:
         cur = self.con.execute(
             "SELECT rule_id, tab, severity, entity, row_id::VARCHAR AS row_id, field, message, "
-            "detail FROM replica.validation WHERE ? IS NULL OR tab = ? "
+            f"detail FROM {self.replica}.validation WHERE ? IS NULL OR tab = ? "
             "ORDER BY severity, rule_id, row_id", [tab, tab])
         names = [d[0] for d in cur.description or []]
         return [dict(zip(names, r, strict=True)) for r in cur.fetchall()]

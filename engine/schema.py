@@ -413,12 +413,12 @@ def field_types() -> dict[str, str]:
     return types
 
 
-def materialised_ddl(e: Entity) -> str:
+def materialised_ddl(e: Entity, table: str | None = None) -> str:
     cols = ", ".join([f"{e.key} UUID"] + [f"{f.name} {SQL_TYPES[f.type]}" for f in e.fields])
-    return f"CREATE TABLE IF NOT EXISTS {e.table} ({cols})"
+    return f"CREATE TABLE IF NOT EXISTS {table or e.table} ({cols})"
 
 
-def log_ddl(e: Entity) -> str:
+def log_ddl(e: Entity, table: str) -> str:
     """The entity's change log: one row per event, a mask of the fields it sets.
 
     ``lww`` packs the last-writer-wins order (hlc, origin) into one integer.
@@ -428,4 +428,4 @@ def log_ddl(e: Entity) -> str:
          "lww HUGEINT NOT NULL", "row_id UUID NOT NULL", "author VARCHAR NOT NULL",
          "role VARCHAR NOT NULL", "mask UBIGINT NOT NULL"]
         + [f"{f.name} {SQL_TYPES[f.type]}" for f in e.fields])
-    return f"CREATE TABLE IF NOT EXISTS log.{e.slug} ({cols})"
+    return f"CREATE TABLE IF NOT EXISTS {table} ({cols})"
