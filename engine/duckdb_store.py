@@ -27,7 +27,7 @@ from typing import Any
 import duckdb
 
 from .clocks import HybridClock, VersionVector, origin_rank
-from .events import Batch, MalformedBatch, arrow_schema
+from .events import Batch, MalformedBatch, arrow_schema, central_origins
 from .merge import Sibling
 from .schema import (
     BY_NAME,
@@ -38,7 +38,7 @@ from .schema import (
     log_ddl,
     materialised_ddl,
 )
-from .store import AppendReport, DataInUse, EventCollision, ImportRefused
+from .store import AppendReport, DataInUse, EventCollision, ImportRefused, StoreError
 from .values import EXPECTED, MAX_TEXT
 
 MEMORY_LIMIT = "1GB"
@@ -568,3 +568,58 @@ def _keyset_problems(keysets: list[tuple[str | None, list[str] | None, int]],
             if unknown:
                 problems.append((line, f"{e.name} has no field {', '.join(unknown)}"))
     return sorted(problems)
+
+
+class DuckDBCentre:
+    """The centre's embedded store: every school in one DuckDB file.
+
+    One connection writes; ``append_group`` commits the batches of many
+    schools in one transaction (group commit). Readers on other threads use
+    ``reader(npsn)``, a store on a cursor of their own.
+    """
+
+    def __init__(self, path: str | os.PathLike[str], *, memory_limit: str = MEMORY_LIMIT) -> None:
+        self.con = connect(path, memory_limit=memory_limit)
+        self._schools: dict[str, DuckDBStore] = {}
+
+    def school(self, npsn: str) -> DuckDBStore:
+        """The writer's store of one school (made on first use)."""
+        if npsn not in self._schools:
+            self._schools[npsn] = DuckDBStore("", central_origins(npsn), tenant=npsn,
+                                              con=self.con)
+        return self._schools[npsn]
+
+    def reader(self, npsn: str) -> DuckDBStore:
+        """A store of one school on a cursor of its own, for another thread."""
+        self.school(npsn)  # its tables exist
+        return DuckDBStore("", central_origins(npsn), tenant=npsn, con=self.con.cursor(),
+                           read_only=True)
+
+    def append_group(self, items: list[tuple[str, Batch]]) -> list[AppendReport | StoreError]:
+        """Append each (npsn, batch), all in one transaction when all succeed.
+
+        If one fails, the group is rolled back and each item is retried in a
+        transaction of its own, so a bad batch costs only itself.
+        """
+        stores = [self.school(npsn) for npsn, _ in items]
+        try:
+            with stores[0].transaction() if stores else _nothing():
+                return [s._append(batch) for s, (_, batch) in zip(stores, items, strict=True)]
+        except StoreError:
+            if len(items) == 1:
+                raise
+        results: list[AppendReport | StoreError] = []
+        for s, (_, batch) in zip(stores, items, strict=True):
+            try:
+                results.append(s.append(batch))
+            except StoreError as exc:
+                results.append(exc)
+        return results
+
+    def close(self) -> None:
+        self.con.close()
+
+
+@contextmanager
+def _nothing() -> Iterator[None]:
+    yield
