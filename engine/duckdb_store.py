@@ -595,31 +595,30 @@ class DuckDBCentre:
         return DuckDBStore("", central_origins(npsn), tenant=npsn, con=self.con.cursor(),
                            read_only=True)
 
-    def append_group(self, items: list[tuple[str, Batch]]) -> list[AppendReport | StoreError]:
+    def append_group(self, items: list[tuple[str, Batch]],
+                     ) -> list[AppendReport | StoreError | MalformedBatch]:
         """Append each (npsn, batch), all in one transaction when all succeed.
 
         If one fails, the group is rolled back and each item is retried in a
-        transaction of its own, so a bad batch costs only itself.
+        transaction of its own, so a bad batch costs only itself; its error
+        takes its place in the result.
         """
-        stores = [self.school(npsn) for npsn, _ in items]
+        pairs = [(self.school(npsn), batch) for npsn, batch in items]
+        if not pairs:
+            return []
         try:
-            with stores[0].transaction() if stores else _nothing():
-                return [s._append(batch) for s, (_, batch) in zip(stores, items, strict=True)]
-        except StoreError:
-            if len(items) == 1:
-                raise
-        results: list[AppendReport | StoreError] = []
-        for s, (_, batch) in zip(stores, items, strict=True):
+            with pairs[0][0].transaction():
+                return [store._append(batch) for store, batch in pairs]
+        except (StoreError, MalformedBatch):
+            pass
+        results: list[AppendReport | StoreError | MalformedBatch] = []
+        for store, batch in pairs:
             try:
-                results.append(s.append(batch))
-            except StoreError as exc:
+                results.append(store.append(batch))
+            except (StoreError, MalformedBatch) as exc:
                 results.append(exc)
         return results
 
     def close(self) -> None:
         self.con.close()
 
-
-@contextmanager
-def _nothing() -> Iterator[None]:
-    yield
