@@ -73,6 +73,40 @@ class Hello(msgspec.Struct, frozen=True, tag="hello"):
     sent_ms: int  # the client's clock, to learn its offset
 
 
+class Register(msgspec.Struct, frozen=True, tag="register"):
+    """Register a new install of a school (``selaras init --server``)."""
+
+    protocol: int
+    app: str
+    schema: int
+    npsn: str
+    kode: str  # the school's registration code
+    user: str  # an operator account of the school (made on the first registration)
+    password: str
+    sent_ms: int
+
+
+class Registered(msgspec.Struct, frozen=True, tag="registered"):
+    install: str  # the new install's origin
+    token: str  # its credential: shown once, kept by the install
+    server_ms: int
+    role: str
+
+
+class AdminRequest(msgspec.Struct, frozen=True, tag="admin"):
+    """An admin command for a running server (``selaras admin ...``)."""
+
+    token: str  # the server's admin secret
+    command: str
+    args: dict[str, str]
+
+
+class AdminReply(msgspec.Struct, frozen=True, tag="admin_reply"):
+    columns: list[str]
+    rows: list[list[str | int | float | bool | None]]
+    message: str = ""
+
+
 class Welcome(msgspec.Struct, frozen=True, tag="welcome"):
     session: str
     server_ms: int
@@ -113,7 +147,10 @@ class Summary(msgspec.Struct, frozen=True, tag="summary"):
     checksums: dict[str, str]
 
 
-Message = Hello | Welcome | Refuse | Events | Ack | Sent | Done | Summary
+Message = (Hello | Register | AdminRequest | Welcome | Registered | AdminReply | Refuse | Events
+           | Ack | Sent | Done | Summary)
+Opening = Hello | Register | AdminRequest
+Answer = Registered | AdminReply
 
 _decoder = msgspec.msgpack.Decoder(Message)
 _encoder = msgspec.msgpack.Encoder()
@@ -134,12 +171,20 @@ def decode(data: bytes) -> Message:
 # -- facts handed to the adapter -------------------------------------------------------
 
 
-class HelloReceived(msgspec.Struct, frozen=True):
-    hello: Hello
+class Opened(msgspec.Struct, frozen=True):
+    """Server: the client's first message, for the adapter to check and answer."""
+
+    message: Opening
 
 
 class Welcomed(msgspec.Struct, frozen=True):
     welcome: Welcome
+
+
+class Answered(msgspec.Struct, frozen=True):
+    """Client: the answer to a Register or AdminRequest; the session is over."""
+
+    answer: Answer
 
 
 class Refused(msgspec.Struct, frozen=True):
@@ -170,7 +215,7 @@ class SummaryReceived(msgspec.Struct, frozen=True):
     summary: Summary
 
 
-Fact = (HelloReceived | Welcomed | Refused | BatchReceived | BatchAcked | PeerSent
+Fact = (Opened | Welcomed | Answered | Refused | BatchReceived | BatchAcked | PeerSent
         | DoneReceived | SummaryReceived)
 
 
@@ -201,9 +246,10 @@ class Side(enum.Enum):
 
 
 class State(enum.Enum):
-    START = "start"  # client: before Hello; server: waiting for Hello
-    AUTHENTICATING = "authenticating"  # server: Hello received, adapter checking it
+    START = "start"  # client: before its first message; server: waiting for it
+    AUTHENTICATING = "authenticating"  # server: first message received, adapter checking it
     HELLO_SENT = "hello_sent"  # client: waiting for Welcome
+    REQUEST_SENT = "request_sent"  # client: Register or AdminRequest sent, waiting
     STREAMING = "streaming"  # both: Events, Ack, Sent flow both ways
     DONE_SENT = "done_sent"  # client: Done sent, waiting for Summary
     CLOSED = "closed"
@@ -212,7 +258,11 @@ class State(enum.Enum):
 # (side, state, message received) -> next state. Anything else: UNEXPECTED_MESSAGE.
 TRANSITIONS: dict[tuple[Side, State, type], State] = {
     (Side.SERVER, State.START, Hello): State.AUTHENTICATING,
+    (Side.SERVER, State.START, Register): State.AUTHENTICATING,
+    (Side.SERVER, State.START, AdminRequest): State.AUTHENTICATING,
     (Side.CLIENT, State.HELLO_SENT, Welcome): State.STREAMING,
+    (Side.CLIENT, State.REQUEST_SENT, Registered): State.CLOSED,
+    (Side.CLIENT, State.REQUEST_SENT, AdminReply): State.CLOSED,
     (Side.CLIENT, State.STREAMING, Events): State.STREAMING,
     (Side.CLIENT, State.STREAMING, Ack): State.STREAMING,
     (Side.CLIENT, State.STREAMING, Sent): State.STREAMING,
@@ -280,12 +330,24 @@ class SyncProtocol:
         self._send(hello)
         self.state = State.HELLO_SENT
 
+    def send_request(self, request: Register | AdminRequest) -> None:
+        """Client: a one-shot request; the answer ends the session."""
+        self._expect(Side.CLIENT, State.START)
+        self._send(request)
+        self.state = State.REQUEST_SENT
+
     def accept(self, welcome: Welcome) -> None:
         """Server: the Hello checked out."""
         self._expect(Side.SERVER, State.AUTHENTICATING)
         self.limits = welcome.limits
         self._send(welcome)
         self.state = State.STREAMING
+
+    def answer(self, answer: Answer) -> None:
+        """Server: the Register or AdminRequest checked out; the session is over."""
+        self._expect(Side.SERVER, State.AUTHENTICATING)
+        self._send(answer)
+        self.state = State.CLOSED
 
     def refuse(self, code: Code, message: str, retry_after_s: float | None = None) -> None:
         """End the session with a refusal (either side, any open state)."""
@@ -358,15 +420,20 @@ class SyncProtocol:
             raise RemoteError(Code.UNEXPECTED_MESSAGE,
                               f"pesan {type(msg).__name__} tidak diharapkan di tahap ini")
         match msg:
-            case Hello():
+            case Hello() | Register():
                 if msg.protocol != PROTOCOL_VERSION:
                     raise RemoteError(Code.VERSION_MISMATCH,
                                       "versi protokol aplikasi tidak cocok; perbarui aplikasi")
-                self.mode = msg.mode
-                self._facts.append(HelloReceived(msg))
+                if isinstance(msg, Hello):
+                    self.mode = msg.mode
+                self._facts.append(Opened(msg))
+            case AdminRequest():
+                self._facts.append(Opened(msg))
             case Welcome():
                 self.limits = msg.limits
                 self._facts.append(Welcomed(msg))
+            case Registered() | AdminReply():
+                self._facts.append(Answered(msg))
             case Events():
                 self._receive_events(msg)
             case Ack():

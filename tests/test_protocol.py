@@ -25,7 +25,7 @@ def opened(mode="sync"):
     client.send_hello(hello(mode))
     pump(client, server)
     [fact] = server.facts()
-    assert isinstance(fact, p.HelloReceived)
+    assert isinstance(fact, p.Opened)
     server.accept(p.Welcome("s1", 1_000, {}, LIMITS))
     pump(server, client)
     assert isinstance(client.facts()[0], p.Welcomed)
@@ -180,7 +180,9 @@ def test_any_bytes_decode_or_give_a_documented_error(data):
 VALID = [p.encode(m) for m in (
     hello(), p.Welcome("s", 1, {INSTALL: 3}, LIMITS), p.Refuse(p.Code.SERVER_BUSY, "x", 1.5),
     p.Events(1, 1, Batch.from_events(events(INSTALL, 1, 1)).to_bytes()), p.Ack(1, {INSTALL: 1}),
-    p.Sent(1), p.Done({}, {"nilai": "ab"}), p.Summary({}, {}))]
+    p.Sent(1), p.Done({}, {"nilai": "ab"}), p.Summary({}, {}),
+    p.Register(1, "a", 1, NPSN, "k", "u", "p", 0), p.Registered(INSTALL, "t", 1, "operator"),
+    p.AdminRequest("t", "installs", {}), p.AdminReply(["a"], [[1, "x", None]]))]
 
 
 @given(st.sampled_from(VALID), st.data())
@@ -205,3 +207,26 @@ def test_every_message_round_trips():
     for frame in VALID:
         assert p.encode(p.decode(frame)) == frame
         assert msgspec.msgpack.decode(frame)
+
+
+def test_registration_is_one_request_and_one_answer():
+    client, server = p.SyncProtocol(p.Side.CLIENT), p.SyncProtocol(p.Side.SERVER)
+    client.send_request(p.Register(p.PROTOCOL_VERSION, "test", 1, NPSN, "kode", "op@x", "pw", 0))
+    pump(client, server)
+    [opened] = server.facts()
+    assert isinstance(opened.message, p.Register)
+    server.answer(p.Registered(INSTALL, "token", 5, "operator"))
+    pump(server, client)
+    [answered] = client.facts()
+    assert answered.answer.token == "token"
+    assert client.state is server.state is p.State.CLOSED
+
+
+def test_an_admin_request_gets_a_table_back():
+    client, server = p.SyncProtocol(p.Side.CLIENT), p.SyncProtocol(p.Side.SERVER)
+    client.send_request(p.AdminRequest("secret", "installs", {"npsn": NPSN}))
+    pump(client, server)
+    assert server.facts()[0].message.command == "installs"
+    server.answer(p.AdminReply(["install"], [[INSTALL]]))
+    pump(server, client)
+    assert client.facts()[0].answer.rows == [[INSTALL]]
