@@ -110,6 +110,10 @@ class DuckDBStore:
         c.execute(f"""CREATE TABLE IF NOT EXISTS {self.replica}.conflict (
             entity VARCHAR, row_id UUID, field VARCHAR, origin UUID, seq BIGINT,
             value VARCHAR, author VARCHAR, role VARCHAR, winner BOOLEAN)""")
+        c.execute(f"""CREATE TABLE IF NOT EXISTS {self.replica}.sync_history (
+            session VARCHAR, mode VARCHAR, started TIMESTAMPTZ, ended TIMESTAMPTZ,
+            outcome VARCHAR, clock_offset_ms BIGINT, events_up BIGINT, events_down BIGINT,
+            bytes_up BIGINT, bytes_down BIGINT, detail JSON)""")
         c.execute(f"""CREATE TABLE IF NOT EXISTS {self.replica}.validation (
             rule_id VARCHAR, tab VARCHAR, severity VARCHAR, entity VARCHAR, row_id UUID,
             field VARCHAR, message VARCHAR, detail VARCHAR)""")
@@ -140,6 +144,19 @@ class DuckDBStore:
         with self.transaction() as c:
             for k, v in values.items():
                 c.execute(f"INSERT OR REPLACE INTO {self.replica}.meta VALUES (?, ?)", [k, v])
+
+    def record_session(self, record: dict[str, Any]) -> None:
+        """Keep one sync session in the history (keys: the sync_history columns)."""
+        record = {**record, "detail": json.dumps(record.get("detail"))}
+        with self.transaction() as c:
+            c.execute(f"INSERT INTO {self.replica}.sync_history ({', '.join(record)}) "
+                      f"VALUES ({', '.join('?' * len(record))})", list(record.values()))
+
+    def history(self, limit: int = 20) -> list[dict[str, Any]]:
+        cur = self.con.execute(f"SELECT * FROM {self.replica}.sync_history "
+                               "ORDER BY started DESC LIMIT ?", [limit])
+        names = [d[0] for d in cur.description or []]
+        return [dict(zip(names, r, strict=True)) for r in cur.fetchall()]
 
     # -- reading --------------------------------------------------------------------
 
