@@ -1,0 +1,157 @@
+"""Admin commands of the centre, the same code online and offline.
+
+``run_admin(centre, registry, command, args, now_ms)`` runs one command on the
+writer's connection: on the running server it is queued on the writer thread
+(``AdminRequest`` over the websocket), on a stopped store the CLI calls it on a
+``DuckDBCentre`` it opened itself. It returns an ``AdminReply`` (a table and a
+message); failures an operator can act on raise ``AdminError``.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import re
+import uuid
+from collections.abc import Mapping
+from decimal import Decimal
+from typing import Any
+
+from selaras.engine.duckdb_store import DuckDBCentre, DuckDBRegistry, query_tenant
+from selaras.engine.events import Batch, Event
+from selaras.engine.protocol import AdminReply
+from selaras.engine.replica import referensi_events, school_identity_event
+from selaras.engine.store import StoreError
+
+from . import credentials
+
+NPSN = re.compile(r"\d{8}")
+COMMANDS = ("school_add", "reset_kode", "installs", "revoke", "query", "checksum", "schools",
+            "sessions")
+
+
+class AdminError(Exception):
+    """An admin command that cannot be done; the message says why."""
+
+
+def check_npsn(npsn: str) -> str:
+    if not NPSN.fullmatch(npsn or ""):
+        raise AdminError(f"NPSN must be 8 digits, not {npsn!r}")
+    return npsn
+
+
+def cell(v: Any) -> str | int | float | bool | None:
+    if v is None or isinstance(v, str | int | float | bool):
+        return v
+    if isinstance(v, Decimal):
+        return str(v)
+    if isinstance(v, uuid.UUID | dt.date | dt.datetime):
+        return str(v)
+    return str(v)
+
+
+def table(columns: list[str], rows: list[Any], message: str = "") -> AdminReply:
+    return AdminReply(columns, [[cell(v) for v in r] for r in rows], message)
+
+
+def run_admin(centre: DuckDBCentre, registry: DuckDBRegistry, command: str,
+              args: Mapping[str, str], now_ms: int) -> AdminReply:
+    try:
+        return _run(centre, registry, command, args, now_ms)
+    except KeyError as exc:
+        raise AdminError(f"{command}: missing argument {exc.args[0]!r}") from None
+    except StoreError as exc:
+        raise AdminError(str(exc)) from None
+
+
+def _run(centre: DuckDBCentre, registry: DuckDBRegistry, command: str,
+         args: Mapping[str, str], now_ms: int) -> AdminReply:
+    match command:
+        case "school_add":
+            npsn = check_npsn(args["npsn"])
+            if registry.school(npsn) is not None:
+                raise AdminError(f"school {npsn} is already registered")
+            refs = referensi_events()
+            fields = school_fields(npsn, args.get("nama") or None, args.get("bentuk") or "SMA",
+                                   refs)
+            kode = credentials.new_kode()
+            # The school's first centre event and Referensi, so a new install pulls everything.
+            [report] = centre.append_group(
+                [(npsn, Batch.from_events([*refs, school_identity_event(npsn, fields)]))])
+            if isinstance(report, Exception):
+                raise report
+            registry.add_school(npsn, str(fields["nama"]), credentials.slow_hash(
+                credentials.normal_kode(kode)), now_ms)
+            return table(["npsn", "nama", "kode"], [[npsn, fields["nama"], kode]],
+                         f"school {npsn} added; registration code (shown once): {kode}")
+        case "reset_kode":
+            npsn = check_npsn(args["npsn"])
+            kode = credentials.new_kode()
+            generation = registry.reset_kode(npsn, credentials.slow_hash(
+                credentials.normal_kode(kode)))
+            return table(["npsn", "generation", "kode"], [[npsn, generation, kode]],
+                         f"new registration code for {npsn} (shown once): {kode}; "
+                         "every install must register again")
+        case "installs":
+            rows = registry.installs(check_npsn(args["npsn"]))
+            cols = ["origin", "email", "generation", "revoked", "created_ms"]
+            return table(cols, [[r[c] for c in cols] for r in rows])
+        case "revoke":
+            registry.revoke(args["install"])
+            return table([], [], f"install {args['install']} revoked")
+        case "query":
+            npsn = _known(registry, args["npsn"])
+            centre.school(npsn)
+            cols, rows = query_tenant(centre.con.cursor(), npsn, args["sql"])
+            return table(cols, rows)
+        case "checksum":
+            npsn = _known(registry, args["npsn"])
+            store = centre.school(npsn)
+            vector = store.vector()
+            return table(["entity", "checksum"], sorted(store.checksums().items()),
+                         f"{sum(vector.values())} events from {len(vector)} origins")
+        case "schools":
+            rows = registry.schools()
+            return table(["npsn", "nama", "generation"],
+                         [[r["npsn"], r["nama"], r["generation"]] for r in rows])
+        case "sessions":
+            rows = registry.sessions(check_npsn(args["npsn"]), int(args.get("limit", "20")))
+            cols = ["session", "install", "mode", "outcome", "events_in", "events_out",
+                    "bytes_in", "bytes_out", "started_ms", "ended_ms"]
+            return table(cols, [[r[c] for c in cols] for r in rows])
+    raise AdminError(f"unknown admin command {command!r}; known: {', '.join(COMMANDS)}")
+
+
+def _known(registry: DuckDBRegistry, npsn: str) -> str:
+    if registry.school(check_npsn(npsn)) is None:
+        raise AdminError(f"school {npsn} is not registered")
+    return npsn
+
+
+def school_fields(npsn: str, nama: str | None, bentuk: str, refs: list[Event],
+                  ) -> dict[str, object]:
+    """Deterministic values for the sekolah row's required fields (VervalSP stand-ins).
+
+    The same rule as the offline install's (client/install.py ``school_fields``), so
+    that the centre's first event of a school equals the one an offline install of the
+    same (npsn, nama, bentuk) made. TODO: move this into engine/ so both share one copy.
+    """
+    live = [ev for ev in refs if ev.changes.get("expired_date") is None]
+    kinds = {str(ev.changes["nama"]).upper(): ev.changes["bentuk_pendidikan_id"]
+             for ev in live if ev.entity == "ref.bentuk_pendidikan"}
+    if bentuk.upper() not in kinds:
+        raise AdminError(f"unknown bentuk pendidikan {bentuk!r}; known: "
+                         f"{', '.join(sorted(kinds))}")
+    regions = [ev.changes for ev in live if ev.entity == "ref.mst_wilayah"]
+    finest = max((int(str(r["id_level_wilayah"])) for r in regions), default=0)
+    codes = sorted(str(r["kode_wilayah"]) for r in regions
+                   if int(str(r["id_level_wilayah"])) == finest)
+    if not codes:
+        raise AdminError("Referensi holds no region (ref.mst_wilayah)")
+    return {
+        "nama": nama or f"{bentuk.upper()} {npsn}",
+        "bentuk_pendidikan_id": kinds[bentuk.upper()],
+        "status_sekolah": 1,
+        "alamat_jalan": f"Jl. Pendidikan No. {int(npsn) % 97 + 1}",
+        "desa_kelurahan": "Sukamaju",
+        "kode_wilayah": codes[int(npsn) % len(codes)],
+    }

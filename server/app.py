@@ -1,0 +1,559 @@
+"""The central server: one asyncio websockets server, one writer thread.
+
+``SelarasServer`` owns the centre's DuckDB file (``DATA/centre.duckdb``), the
+writer (``CentreWriter``), the secrets and the listening socket.
+``SyncConnection`` is one websocket: it drives a ``SyncProtocol(Side.SERVER)``
+and answers the opening message (docs/protocol.md section 5):
+
+- ``Hello``: authenticate, ``Welcome``, then three tasks: receiving frames,
+  committing received batches in order through the writer (ack after commit),
+  and sending the school what the client lacks within the window.
+- ``Register``: a new install of a school (R17).
+- ``AdminRequest``: one admin command (server/admin.py) with the admin secret.
+
+Each sync session is recorded in the registry and logged as one structlog line.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import os
+import random
+import ssl
+import time
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, TypeVar
+
+import pyarrow as pa
+import pyarrow.compute as pc
+import structlog
+from selaras.engine.duckdb_store import DuckDBCentre, DuckDBRegistry, RegistryError
+from selaras.engine.events import Batch, MalformedBatch
+from selaras.engine.protocol import (
+    AdminRequest,
+    BatchAcked,
+    BatchReceived,
+    Code,
+    DoneReceived,
+    Hello,
+    Limits,
+    Opened,
+    Refused,
+    Register,
+    Registered,
+    Side,
+    State,
+    SyncProtocol,
+    Welcome,
+)
+from selaras.engine.schema import SCHEMA_VERSION
+from selaras.engine.store import AppendReport, EventCollision
+from websockets.asyncio.server import Server, ServerConnection, serve
+from websockets.exceptions import ConnectionClosed
+
+from . import credentials
+from .admin import AdminError, run_admin, table
+from .batches import cut
+from .writer import CentreWriter
+
+T = TypeVar("T")
+log = structlog.get_logger("selaras.server")
+
+DB_FILE = "centre.duckdb"
+SERVER_JSON = "server.json"
+ADMIN_TOKEN = "admin.token"
+SECRET = "secret"
+
+# Messages for schools (Bahasa Indonesia, protocol R15).
+MSG = {
+    Code.VERSION_MISMATCH: "versi skema aplikasi tidak cocok dengan server; perbarui aplikasi",
+    Code.BAD_CREDENTIAL: "kredensial instalasi tidak dikenal untuk sekolah ini",
+    Code.INSTALL_REVOKED: "instalasi ini telah dicabut oleh admin",
+    Code.CODE_RESET: "kode registrasi sekolah telah diganti; daftarkan ulang instalasi ini",
+    Code.SERVER_BUSY: "server sedang sibuk; coba lagi sebentar lagi",
+    Code.MALFORMED_MESSAGE: "pesan tidak dapat dibaca",
+    Code.FORBIDDEN: "instalasi hanya boleh mengirim data miliknya sendiri",
+    Code.EVENT_COLLISION: ("data instalasi ini bertabrakan dengan data di server (folder data "
+                           "disalin atau dipulihkan dari cadangan); daftarkan ulang instalasi"),
+    Code.INTERNAL_ERROR: "terjadi kesalahan di server; coba lagi nanti",
+}
+
+
+def now_ms() -> int:
+    return time.time_ns() // 1_000_000
+
+
+@dataclass
+class ServerOptions:
+    host: str = "127.0.0.1"
+    port: int = 8765
+    max_sessions: int = 64  # concurrent Hello sessions; beyond: server_busy
+    busy_retry_s: float = 5.0  # retry_after_s = this ± 25 %
+    limits: Limits = field(default_factory=Limits)
+    max_queue: int = 4  # frames buffered per connection before TCP back-pressure
+    ping_interval: float | None = 20.0
+    ping_timeout: float | None = 20.0
+    open_timeout_s: float = 10.0  # for the opening message
+    drain_timeout_s: float = 10.0  # SIGTERM: how long live sessions get to finish a batch
+    compression: str | None = None
+    tls_cert: Path | None = None
+    tls_key: Path | None = None
+    memory_limit: str = "1GB"
+
+
+@dataclass
+class ServerStats:
+    sessions: int = 0  # sync and pull sessions accepted
+    active: int = 0
+    busy_refusals: int = 0
+    refusals: int = 0
+    registrations: int = 0
+
+
+class SelarasServer:
+    """The centre: ``await start()``, then ``url``; ``await stop()`` drains and closes."""
+
+    def __init__(self, data: Path, options: ServerOptions | None = None) -> None:
+        self.data = Path(data)
+        self.options = options or ServerOptions()
+        self.stats = ServerStats()
+        self.draining = asyncio.Event()
+        self._server: Server | None = None
+        self._connections: set[asyncio.Task[None]] = set()
+        self.url = ""
+        self.port = 0
+
+    # -- life -----------------------------------------------------------------------------
+
+    async def start(self) -> None:
+        o = self.options
+        self.data.mkdir(parents=True, exist_ok=True)
+        self.secret = credentials.private_secret(self.data / SECRET)
+        self.admin_token = credentials.private_secret(self.data / ADMIN_TOKEN).decode()
+        self.centre = DuckDBCentre(self.data / DB_FILE, memory_limit=o.memory_limit)
+        self.registry = DuckDBRegistry(self.centre.con)
+        # Reads of the registry (authentication) use a cursor of their own, one at a time.
+        self._registry_reader = DuckDBRegistry(self.centre.con.cursor(), create=False)
+        self._registry_lock = asyncio.Lock()
+        self.writer = CentreWriter(self.centre, self.registry)
+        self.writer.start()
+        tls = None
+        if o.tls_cert:
+            tls = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+            tls.load_cert_chain(o.tls_cert, o.tls_key)
+        self._server = await serve(
+            self._handle, o.host, o.port, ssl=tls, compression=o.compression,
+            # A little over the limit, so that a frame just over it gets a Refuse (R11)
+            # rather than only a close; far bigger ones are cut by the websocket layer.
+            max_size=o.limits.max_frame_bytes + 4096, max_queue=o.max_queue,
+            ping_interval=o.ping_interval, ping_timeout=o.ping_timeout)
+        self.port = self._server.sockets[0].getsockname()[1]
+        host = o.host if ":" not in o.host else f"[{o.host}]"
+        self.url = f"{'wss' if tls else 'ws'}://{host}:{self.port}"
+        info = {"url": self.url, "pid": os.getpid(),
+                "tls_cert": str(o.tls_cert) if o.tls_cert else None}
+        (self.data / SERVER_JSON).write_text(json.dumps(info), encoding="utf-8")
+
+    async def stop(self) -> None:
+        """Stop accepting, let live sessions finish their current batch, close the store."""
+        if self._server is None:
+            return
+        self.draining.set()
+        self._server.close(close_connections=False)
+        if self._connections:
+            await asyncio.wait(self._connections, timeout=self.options.drain_timeout_s + 5)
+        self._server.close()
+        await self._server.wait_closed()
+        self._server = None
+        await asyncio.to_thread(self.writer.stop)
+        self._registry_reader.con.close()
+        self.centre.close()
+        with contextlib.suppress(FileNotFoundError):
+            (self.data / SERVER_JSON).unlink()
+
+    async def __aenter__(self) -> SelarasServer:
+        await self.start()
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.stop()
+
+    def all_stats(self) -> dict[str, Any]:
+        s = self.stats
+        return {"sessions": s.sessions, "active": s.active, "busy_refusals": s.busy_refusals,
+                "refusals": s.refusals, "registrations": s.registrations,
+                **self.writer.stats.as_dict()}
+
+    # -- helpers for connections ---------------------------------------------------------
+
+    async def write(self, fn: Callable[[DuckDBCentre, DuckDBRegistry], T]) -> T:
+        """Run ``fn`` on the writer thread."""
+        return await asyncio.wrap_future(self.writer.call(fn))
+
+    async def read_registry(self, fn: Callable[[DuckDBRegistry], T]) -> T:
+        async with self._registry_lock:
+            return await asyncio.to_thread(fn, self._registry_reader)
+
+    def busy_retry(self) -> float:
+        base = self.options.busy_retry_s
+        return round(base * random.uniform(0.75, 1.25), 1)
+
+    async def _handle(self, ws: ServerConnection) -> None:
+        task = asyncio.current_task()
+        assert task is not None
+        self._connections.add(task)
+        try:
+            await SyncConnection(self, ws).run()
+        finally:
+            self._connections.discard(task)
+
+
+class SyncConnection:
+    """One websocket of the centre, driving one ``SyncProtocol(Side.SERVER)``."""
+
+    def __init__(self, server: SelarasServer, ws: ServerConnection) -> None:
+        self.server, self.ws = server, ws
+        self.proto = SyncProtocol(Side.SERVER, server.options.limits)
+        self._send_lock = asyncio.Lock()
+        self._window = asyncio.Event()
+        self._pending: asyncio.Queue[tuple[int, int, Any] | None] = asyncio.Queue()
+        self._over = asyncio.Event()
+        self.session = uuid.uuid4().hex
+        self.npsn = self.install = ""
+        self.outcome = "dropped"
+        self.events_in = self.events_out = self.bytes_in = self.bytes_out = 0
+
+    # -- plumbing ------------------------------------------------------------------------
+
+    async def flush(self) -> None:
+        async with self._send_lock:
+            for data in self.proto.data_to_send():
+                self.bytes_out += len(data)
+                await self.ws.send(data)
+
+    async def refuse(self, code: Code, message: str | None = None,
+                     retry_after_s: float | None = None) -> None:
+        self.proto.refuse(code, message or MSG[code], retry_after_s)
+        await self.end_refused()
+
+    async def end_refused(self) -> None:
+        err = self.proto.error
+        self.outcome = f"refused:{err.code}" if err else "refused"
+        self.server.stats.refusals += 1
+        with contextlib.suppress(ConnectionClosed):
+            await self.flush()
+        self._over.set()
+
+    async def run(self) -> None:
+        try:
+            first = await asyncio.wait_for(self.ws.recv(), self.server.options.open_timeout_s)
+        except (TimeoutError, ConnectionClosed):
+            return
+        try:
+            await self._open(first)
+        except ConnectionClosed:
+            pass
+        finally:
+            await self.ws.close()
+
+    async def _open(self, first: str | bytes) -> None:
+        if isinstance(first, str):
+            await self.refuse(Code.MALFORMED_MESSAGE, "pesan harus berupa frame biner")
+            return
+        self.bytes_in += len(first)
+        self.proto.receive_data(first)
+        facts = self.proto.facts()
+        opened = next((f for f in facts if isinstance(f, Opened)), None)
+        if opened is None:  # refused by the protocol: malformed, too large, unexpected...
+            await self.end_refused()
+            return
+        match opened.message:
+            case Hello() as hello:
+                await self._sync(hello)
+            case Register() as register:
+                await self._register(register)
+            case AdminRequest() as request:
+                await self._admin(request)
+
+    # -- Register --------------------------------------------------------------------------
+
+    async def _register(self, reg: Register) -> None:
+        server = self.server
+        if reg.schema != SCHEMA_VERSION:
+            await self.refuse(Code.VERSION_MISMATCH)
+            return
+        school = await server.read_registry(lambda r: r.school(reg.npsn))
+        if school is None or not await asyncio.to_thread(
+                credentials.slow_verify, credentials.normal_kode(reg.kode), school["kode_hash"]):
+            await self.refuse(Code.BAD_CREDENTIAL, "NPSN atau kode registrasi salah")
+            return
+        email = reg.user.strip().lower()
+        account = await server.read_registry(lambda r: r.account(reg.npsn, email))
+        new_hash = None
+        if account is None:
+            n = await server.read_registry(lambda r: r.account_count(reg.npsn))
+            if n or not email or not reg.password:
+                await self.refuse(Code.BAD_CREDENTIAL,
+                                  "akun tidak dikenal untuk sekolah ini; gunakan akun operator "
+                                  "yang sudah terdaftar")
+                return
+            new_hash = await asyncio.to_thread(credentials.slow_hash, reg.password)
+        elif not await asyncio.to_thread(credentials.slow_verify, reg.password,
+                                         account["password_hash"]):
+            await self.refuse(Code.BAD_CREDENTIAL, "kata sandi salah")
+            return
+        origin, token = str(uuid.uuid4()), credentials.new_token()
+        token_hash = credentials.token_hash(server.secret, token)
+        t = now_ms()
+
+        def create(_: DuckDBCentre, r: DuckDBRegistry) -> str:
+            if new_hash is not None:
+                if r.account_count(reg.npsn):  # another first registration won the race
+                    raise RegistryError("account race")
+                r.add_account(reg.npsn, email, "operator", new_hash, t)
+            role = r.account(reg.npsn, email)["role"]  # type: ignore[index]
+            current = r.school(reg.npsn)
+            assert current is not None
+            r.add_install(origin, reg.npsn, email, token_hash, current["generation"], t)
+            return str(role)
+
+        try:
+            role = await server.write(create)
+        except RegistryError:
+            await self.refuse(Code.BAD_CREDENTIAL, "akun tidak dikenal untuk sekolah ini")
+            return
+        server.stats.registrations += 1
+        self.proto.answer(Registered(origin, token, now_ms(), role))
+        await self.flush()
+        log.info("register", npsn=reg.npsn, install=origin, user=email, role=role)
+
+    # -- AdminRequest -----------------------------------------------------------------------
+
+    async def _admin(self, req: AdminRequest) -> None:
+        server = self.server
+        if not credentials.hmac.compare_digest(req.token.encode(), server.admin_token.encode()):
+            await self.refuse(Code.BAD_CREDENTIAL, "admin secret is wrong")
+            return
+        if req.command == "stats":
+            stats = server.all_stats()
+            reply = table(["stat", "value"], sorted(stats.items()))
+        else:
+            t = now_ms()
+            try:
+                reply = await server.write(
+                    lambda c, r: run_admin(c, r, req.command, req.args, t))
+            except AdminError as exc:
+                reply = table(["error"], [[str(exc)]], str(exc))
+            except Exception as exc:  # a SQL error in admin query, say: one line back
+                first = (str(exc).splitlines() or [type(exc).__name__])[0]
+                reply = table(["error"], [[first]], first)
+        self.proto.answer(reply)
+        await self.flush()
+        log.info("admin", command=req.command, ok=reply.columns != ["error"])
+
+    # -- Hello: a sync or pull session ------------------------------------------------------
+
+    async def _sync(self, hello: Hello) -> None:
+        server = self.server
+        self.npsn, self.install = hello.npsn, hello.install
+        if hello.schema != SCHEMA_VERSION:
+            await self.refuse(Code.VERSION_MISMATCH)
+            return
+        if server.draining.is_set() or server.stats.active >= server.options.max_sessions:
+            server.stats.busy_refusals += 1
+            await self.refuse(Code.SERVER_BUSY, retry_after_s=server.busy_retry())
+            return
+        server.stats.active += 1
+        started = now_ms()
+        t0 = time.monotonic()
+        try:
+            await self._session(hello)
+        finally:
+            server.stats.active -= 1
+            await self._record(hello, started, time.monotonic() - t0)
+
+    async def _authenticate(self, hello: Hello) -> Code | None:
+        server = self.server
+        install = await server.read_registry(lambda r: r.install(hello.install))
+        if install is None or install["npsn"] != hello.npsn or not credentials.token_matches(
+                server.secret, hello.token, install["token_hash"]):
+            return Code.BAD_CREDENTIAL
+        if install["revoked"]:
+            return Code.INSTALL_REVOKED
+        school = await server.read_registry(lambda r: r.school(hello.npsn))
+        if school is None or school["generation"] != install["generation"]:
+            return Code.CODE_RESET
+        return None
+
+    async def _session(self, hello: Hello) -> None:
+        server = self.server
+        code = await self._authenticate(hello)
+        if code is not None:
+            await self.refuse(code)
+            return
+        npsn = hello.npsn
+        self.reader = await server.write(lambda c, _: c.reader(npsn))
+        try:
+            vector = await asyncio.to_thread(self.reader.vector)
+            server.stats.sessions += 1
+            self.proto.accept(Welcome(self.session, now_ms(), vector, self.proto.limits))
+            await self.flush()
+            tasks = [asyncio.create_task(self._receiving()),
+                     asyncio.create_task(self._committing()),
+                     asyncio.create_task(self._sending(hello))]
+            drain = asyncio.create_task(server.draining.wait())
+            over = asyncio.create_task(self._over.wait())
+            await asyncio.wait([over, drain, *tasks[:1]], return_when=asyncio.FIRST_COMPLETED)
+            if not self._over.is_set() and server.draining.is_set():
+                # SIGTERM: read no more, commit and ack what came, then close (R12 resumes).
+                tasks[0].cancel()
+                tasks[2].cancel()
+                await self._pending.put(None)
+                with contextlib.suppress(TimeoutError, ConnectionClosed):
+                    await asyncio.wait_for(tasks[1], server.options.drain_timeout_s)
+                self.outcome = "drained"
+            for t in [*tasks, drain, over]:
+                t.cancel()
+            results = await asyncio.gather(*tasks, return_exceptions=True)
+            for r in results:
+                if isinstance(r, Exception) and not isinstance(
+                        r, ConnectionClosed | asyncio.CancelledError):
+                    log.error("session_task_failed", error=repr(r))
+        finally:
+            await asyncio.to_thread(self.reader.close)
+
+    async def _receiving(self) -> None:
+        """Frames in: feed the protocol, queue batches for the writer in order."""
+        try:
+            while self.proto.state is not State.CLOSED:
+                data = await self.ws.recv()
+                if isinstance(data, str):
+                    await self.refuse(Code.MALFORMED_MESSAGE, "pesan harus berupa frame biner")
+                    return
+                self.bytes_in += len(data)
+                self.proto.receive_data(data)
+                for fact in self.proto.facts():
+                    await self._on(fact)
+                await self.flush()
+        except ConnectionClosed:
+            self.outcome = "dropped" if not self._over.is_set() else self.outcome
+        finally:
+            self._over.set()
+
+    async def _on(self, fact: object) -> None:
+        match fact:
+            case BatchReceived(batch=n, count=count, payload=payload):
+                try:
+                    batch = Batch.from_bytes(payload)
+                except MalformedBatch:
+                    await self.refuse(Code.MALFORMED_MESSAGE, "isi batch tidak dapat dibaca")
+                    return
+                if len(batch) != count:
+                    await self.refuse(Code.MALFORMED_MESSAGE, "jumlah event batch tidak sesuai")
+                    return
+                if not only_origin(batch, self.install):
+                    await self.refuse(Code.FORBIDDEN)
+                    return
+                self.events_in += count
+                await self._pending.put((n, count, self.server.writer.append(self.npsn, batch)))
+            case BatchAcked():
+                self._window.set()
+            case DoneReceived():
+                await self._pending.join()
+                checksums = await asyncio.to_thread(self.reader.checksums)
+                vector = await asyncio.to_thread(self.reader.vector)
+                self.proto.send_summary(vector, checksums)
+                self.outcome = "done"
+                await self.flush()
+                self._over.set()
+            case Refused(refuse=r, by_peer=by_peer):
+                if not by_peer:
+                    await self.end_refused()
+                else:
+                    self.outcome = f"refused_by_client:{r.code}"
+                    self._over.set()
+
+    async def _committing(self) -> None:
+        """Await each batch's commit, in order, and ack it with the durable vector (R9)."""
+        while True:
+            item = await self._pending.get()
+            try:
+                if item is None:
+                    return
+                n, _, future = item
+                try:
+                    result, vector = await asyncio.wrap_future(future)
+                except Exception as exc:
+                    log.error("append_failed", npsn=self.npsn, error=repr(exc))
+                    await self.refuse(Code.INTERNAL_ERROR)
+                    return
+                if isinstance(result, EventCollision):
+                    await self.refuse(Code.EVENT_COLLISION)
+                    return
+                if isinstance(result, MalformedBatch):
+                    await self.refuse(Code.MALFORMED_MESSAGE, "isi batch tidak dapat dibaca")
+                    return
+                if not isinstance(result, AppendReport):
+                    await self.refuse(Code.INTERNAL_ERROR)
+                    return
+                if self.proto.state is State.CLOSED:
+                    return
+                self.proto.ack(n, vector)
+                await self.flush()
+            finally:
+                self._pending.task_done()
+
+    async def _sending(self, hello: Hello) -> None:
+        """The school's events the client lacks, batch by batch within the window."""
+        limits = self.proto.limits
+        lacking = await asyncio.to_thread(self.reader.events_after, hello.vector)
+        chunks = cut(lacking, limits.max_batch_events, limits.max_batch_bytes)
+        del lacking
+        while True:
+            chunk = await asyncio.to_thread(next, chunks, None)
+            if chunk is None:
+                break
+            payload, count = chunk
+            while not self.proto.can_send_batch:
+                if self.proto.state is not State.STREAMING:
+                    return
+                self._window.clear()
+                await self._window.wait()
+            self.proto.send_batch(payload, count)
+            self.events_out += count
+            await self.flush()
+        if self.proto.state is State.STREAMING:
+            self.proto.finish_sending()
+            await self.flush()
+
+    async def _record(self, hello: Hello, started: int, seconds: float) -> None:
+        record = {"session": self.session, "npsn": hello.npsn, "install": hello.install,
+                  "mode": hello.mode, "started_ms": started, "ended_ms": now_ms(),
+                  "outcome": self.outcome, "events_in": self.events_in,
+                  "events_out": self.events_out, "bytes_in": self.bytes_in,
+                  "bytes_out": self.bytes_out}
+        with contextlib.suppress(Exception):
+            await self.server.write(lambda _, r: r.record_session(record))
+        log.info("session", **{k: v for k, v in record.items() if not k.endswith("_ms")},
+                 duration_s=round(seconds, 3))
+
+
+def only_origin(batch: Batch, origin: str) -> bool:
+    """True if every event (and causal context) of ``batch`` is of ``origin`` (R6)."""
+    try:
+        mine = pa.scalar(uuid.UUID(origin).bytes, pa.binary(16))
+    except ValueError:
+        return False
+    cols = [t["origin"] for t in batch.tables.values()] + [batch.contexts["origin"]]
+    for col in cols:
+        if len(col) == 0:
+            continue
+        storage = pa.chunked_array([c.storage for c in col.chunks], type=pa.binary(16))
+        if not pc.all(pc.equal(storage, mine)).as_py():
+            return False
+    return True

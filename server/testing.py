@@ -1,0 +1,231 @@
+"""Helpers to run the centre in-process and talk to it, for tests (ours and others').
+
+``running_server`` starts a real ``SelarasServer`` on 127.0.0.1, port 0::
+
+    async with running_server(tmp_path / "centre", max_sessions=4) as server:
+        server.url                     # "ws://127.0.0.1:PORT"
+        server.port
+        kode = await server.add_school("20100001", "SMA Negeri 1")
+        reply = await server.admin("installs", npsn="20100001")  # an AdminReply
+        server.stats()                 # sessions, busy_refusals, events, commits, ...
+
+Options are ``ServerOptions`` fields (``limits=Limits(...)``, ``busy_retry_s`` ...).
+
+``ProtocolClient`` is a minimal school side on ``SyncProtocol(Side.CLIENT)``:
+``register`` an install, then ``session(mode, vector, batches)`` runs one whole
+session and returns what happened (events received, acks, summary or refusal).
+``raw_session`` lets a test send whatever frames it likes after the Hello.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import time
+from collections.abc import AsyncIterator, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from selaras.engine.clocks import VersionVector, merge_vectors
+from selaras.engine.events import Batch
+from selaras.engine.protocol import (
+    PROTOCOL_VERSION,
+    AdminReply,
+    AdminRequest,
+    Answered,
+    BatchAcked,
+    BatchReceived,
+    Hello,
+    PeerSent,
+    Refuse,
+    Refused,
+    Register,
+    Registered,
+    Side,
+    State,
+    SummaryReceived,
+    SyncProtocol,
+    Welcomed,
+    decode,
+)
+from selaras.engine.schema import SCHEMA_VERSION
+from websockets.asyncio.client import ClientConnection, connect
+from websockets.exceptions import ConnectionClosed
+
+from .app import SelarasServer, ServerOptions
+
+
+class RunningServer:
+    def __init__(self, server: SelarasServer) -> None:
+        self.server = server
+
+    @property
+    def url(self) -> str:
+        return self.server.url
+
+    @property
+    def port(self) -> int:
+        return self.server.port
+
+    @property
+    def admin_token(self) -> str:
+        return self.server.admin_token
+
+    def stats(self) -> dict[str, Any]:
+        return self.server.all_stats()
+
+    async def admin(self, command: str, **args: str) -> AdminReply:
+        return await admin_request(self.url, self.admin_token, command, **args)
+
+    async def add_school(self, npsn: str, nama: str = "", bentuk: str = "SMA") -> str:
+        """Add a school; returns its registration code."""
+        reply = await self.admin("school_add", npsn=npsn, nama=nama, bentuk=bentuk)
+        if reply.columns == ["error"]:
+            raise RuntimeError(reply.message)
+        return str(reply.rows[0][2])
+
+
+@contextlib.asynccontextmanager
+async def running_server(data_dir: str | Path, **options: Any) -> AsyncIterator[RunningServer]:
+    options.setdefault("port", 0)
+    server = SelarasServer(Path(data_dir), ServerOptions(**options))
+    await server.start()
+    try:
+        yield RunningServer(server)
+    finally:
+        await server.stop()
+
+
+async def _one_shot(url: str, request: Register | AdminRequest) -> Registered | AdminReply | Refuse:
+    proto = SyncProtocol(Side.CLIENT)
+    proto.send_request(request)
+    async with connect(url, compression=None) as ws:
+        for d in proto.data_to_send():
+            await ws.send(d)
+        while proto.state is not State.CLOSED:
+            proto.receive_data(await ws.recv())  # type: ignore[arg-type]
+    for f in proto.facts():
+        if isinstance(f, Answered):
+            return f.answer
+        if isinstance(f, Refused):
+            return f.refuse
+    raise AssertionError("no answer")
+
+
+async def admin_request(url: str, token: str, command: str, **args: str) -> AdminReply:
+    answer = await _one_shot(url, AdminRequest(token, command, dict(args)))
+    if isinstance(answer, Refuse):
+        raise PermissionError(f"{answer.code}: {answer.message}")
+    assert isinstance(answer, AdminReply)
+    return answer
+
+
+@dataclass
+class Outcome:
+    """What one session did, seen from the client."""
+
+    welcome_vector: VersionVector = field(default_factory=dict)
+    received: list[Batch] = field(default_factory=list)
+    acks: list[tuple[int, VersionVector]] = field(default_factory=list)
+    summary: tuple[VersionVector, dict[str, str]] | None = None
+    refused: Refuse | None = None
+    closed_code: int | None = None
+
+    @property
+    def events_received(self) -> int:
+        return sum(len(b) for b in self.received)
+
+
+class ProtocolClient:
+    """One install (origin + token) of one school, speaking the protocol directly."""
+
+    def __init__(self, url: str, npsn: str, install: str = "", token: str = "") -> None:
+        self.url, self.npsn, self.install, self.token = url, npsn, install, token
+
+    async def register(self, kode: str, user: str, password: str,
+                       schema: int = SCHEMA_VERSION) -> Registered | Refuse:
+        answer = await _one_shot(self.url, Register(PROTOCOL_VERSION, "test", schema, self.npsn,
+                                                    kode, user, password, _ms()))
+        if isinstance(answer, Registered):
+            self.install, self.token = answer.install, answer.token
+        return answer  # type: ignore[return-value]
+
+    def hello(self, mode: str = "sync", vector: VersionVector | None = None,
+              schema: int = SCHEMA_VERSION) -> Hello:
+        return Hello(PROTOCOL_VERSION, "test", schema, self.npsn, self.install, self.token,
+                     mode, vector or {}, _ms())  # type: ignore[arg-type]
+
+    async def session(self, mode: str = "sync", vector: VersionVector | None = None,
+                      batches: Sequence[Batch] = (), *, hello: Hello | None = None,
+                      ) -> Outcome:
+        """A whole, well-behaved session: push ``batches`` (sync), take what comes, Done."""
+        proto = SyncProtocol(Side.CLIENT)
+        proto.send_hello(hello or self.hello(mode, vector))
+        out = Outcome()
+        ours = dict(vector or {})
+        todo = list(batches)
+        async with connect(self.url, compression=None, max_size=None) as ws:
+            try:
+                await _flush(proto, ws)
+                while proto.state is not State.CLOSED:
+                    proto.receive_data(await ws.recv())  # type: ignore[arg-type]
+                    for f in proto.facts():
+                        match f:
+                            case Welcomed(welcome=w):
+                                out.welcome_vector = w.vector
+                            case BatchReceived(batch=n, payload=p):
+                                b = Batch.from_bytes(p)
+                                out.received.append(b)
+                                ours = merge_vectors(ours, b.vector())
+                                proto.ack(n, ours)
+                            case BatchAcked(batch=n, vector=v):
+                                out.acks.append((n, v))
+                            case PeerSent():
+                                pass
+                            case SummaryReceived(summary=s):
+                                out.summary = (s.vector, s.checksums)
+                            case Refused(refuse=r):
+                                out.refused = r
+                    if proto.state is State.STREAMING:
+                        while todo and proto.can_send_batch:
+                            b = todo.pop(0)
+                            proto.send_batch(b.to_bytes(), len(b))
+                        if not todo and not proto._we_finished:
+                            proto.finish_sending()
+                        if proto.ready_for_done:
+                            proto.send_done(ours, {})
+                    await _flush(proto, ws)
+            except ConnectionClosed as exc:
+                out.closed_code = exc.rcvd.code if exc.rcvd else None
+        return out
+
+    async def raw_session(self, frames: Sequence[bytes | str], mode: str = "sync",
+                          vector: VersionVector | None = None, wait_s: float = 5.0) -> Outcome:
+        """Hello, then ``frames`` as they are; collect until the server refuses or closes."""
+        proto = SyncProtocol(Side.CLIENT)
+        proto.send_hello(self.hello(mode, vector))
+        out = Outcome()
+        async with connect(self.url, compression=None, max_size=None) as ws:
+            await _flush(proto, ws)
+            with contextlib.suppress(ConnectionClosed):  # the server may refuse mid-way
+                for f in frames:
+                    await ws.send(f)
+            try:
+                deadline = time.monotonic() + wait_s
+                while time.monotonic() < deadline:
+                    msg = decode(await ws.recv())  # type: ignore[arg-type]
+                    if isinstance(msg, Refuse):
+                        out.refused = msg
+                        break
+            except ConnectionClosed as exc:
+                out.closed_code = exc.rcvd.code if exc.rcvd else None
+        return out
+
+
+async def _flush(proto: SyncProtocol, ws: ClientConnection) -> None:
+    for d in proto.data_to_send():
+        await ws.send(d)
+
+
+def _ms() -> int:
+    return time.time_ns() // 1_000_000
