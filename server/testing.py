@@ -31,8 +31,6 @@ from selaras.engine.events import Batch
 from selaras.engine.protocol import (
     PROTOCOL_VERSION,
     AdminReply,
-    AdminRequest,
-    Answered,
     BatchAcked,
     BatchReceived,
     Hello,
@@ -53,6 +51,7 @@ from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed
 
 from .app import SelarasServer, ServerOptions
+from .remote import admin_request, one_shot
 
 
 class RunningServer:
@@ -96,30 +95,6 @@ async def running_server(data_dir: str | Path, **options: Any) -> AsyncIterator[
         await server.stop()
 
 
-async def _one_shot(url: str, request: Register | AdminRequest) -> Registered | AdminReply | Refuse:
-    proto = SyncProtocol(Side.CLIENT)
-    proto.send_request(request)
-    async with connect(url, compression=None) as ws:
-        for d in proto.data_to_send():
-            await ws.send(d)
-        while proto.state is not State.CLOSED:
-            proto.receive_data(await ws.recv())  # type: ignore[arg-type]
-    for f in proto.facts():
-        if isinstance(f, Answered):
-            return f.answer
-        if isinstance(f, Refused):
-            return f.refuse
-    raise AssertionError("no answer")
-
-
-async def admin_request(url: str, token: str, command: str, **args: str) -> AdminReply:
-    answer = await _one_shot(url, AdminRequest(token, command, dict(args)))
-    if isinstance(answer, Refuse):
-        raise PermissionError(f"{answer.code}: {answer.message}")
-    assert isinstance(answer, AdminReply)
-    return answer
-
-
 @dataclass
 class Outcome:
     """What one session did, seen from the client."""
@@ -144,7 +119,7 @@ class ProtocolClient:
 
     async def register(self, kode: str, user: str, password: str,
                        schema: int = SCHEMA_VERSION) -> Registered | Refuse:
-        answer = await _one_shot(self.url, Register(PROTOCOL_VERSION, "test", schema, self.npsn,
+        answer = await one_shot(self.url, Register(PROTOCOL_VERSION, "test", schema, self.npsn,
                                                     kode, user, password, _ms()))
         if isinstance(answer, Registered):
             self.install, self.token = answer.install, answer.token

@@ -1,0 +1,253 @@
+"""``selaras server`` and ``selaras admin``: the centre's command line.
+
+Both plug into the ``selaras`` command through the ``selaras.commands`` entry
+points (client/ never imports server/). Errors are one line, raised as
+``click.ClickException`` so the root group prints ``selaras: error: ...``.
+
+Admin commands reach a running server through an ``AdminRequest`` over its
+websocket (URL from ``DATA/server.json``, secret from ``DATA/admin.token``);
+with the server stopped they open the centre's DuckDB file themselves.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import signal
+import sys
+from pathlib import Path
+from typing import Any
+
+import click
+import structlog
+from selaras.engine.duckdb_store import DuckDBCentre, DuckDBRegistry
+from selaras.engine.protocol import AdminReply, Limits
+from selaras.engine.store import DataInUse
+
+from .admin import AdminError, run_admin
+from .app import ADMIN_TOKEN, DB_FILE, SERVER_JSON, SelarasServer, ServerOptions, now_ms
+from .remote import AdminRefused, admin_request
+
+ENV_DATA = "SELARAS_CENTRE_DATA"
+DEFAULT_DATA = "selaras-centre"
+
+data_option = click.option(
+    "--data", type=click.Path(file_okay=False, path_type=Path), envvar=ENV_DATA,
+    default=DEFAULT_DATA, show_default=True, help=f"the centre's data folder (or ${ENV_DATA})")
+
+
+@click.command()
+@data_option
+@click.option("--host", default="127.0.0.1", show_default=True)
+@click.option("--port", type=int, default=8765, show_default=True, help="0: any free port")
+@click.option("--tls-cert", type=click.Path(dir_okay=False, exists=True, path_type=Path))
+@click.option("--tls-key", type=click.Path(dir_okay=False, exists=True, path_type=Path))
+@click.option("--max-sessions", type=int, default=64, show_default=True,
+              help="concurrent sync sessions; beyond it: server busy")
+@click.option("--window", type=int, default=Limits().window_batches, show_default=True,
+              help="unacknowledged batches per direction")
+def server(data: Path, host: str, port: int, tls_cert: Path | None, tls_key: Path | None,
+           max_sessions: int, window: int) -> None:
+    """Run the central server until SIGTERM or Ctrl-C (then drain and stop)."""
+    if bool(tls_cert) != bool(tls_key):
+        raise click.UsageError("--tls-cert and --tls-key go together")
+    structlog.configure(logger_factory=structlog.PrintLoggerFactory(sys.stderr),
+                        wrapper_class=structlog.make_filtering_bound_logger(logging.INFO))
+    options = ServerOptions(host=host, port=port, tls_cert=tls_cert, tls_key=tls_key,
+                            max_sessions=max_sessions, limits=Limits(window_batches=window))
+    try:
+        asyncio.run(_serve(data, options))
+    except DataInUse as exc:
+        raise click.ClickException(f"{data / DB_FILE}: {exc}") from None
+    except OSError as exc:
+        raise click.ClickException(f"cannot listen on {host}:{port}: {exc.strerror}") from None
+
+
+async def _serve(data: Path, options: ServerOptions) -> None:
+    centre = SelarasServer(data, options)
+    await centre.start()
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        # Windows has no add_signal_handler: Ctrl-C raises KeyboardInterrupt instead.
+        with contextlib.suppress(NotImplementedError, AttributeError):
+            loop.add_signal_handler(sig, stop.set)
+    click.echo(f"listening on {centre.url}")
+    sys.stdout.flush()
+    try:
+        await stop.wait()
+    finally:
+        await centre.stop()
+        structlog.get_logger("selaras.server").info("stopped", **centre.all_stats())
+
+
+# -- admin -------------------------------------------------------------------------------
+
+
+@click.group()
+@data_option
+@click.pass_context
+def admin(ctx: click.Context, data: Path) -> None:
+    """Administer the centre: schools, registration codes, installs, queries."""
+    ctx.obj = data
+
+
+def dispatch(data: Path, command: str, **args: str) -> AdminReply:
+    """Run one admin command on the running server, or on the stopped store."""
+    info_path = data / SERVER_JSON
+    if info_path.exists():
+        info = json.loads(info_path.read_text(encoding="utf-8"))
+        token = (data / ADMIN_TOKEN).read_text(encoding="utf-8").strip()
+        try:
+            return asyncio.run(admin_request(info["url"], token, command,
+                                             cafile=info.get("tls_cert"), **args))
+        except AdminRefused as exc:
+            raise click.ClickException(str(exc)) from None
+        except OSError:
+            pass  # a stale server.json (the server was killed): use the store directly
+    if not (data / DB_FILE).exists() and command != "school_add":
+        raise click.ClickException(f"{data} holds no centre ({DB_FILE}); add a school first")
+    if command == "stats":
+        raise click.ClickException("stats come from a running server only")
+    data.mkdir(parents=True, exist_ok=True)
+    try:
+        centre = DuckDBCentre(data / DB_FILE)
+    except DataInUse:
+        raise click.ClickException(
+            f"{data / DB_FILE} is in use by another process and no server answers "
+            f"at the URL in {SERVER_JSON}") from None
+    try:
+        return run_admin(centre, DuckDBRegistry(centre.con), command, args, now_ms())
+    except AdminError as exc:
+        raise click.ClickException(str(exc)) from None
+    except Exception as exc:  # SQL errors of admin query: one line
+        first = (str(exc).splitlines() or [type(exc).__name__])[0]
+        raise click.ClickException(first) from None
+    finally:
+        centre.close()
+
+
+def show(reply: AdminReply, as_json: bool = False) -> None:
+    if reply.columns == ["error"]:
+        raise click.ClickException(reply.message)
+    if as_json:
+        click.echo(json.dumps({"columns": reply.columns, "rows": reply.rows,
+                               "message": reply.message}))
+        return
+    if reply.columns and reply.rows:
+        cells = [[("NULL" if v is None else str(v)) for v in r] for r in reply.rows]
+        widths = [max(len(c), *(len(r[i]) for r in cells)) for i, c in enumerate(reply.columns)]
+        click.echo("  ".join(c.ljust(w) for c, w in zip(reply.columns, widths, strict=True)).rstrip())
+        for r in cells:
+            click.echo("  ".join(v.ljust(w) for v, w in zip(r, widths, strict=True)).rstrip())
+    elif reply.columns:
+        click.echo("(no rows)")
+    if reply.message:
+        click.echo(reply.message)
+
+
+def run(ctx: click.Context, command: str, as_json: bool = False, **args: Any) -> None:
+    show(dispatch(ctx.obj, command, **{k: str(v) for k, v in args.items() if v is not None}),
+         as_json)
+
+
+json_option = click.option("--json", "as_json", is_flag=True, help="print JSON")
+npsn_option = click.option("--npsn", required=True, help="the school's NPSN (8 digits)")
+
+
+@admin.group("school")
+def school() -> None:
+    """Schools and their registration codes."""
+
+
+@school.command("add")
+@npsn_option
+@click.option("--nama", default="", help="the school's name")
+@click.option("--bentuk", default="SMA", show_default=True, help="bentuk pendidikan")
+@click.pass_context
+def school_add(ctx: click.Context, npsn: str, nama: str, bentuk: str) -> None:
+    """Add a school; prints its registration code (shown once)."""
+    reply = dispatch(ctx.obj, "school_add", npsn=npsn, nama=nama, bentuk=bentuk)
+    if reply.columns == ["error"]:
+        raise click.ClickException(reply.message)
+    click.echo(reply.message)
+
+
+@school.command("reset-kode")
+@npsn_option
+@click.pass_context
+def reset_kode(ctx: click.Context, npsn: str) -> None:
+    """A new registration code; every install of the school must register again."""
+    reply = dispatch(ctx.obj, "reset_kode", npsn=npsn)
+    if reply.columns == ["error"]:
+        raise click.ClickException(reply.message)
+    click.echo(reply.message)
+
+
+@school.command("list")
+@json_option
+@click.pass_context
+def school_list(ctx: click.Context, as_json: bool) -> None:
+    """Every registered school."""
+    run(ctx, "schools", as_json)
+
+
+@admin.command()
+@npsn_option
+@json_option
+@click.pass_context
+def installs(ctx: click.Context, npsn: str, as_json: bool) -> None:
+    """The school's installs (origin, account, code generation, revoked)."""
+    run(ctx, "installs", as_json, npsn=npsn)
+
+
+@admin.command()
+@click.option("--install", required=True, help="the install's origin (a UUID)")
+@click.pass_context
+def revoke(ctx: click.Context, install: str) -> None:
+    """Revoke an install: its next session is refused (install_revoked)."""
+    run(ctx, "revoke", install=install)
+
+
+@admin.command()
+@npsn_option
+@click.argument("sql")
+@json_option
+@click.pass_context
+def query(ctx: click.Context, npsn: str, sql: str, as_json: bool) -> None:
+    """One read-only SELECT over the school's tables.
+
+    Unqualified names are the school's entity tables, then its log tables;
+    Referensi tables are t<NPSN>_ref.<name>.
+    """
+    run(ctx, "query", as_json, npsn=npsn, sql=sql)
+
+
+@admin.command()
+@npsn_option
+@json_option
+@click.pass_context
+def checksum(ctx: click.Context, npsn: str, as_json: bool) -> None:
+    """Per-entity checksums of the school's state at the centre."""
+    run(ctx, "checksum", as_json, npsn=npsn)
+
+
+@admin.command()
+@npsn_option
+@json_option
+@click.pass_context
+def sessions(ctx: click.Context, npsn: str, as_json: bool) -> None:
+    """The school's latest sync sessions at the centre."""
+    run(ctx, "sessions", as_json, npsn=npsn)
+
+
+@admin.command()
+@json_option
+@click.pass_context
+def stats(ctx: click.Context, as_json: bool) -> None:
+    """The running server's counters: sessions, busy refusals, events, commits."""
+    run(ctx, "stats", as_json)
+
+
