@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from typing import Any
 
 import pytest
@@ -43,3 +44,7 @@ def pytest_terminal_summary(terminalreporter: Any, config: pytest.Config) -> Non
                                  "(seconds: best round; peak RSS: worst round)")
         for line in table(results):
             terminalreporter.write_line(line)
+        if hasattr(os, "getloadavg"):  # other work on the machine slows the figures down
+            load = ", ".join(f"{x:.2f}" for x in os.getloadavg())
+            terminalreporter.write_line(f"load average now (1, 5, 15 min): {load}; "
+                                        f"{os.cpu_count()} CPUs")

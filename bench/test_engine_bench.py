@@ -281,6 +281,9 @@ def test_apply_bundle(benchmark: Any, work: Workspace, bench_results: list[dict[
     if work.replica is None:
         work.replica = work.folder / f"apply-{len(results) - 1}.duckdb"
     record(benchmark, bench_results, "apply", events, results)
+    benchmark.extra_info["bundle_bytes"] = bundle.stat().st_size
+    print(f"bundle: {bundle.stat().st_size / 2**20:,.0f} MiB, "
+          f"{work.rows.stat().st_size / 2**20:,.0f} MiB of JSON lines imported")
 
 
 def test_apply_duplicates(benchmark: Any, work: Workspace,
