@@ -11,6 +11,7 @@ the ``selaras.commands`` entry point group: client/ never imports them.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import io
 import os
@@ -233,27 +234,119 @@ def main() -> None:
 
 
 @cli.command()
-@click.option("--offline", is_flag=True,
-              help="Make a replica without a server (the only mode for now).")
+@click.option("--offline", is_flag=True, help="Make a replica without a server.")
+@click.option("--server", "server_url", metavar="URL",
+              help="Register with the centre at URL (ws://HOST:PORT) and pull the school's data.")
 @click.option("--npsn", required=True, callback=check_npsn,
               help="The school's NPSN (8 digits).")
-@click.option("--nama", help="The school's name [default: BENTUK NPSN].")
+@click.option("--kode", help="The school's registration code (with --server).")
+@click.option("--password", help="The operator account's password (with --server).")
+@click.option("--nama", help="The school's name [default: BENTUK NPSN] (with --offline).")
 @click.option("--bentuk", default="SMA", show_default=True,
-              help="Bentuk pendidikan: SD, SMP, SMA, SMK, SLB, ...")
+              help="Bentuk pendidikan: SD, SMP, SMA, SMK, SLB, ... (with --offline)")
 @click.option("--user", default="operator", show_default=True,
               help="Who writes from this install (an e-mail).")
+@click.option("--timeout", type=float, default=None, help="Give up the first pull after SECONDS.")
 @json_option
 @pass_install
-def init(install: Install, offline: bool, npsn: str, nama: str | None, bentuk: str,
-         user: str, as_json: bool) -> None:
+def init(install: Install, offline: bool, server_url: str | None, npsn: str, kode: str | None,
+         password: str | None, nama: str | None, bentuk: str, user: str, timeout: float | None,
+         as_json: bool) -> None:
     """Create an install of school NPSN in the data folder."""
-    if not offline:
-        raise click.UsageError("registering with a server is not available yet; use --offline")
-    identity = install.init_offline(npsn, nama=nama, bentuk=bentuk, user=user)
-    emit(as_json, {"folder": str(install.folder), "npsn": identity.npsn,
-                   "origin": identity.origin, "user": identity.author, "role": identity.role},
-         f"initialised an offline install of school {npsn} in {install.folder} "
-         f"(origin {identity.origin})")
+    if offline == bool(server_url):
+        raise click.UsageError("give either --server URL (with --kode, --user, --password) "
+                               "or --offline")
+    if offline:
+        identity = install.init_offline(npsn, nama=nama, bentuk=bentuk, user=user)
+        emit(as_json, {"folder": str(install.folder), "npsn": identity.npsn,
+                       "origin": identity.origin, "user": identity.author,
+                       "role": identity.role},
+             f"initialised an offline install of school {npsn} in {install.folder} "
+             f"(origin {identity.origin})")
+        return
+    if not kode or not password:
+        raise click.UsageError("--server needs --kode and --password")
+    assert server_url is not None
+    if install.exists():
+        raise ClientError(f"{install.folder} already holds an install; use another --data")
+    from .sync import register
+
+    answer = asyncio.run(register(server_url, npsn, kode, user, password))
+    identity = install.init_registered(npsn, origin=answer.install, token=answer.token,
+                                       url=server_url, user=user, role=answer.role)
+    if not as_json:
+        click.echo(f"registered install {identity.origin} of school {npsn}; pulling its data")
+    with install.open() as session:
+        report = _run_sync(session, "pull", None, timeout, False, as_json)
+    if as_json:
+        click.echo(output.to_json({"folder": str(install.folder), "npsn": npsn,
+                                   "origin": identity.origin, "role": identity.role,
+                                   "pull": report.as_json()}))
+
+
+def _run_sync(session: Session, mode: str, url: str | None, timeout: float | None,
+              compress: bool, as_json: bool) -> Any:
+    from .progress import SyncProgress
+    from .sync import run_sync
+
+    with SyncProgress(enabled=not as_json, tty=sys.stdout.isatty()) as progress:
+        report = asyncio.run(run_sync(session.store, session.identity, mode=mode,  # type: ignore[arg-type]
+                                      url=url, timeout_s=timeout, compress=compress,
+                                      progress=progress.update))
+    if not as_json:
+        click.echo(output.sync_text(report.as_json()))
+    return report
+
+
+def sync_options(f: F) -> F:
+    for opt in reversed([
+        click.option("--server", "server_url", metavar="URL",
+                     help="The centre's URL [default: the one given at init]."),
+        click.option("--timeout", type=float, default=None, metavar="SECONDS",
+                     help="Stop retrying after SECONDS (default: keep trying)."),
+        click.option("--compress", is_flag=True,
+                     help="Offer permessage-deflate (for slow links)."),
+        json_option,
+    ]):
+        f = opt(f)
+    return f
+
+
+@cli.command()
+@sync_options
+@with_session()
+def sync(session: Session, server_url: str | None, timeout: float | None, compress: bool,
+         as_json: bool) -> None:
+    """Send this install's new events to the centre and receive the centre's."""
+    report = _run_sync(session, "sync", server_url, timeout, compress, as_json)
+    if as_json:
+        click.echo(output.to_json(report.as_json()))
+
+
+@cli.command()
+@sync_options
+@with_session()
+def pull(session: Session, server_url: str | None, timeout: float | None, compress: bool,
+         as_json: bool) -> None:
+    """Tarik Data: receive the centre's changes only."""
+    report = _run_sync(session, "pull", server_url, timeout, compress, as_json)
+    if as_json:
+        click.echo(output.to_json(report.as_json()))
+
+
+@cli.command()
+@click.option("--limit", type=int, default=20, show_default=True)
+@json_option
+@with_session(read_only=True)
+def history(session: Session, limit: int, as_json: bool) -> None:
+    """The install's sync sessions, newest first."""
+    rows = session.store.history(limit)
+    if as_json:
+        click.echo(output.to_json(rows))
+        return
+    cols = ["started", "mode", "outcome", "events_up", "events_down", "bytes_up",
+            "bytes_down", "clock_offset_ms", "session"]
+    click.echo(output.table(cols, [[r.get(c) for c in cols] for r in rows]))
 
 
 @cli.command("import")

@@ -152,6 +152,33 @@ class Install:
         return identity
 
 
+    def init_registered(self, npsn: str, *, origin: str, token: str, url: str, user: str,
+                        role: str) -> Identity:
+        """A new, empty install registered with the centre at ``url``.
+
+        The credential is stored before anything else can fail (the centre shows
+        it once); the school's data comes with the first pull. Built aside and
+        moved into place, like ``init_offline``.
+        """
+        if self.exists():
+            raise ClientError(f"{self.folder} already holds an install ({self.db.name})")
+        identity = Identity(npsn=npsn, origin=origin, author=user, role=role)
+        self.folder.mkdir(parents=True, exist_ok=True)
+        aside = self.folder / f".{DB_FILE}.init-{origin[:8]}"
+        store = DuckDBStore(aside, identity.central)
+        try:
+            store.set_meta(npsn=npsn, origin=origin, user=user, role=role, token=token,
+                           url=url)
+        except BaseException:
+            store.close()
+            _remove(aside)
+            raise
+        store.close()
+        os.replace(aside, self.db)
+        self._identity[:] = [identity]
+        return identity
+
+
 def _connect(path: Path, central: frozenset[str], *, read_only: bool) -> DuckDBStore:
     """Open the store, waiting a little while another process (a sync) holds it."""
     deadline = time.monotonic() + BUSY_WAIT_S

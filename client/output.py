@@ -154,3 +154,29 @@ def checksums_side_by_side(names: tuple[str, str], ours: Mapping[str, str],
              "equal" if ours.get(e) == theirs.get(e) else "DIFFERENT")
             for e in sorted(ours.keys() | theirs.keys())]
     return table(["entity", *names, ""], rows)
+
+
+def sync_text(r: Mapping[str, Any]) -> str:
+    """The end-of-sync summary: per entity, what came and went, and the final check."""
+    names = sorted(set(r["received"]) | set(r["sent"]))
+    rows = []
+    for n in names:
+        got, sent = r["received"].get(n, {}), r["sent"].get(n, {})
+        rows.append((n, got.get("events", 0), got.get("added", 0), got.get("updated", 0),
+                     got.get("deleted", 0), got.get("conflicts", 0), sent.get("events", 0)))
+    lines = []
+    if r.get("clock_warning"):
+        lines.append(r["clock_warning"])
+    if rows:
+        lines.append(table(["entity", "received", "added", "updated", "deleted", "conflicts",
+                            "sent"], rows))
+    else:
+        lines.append("nothing to send or receive")
+    lines.append(f"{r['mode']}: {r['events_up']} events sent ({r['bytes_up']} bytes), "
+                 f"{r['events_down']} received ({r['bytes_down']} bytes) in "
+                 f"{r['attempts']} attempt(s), {r['busy_retries']} busy retr(ies)")
+    if r.get("vectors_equal"):
+        lines.append("check: vectors equal, checksums equal (data sama dengan server pusat)")
+    elif r.get("note"):
+        lines.append(f"check: {r['note']}")
+    return "\n".join(lines)

@@ -1,0 +1,675 @@
+"""The school side of sync: ``SyncProtocol(Side.CLIENT)`` over a websocket.
+
+``run_sync`` is what ``selaras sync`` / ``selaras pull`` / ``selaras init``
+call. It opens sessions (``SyncConnection``, one per websocket) until one
+ends with a ``Summary`` (docs/protocol.md R13), retrying after any
+disconnect with exponential backoff and full jitter, and after
+``server_busy`` once ``retry_after_s`` (plus jitter) has passed, until
+``timeout``. Each session resumes from the durable vectors (R12): what the
+centre acknowledged is never sent again.
+
+All DuckDB work runs off the event loop (``asyncio.to_thread``), one call at
+a time on the store (``_StoreWorker``).
+
+Errors (each a ``ClientError``: one line for the operator)::
+
+    SyncError          the sync did not complete
+    ├── SyncRefused    the centre refused the session (final; ``code``)
+    ├── SyncDiverged   equal vectors but different checksums (a bug: loud)
+    └── SyncTimedOut   --timeout passed before a session completed
+"""
+
+from __future__ import annotations
+
+import asyncio
+import datetime as dt
+import random
+import time
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from importlib.metadata import PackageNotFoundError, version
+from typing import Any, Literal
+
+import pyarrow as pa
+import pyarrow.compute as pc
+from selaras.engine.clocks import VersionVector
+from selaras.engine.duckdb_store import DuckDBStore
+from selaras.engine.events import Batch, MalformedBatch
+from selaras.engine.protocol import (
+    PROTOCOL_VERSION,
+    Answered,
+    BatchAcked,
+    BatchReceived,
+    Code,
+    Hello,
+    Limits,
+    PeerSent,
+    Refused,
+    Register,
+    Registered,
+    Side,
+    State,
+    SummaryReceived,
+    SyncProtocol,
+    Welcome,
+    Welcomed,
+)
+from selaras.engine.replica import Identity
+from selaras.engine.schema import BY_NAME, ENTITIES, SCHEMA_VERSION
+from websockets.asyncio.client import ClientConnection, connect
+from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidURI
+
+from .install import ClientError
+
+Mode = Literal["pull", "sync"]
+
+CLOCK_WARN_MS = 5 * 60_000  # tell the school when its PC clock is off by more than this
+PING_INTERVAL_S = 10.0
+PING_TIMEOUT_S = 20.0
+OPEN_TIMEOUT_S = 10.0
+MAX_QUEUE = 4  # frames buffered by the websocket layer: about one window
+BACKOFF_BASE_S = 0.5
+BACKOFF_CAP_S = 30.0
+
+# What the operator reads for each final refusal (DESIGN.md section 8: Bahasa Indonesia).
+REFUSAL_TEXT: dict[str, str] = {
+    Code.VERSION_MISMATCH: "versi aplikasi tidak cocok dengan server pusat: perbarui aplikasi",
+    Code.BAD_CREDENTIAL: "instalasi ini tidak dikenal server pusat (kredensial salah)",
+    Code.CODE_RESET: "kode registrasi sudah direset: daftarkan ulang instalasi ini",
+    Code.INSTALL_REVOKED: "instalasi ini sudah dicabut oleh admin: hubungi dinas",
+    Code.NOT_PRINCIPAL: "pengiriman data harus oleh kepala sekolah",
+    Code.INVALID_DATA_PENDING: "masih ada data invalid di Validasi Lokal: perbaiki dulu",
+    Code.MESSAGE_TOO_LARGE: "pesan terlalu besar",
+    Code.MALFORMED_MESSAGE: "pesan tidak dapat dibaca",
+    Code.UNEXPECTED_MESSAGE: "pesan tidak diharapkan",
+    Code.FORBIDDEN: "data ini tidak boleh dikirim dari instalasi ini",
+    Code.WINDOW_OVERRUN: "batch melebihi jendela yang disepakati",
+    Code.EVENT_COLLISION: "data folder ini salinan/pemulihan: daftarkan ulang",
+    Code.INTERNAL_ERROR: "server pusat gagal memproses",
+}
+RETRYABLE = {Code.SERVER_BUSY, Code.INTERNAL_ERROR}
+
+
+class SyncError(ClientError):
+    pass
+
+
+class SyncRefused(SyncError):
+    def __init__(self, code: str, message: str) -> None:
+        super().__init__(code, message)
+        self.code, self.message = code, message
+
+    def __str__(self) -> str:
+        text = REFUSAL_TEXT.get(self.code, self.message)
+        return f"ditolak server pusat ({self.code}): {text}"
+
+
+class SyncDiverged(SyncError):
+    def __init__(self, entities: list[str]) -> None:
+        super().__init__(entities)
+        self.entities = entities
+
+    def __str__(self) -> str:
+        return ("DIVERGED: vectors are equal but checksums differ for "
+                f"{', '.join(self.entities)}; data berbeda dengan server pusat, laporkan ke dinas")
+
+
+class SyncTimedOut(SyncError):
+    def __init__(self, timeout_s: float, last: str) -> None:
+        super().__init__(timeout_s, last)
+        self.timeout_s, self.last = timeout_s, last
+
+    def __str__(self) -> str:
+        return (f"sinkronisasi belum selesai setelah {self.timeout_s:g} detik "
+                f"(terakhir: {self.last}); coba lagi nanti, data yang sudah terkirim aman")
+
+
+class _Retry(Exception):
+    """This session ended early; try again (after ``delay_s`` if given)."""
+
+    def __init__(self, reason: str, delay_s: float | None = None, busy: bool = False) -> None:
+        super().__init__(reason)
+        self.reason, self.delay_s, self.busy = reason, delay_s, busy
+
+
+def app_version() -> str:
+    try:
+        return version("selaras")
+    except PackageNotFoundError:
+        return "0"
+
+
+def now_ms() -> int:
+    return time.time_ns() // 1_000_000
+
+
+# -- results ------------------------------------------------------------------------------
+
+
+@dataclass
+class Counters:
+    events_up: int = 0
+    events_down: int = 0
+    bytes_up: int = 0
+    bytes_down: int = 0
+
+
+@dataclass
+class SyncReport:
+    """What a whole sync did, over every attempt."""
+
+    mode: str
+    ok: bool = False
+    attempts: int = 0
+    busy_retries: int = 0
+    totals: Counters = field(default_factory=Counters)
+    clock_offset_ms: int | None = None
+    clock_warning: str | None = None
+    sent: dict[str, dict[str, int]] = field(default_factory=dict)
+    received: dict[str, dict[str, int]] = field(default_factory=dict)
+    vectors_equal: bool | None = None
+    checksums_equal: bool | None = None
+    note: str = ""
+    sessions: list[str] = field(default_factory=list)
+
+    def as_json(self) -> dict[str, Any]:
+        return {
+            "mode": self.mode, "ok": self.ok, "attempts": self.attempts,
+            "busy_retries": self.busy_retries, **vars(self.totals),
+            "clock_offset_ms": self.clock_offset_ms, "clock_warning": self.clock_warning,
+            "sent": self.sent, "received": self.received,
+            "vectors_equal": self.vectors_equal, "checksums_equal": self.checksums_equal,
+            "note": self.note, "sessions": self.sessions,
+            # The centre does not report neutralised events in Summary (yet).
+            "neutralised": None,
+        }
+
+
+Progress = Callable[[Counters], None]
+
+
+# -- the store, off the event loop -----------------------------------------------------------
+
+
+class _StoreWorker:
+    """Runs store calls in a thread, one at a time (a DuckDB connection is not shared)."""
+
+    def __init__(self, store: DuckDBStore) -> None:
+        self.store = store
+        self._lock = asyncio.Lock()
+
+    async def __call__(self, fn: Callable[..., Any], *args: Any) -> Any:
+        async with self._lock:
+            return await asyncio.to_thread(fn, *args)
+
+
+def row_counts(store: DuckDBStore) -> dict[str, int]:
+    union = " UNION ALL ".join(f"SELECT '{e.name}', count(*) FROM {store.table(e)}"
+                               for e in ENTITIES)
+    return {str(n): int(c) for n, c in store.query(union)[1]}
+
+
+def conflict_counts(store: DuckDBStore) -> dict[str, int]:
+    out: dict[str, int] = {}
+    for s in store.conflicts():
+        out[s.entity] = out.get(s.entity, 0) + 1
+    return out
+
+
+def _own(batch: Batch, origin: str) -> pa.Table | None:
+    me = pa.scalar(uuid.UUID(origin).bytes, type=pa.uuid())
+    parts = []
+    for name, t in batch.tables.items():
+        mine = t.filter(pc.equal(t["origin"].cast(pa.binary(16)), me.cast(pa.binary(16))))
+        batch.tables[name] = mine
+        if mine.num_rows:
+            parts.append(pa.table({"seq": mine["seq"],
+                                   "entity": pa.array([name] * mine.num_rows, pa.string())}))
+    ctx = batch.contexts
+    batch.contexts = ctx.filter(pc.equal(ctx["origin"].cast(pa.binary(16)),
+                                         me.cast(pa.binary(16))))
+    if not parts:
+        return None
+    return pa.concat_tables(parts).sort_by("seq")
+
+
+class Outbox:
+    """Our events the centre lacks, cut into batches within the session's limits (R8)."""
+
+    def __init__(self, batch: Batch, origin: str, limits: Limits) -> None:
+        self.limits = limits
+        index = _own(batch, origin)
+        self.batch = batch
+        self.seqs: list[int] = [] if index is None else index["seq"].to_pylist()
+        self.pos = 0
+        total_bytes = sum(t.nbytes for t in batch.tables.values()) or 1
+        per_event = total_bytes / max(1, len(self.seqs))
+        # Aim at half the byte limit: the Arrow IPC framing adds a little.
+        self.step = max(1, min(limits.max_batch_events,
+                               int(limits.max_batch_bytes / 2 / per_event)))
+
+    def __bool__(self) -> bool:
+        return self.pos < len(self.seqs)
+
+    def next(self) -> tuple[bytes, int]:
+        """The next batch's payload and event count, in seq order."""
+        step = self.step
+        while True:
+            chunk = self.seqs[self.pos:self.pos + step]
+            lo, hi = chunk[0], chunk[-1]
+            tables = {}
+            for name, t in self.batch.tables.items():
+                sel = t.filter(pc.and_(pc.greater_equal(t["seq"], lo),
+                                       pc.less_equal(t["seq"], hi)))
+                if sel.num_rows:
+                    tables[name] = sel
+            ctx = self.batch.contexts
+            if ctx.num_rows:
+                ctx = ctx.filter(pc.and_(pc.greater_equal(ctx["seq"], lo),
+                                         pc.less_equal(ctx["seq"], hi)))
+            payload = Batch(tables, ctx).to_bytes()
+            if len(payload) <= self.limits.max_batch_bytes or step == 1:
+                self.pos += len(chunk)
+                return payload, len(chunk)
+            step = max(1, step // 2)
+            self.step = step
+
+
+# -- one session ----------------------------------------------------------------------------
+
+
+@dataclass
+class SessionResult:
+    session: str
+    counters: Counters
+    clock_offset_ms: int | None
+    sent: dict[str, int]
+    received_events: dict[str, int]
+    received_deleted: dict[str, int]
+    vectors_equal: bool
+    checksums_equal: bool | None
+
+
+class SyncConnection:
+    """One websocket session of one install: Hello ... Summary (or an error).
+
+    ``run()`` returns a ``SessionResult``, or raises ``_Retry`` (disconnect,
+    busy), ``SyncRefused`` (final) or ``SyncDiverged``.
+    """
+
+    def __init__(self, worker: _StoreWorker, identity: Identity, meta: dict[str, str],
+                 url: str, mode: Mode, *, compress: bool, counters: Counters,
+                 progress: Progress | None) -> None:
+        self.worker = worker
+        self.identity = identity
+        self.meta = meta
+        self.url = url
+        self.mode = mode
+        self.compress = compress
+        self.proto = SyncProtocol(Side.CLIENT)
+        self.counters = counters  # this session's, shared with the caller for the record
+        self.progress = progress
+        self.session = ""
+        self.clock_offset_ms: int | None = None
+        self.sent: dict[str, int] = {}
+        self.received_events: dict[str, int] = {}
+        self.received_deleted: dict[str, int] = {}
+        self._send_lock = asyncio.Lock()
+        self._acked = asyncio.Event()
+        self._ws: ClientConnection | None = None
+
+    async def run(self) -> SessionResult:
+        try:
+            async with connect(self.url, compression="deflate" if self.compress else None,
+                               max_size=Limits().max_frame_bytes, max_queue=MAX_QUEUE,
+                               ping_interval=PING_INTERVAL_S, ping_timeout=PING_TIMEOUT_S,
+                               open_timeout=OPEN_TIMEOUT_S, proxy=None) as ws:
+                self._ws = ws
+                return await self._session()
+        except (ConnectionClosed, OSError, TimeoutError, InvalidHandshake) as exc:
+            raise _Retry(f"connection lost ({type(exc).__name__})") from exc
+
+    async def _flush(self) -> None:
+        assert self._ws is not None
+        async with self._send_lock:
+            for frame in self.proto.data_to_send():
+                await self._ws.send(frame)
+                self.counters.bytes_up += len(frame)
+
+    async def _recv(self) -> None:
+        """Read one frame, feed it in, handle what it means."""
+        assert self._ws is not None
+        frame = await self._ws.recv(decode=False)
+        self.counters.bytes_down += len(frame)
+        self.proto.receive_data(frame)
+        for fact in self.proto.facts():
+            await self._handle(fact)
+        await self._flush()
+        self._report()
+
+    async def _handle(self, fact: Any) -> None:
+        match fact:
+            case Welcomed(welcome):
+                self._welcomed(welcome)
+            case BatchReceived(batch, count, payload):
+                await self._store_batch(batch, count, payload)
+            case BatchAcked():
+                self._acked.set()
+            case PeerSent():
+                pass
+            case Refused(refuse, by_peer):
+                if refuse.code in RETRYABLE:
+                    raise _Retry(f"refused: {refuse.code}", refuse.retry_after_s,
+                                 busy=refuse.code == Code.SERVER_BUSY)
+                if not by_peer:
+                    await self._flush()  # our Refuse, then close
+                raise SyncRefused(refuse.code, refuse.message)
+            case SummaryReceived():
+                pass
+
+    def _welcomed(self, welcome: Welcome) -> None:
+        self.session = welcome.session
+        received = now_ms()
+        # R14: the server's clock at the midpoint of our send and receive.
+        self.clock_offset_ms = welcome.server_ms - (self._hello_ms + received) // 2
+        self.their_vector = welcome.vector
+
+    async def _store_batch(self, batch: int, count: int, payload: bytes) -> None:
+        try:
+            b = Batch.from_bytes(payload)
+        except MalformedBatch:
+            self.proto.refuse(Code.MALFORMED_MESSAGE, "batch tidak dapat dibaca")
+            await self._flush()
+            raise SyncRefused(Code.MALFORMED_MESSAGE, "the centre sent a malformed batch") \
+                from None
+        for name, t in b.tables.items():
+            self.received_events[name] = self.received_events.get(name, 0) + t.num_rows
+            e = BY_NAME[name]
+            if "soft_delete" in e.by_name:
+                bit = e.bit("soft_delete")
+                dels = pc.sum(pc.and_(
+                    pc.not_equal(pc.bit_wise_and(t["mask"], pa.scalar(bit, pa.uint64())),
+                                 pa.scalar(0, pa.uint64())),
+                    pc.equal(t["soft_delete"], 1))).as_py() or 0
+                if dels:
+                    self.received_deleted[name] = self.received_deleted.get(name, 0) + dels
+        store = self.worker.store
+        vector = await self.worker(lambda: (store.append(b), store.vector())[1])
+        self.counters.events_down += count
+        self.proto.ack(batch, vector)  # R9: only after the commit
+
+    def _report(self) -> None:
+        if self.progress is not None:
+            self.progress(self.counters)
+
+    async def _session(self) -> SessionResult:
+        store = self.worker.store
+        vector: VersionVector = await self.worker(store.vector)
+        self._hello_ms = now_ms()
+        self.proto.send_hello(Hello(
+            protocol=PROTOCOL_VERSION, app=app_version(), schema=SCHEMA_VERSION,
+            npsn=self.identity.npsn, install=self.identity.origin,
+            token=self.meta.get("token", ""), mode=self.mode, vector=vector,
+            sent_ms=self._hello_ms))
+        await self._flush()
+        while self.proto.state is State.HELLO_SENT:
+            await self._recv()
+        if self.mode == "sync":
+            batch = await self.worker(store.events_after,
+                                      {o: s for o, s in self.their_vector.items()})
+            outbox = Outbox(batch, self.identity.origin, self.proto.limits)
+        else:
+            outbox = None
+        sender = asyncio.create_task(self._send_all(outbox))
+        try:
+            while not self.proto.ready_for_done:
+                if sender.done():
+                    sender.result()  # its error, if any
+                recv = asyncio.ensure_future(self._recv())
+                done, _ = await asyncio.wait({recv, sender},
+                                             return_when=asyncio.FIRST_COMPLETED)
+                if recv not in done:
+                    sender.result()
+                    await recv
+                else:
+                    recv.result()
+            await sender
+        finally:
+            if not sender.done():
+                sender.cancel()
+        ours = await self.worker(lambda: (store.vector(), store.checksums()))
+        self.proto.send_done(*ours)
+        await self._flush()
+        while self.proto.state is State.DONE_SENT:
+            frame = await self._ws.recv(decode=False)  # type: ignore[union-attr]
+            self.counters.bytes_down += len(frame)
+            self.proto.receive_data(frame)
+            for fact in self.proto.facts():
+                if isinstance(fact, SummaryReceived):
+                    return self._result(ours, fact.summary.vector, fact.summary.checksums)
+                await self._handle(fact)
+        raise _Retry("closed before the summary")
+
+    def _result(self, ours: tuple[VersionVector, dict[str, str]], their_vector: VersionVector,
+                their_sums: dict[str, str]) -> SessionResult:
+        our_vector, our_sums = ours
+        equal = _nonzero(our_vector) == _nonzero(their_vector)
+        sums_equal = None
+        if equal:
+            differ = sorted(k for k in set(our_sums) | set(their_sums)
+                            if our_sums.get(k) != their_sums.get(k))
+            if differ:
+                raise SyncDiverged(differ)
+            sums_equal = True
+        return SessionResult(self.session, self.counters, self.clock_offset_ms, self.sent,
+                             self.received_events, self.received_deleted, equal, sums_equal)
+
+    async def _send_all(self, outbox: Outbox | None) -> None:
+        while outbox:
+            while not self.proto.can_send_batch:
+                self._acked.clear()
+                await self._acked.wait()
+            payload, count = await asyncio.to_thread(outbox.next)
+            self.proto.send_batch(payload, count)
+            self.counters.events_up += count
+            await self._flush()
+            self._report()
+        # What we sent per entity is known once everything went; count it from the outbox.
+        if outbox is not None:
+            for name, t in outbox.batch.tables.items():
+                if t.num_rows:
+                    self.sent[name] = t.num_rows
+        self.proto.finish_sending()
+        await self._flush()
+
+
+def _nonzero(v: VersionVector) -> VersionVector:
+    return {o: s for o, s in v.items() if s}
+
+
+# -- many sessions: retries, backoff, the record ------------------------------------------------
+
+
+async def run_sync(store: DuckDBStore, identity: Identity, *, mode: Mode,
+                   url: str | None = None, timeout_s: float | None = None,
+                   compress: bool = False, progress: Progress | None = None,
+                   backoff_base_s: float = BACKOFF_BASE_S, backoff_cap_s: float = BACKOFF_CAP_S,
+                   rng: random.Random | None = None) -> SyncReport:
+    """Sync (or pull) until a session completes, a refusal is final, or ``timeout_s``."""
+    meta = store.meta()
+    url = url or meta.get("url")
+    if not url:
+        raise ClientError("this install has no server: run 'selaras init --server URL ...'")
+    rng = rng or random.Random()
+    worker = _StoreWorker(store)
+    report = SyncReport(mode)
+    rows_before, conflicts_before = await worker(
+        lambda: (row_counts(store), conflict_counts(store)))
+    deadline = None if timeout_s is None else time.monotonic() + timeout_s
+    failures = 0  # consecutive sessions that ended without progress
+    last = "not connected yet"
+    while True:
+        if deadline is not None and time.monotonic() >= deadline:
+            raise SyncTimedOut(timeout_s or 0, last)
+        report.attempts += 1
+        counters = Counters()
+        conn = SyncConnection(worker, identity, meta, url, mode, compress=compress,
+                              counters=counters,
+                              progress=None if progress is None else
+                              (lambda c: progress(_sum(report.totals, c))))
+        started = dt.datetime.now(dt.UTC)
+        outcome, detail, delay = "ok", {}, 0.0
+        try:
+            remaining = None if deadline is None else max(0.0, deadline - time.monotonic())
+            async with asyncio.timeout(remaining):
+                result = await conn.run()
+        except _Retry as exc:
+            outcome, detail, last = ("busy" if exc.busy else "disconnected",
+                                     {"reason": exc.reason}, exc.reason)
+            if exc.busy:
+                report.busy_retries += 1
+                delay = (exc.delay_s or 1.0) * (1 + 0.5 * rng.random())
+                failures = 0
+            else:
+                progressed = counters.events_up or counters.events_down
+                failures = 1 if progressed else failures + 1
+                delay = rng.uniform(0, min(backoff_cap_s, backoff_base_s * 2 ** failures))
+        except TimeoutError:
+            outcome, detail, last = "timeout", {"reason": "timeout"}, "timeout"
+        except SyncRefused as exc:
+            outcome, detail = f"refused:{exc.code}", {"code": str(exc.code),
+                                                      "message": exc.message}
+            await _record(worker, conn, mode, started, outcome, counters, detail)
+            _add(report.totals, counters)
+            raise
+        except SyncDiverged as exc:
+            outcome, detail = "diverged", {"entities": exc.entities}
+            await _record(worker, conn, mode, started, outcome, counters, detail)
+            raise
+        else:
+            _add(report.totals, counters)
+            report.ok = True
+            report.sessions.append(result.session)
+            report.vectors_equal = result.vectors_equal
+            report.checksums_equal = result.checksums_equal
+            if not result.vectors_equal:
+                report.note = ("vektor berbeda: ada perubahan lain di server pusat atau di "
+                               "instalasi ini sejak sesi dimulai; sinkronkan lagi nanti")
+            _merge_counts(report.sent, {k: {"events": v} for k, v in result.sent.items()})
+            await _finish(worker, store, report, conn, result, rows_before, conflicts_before)
+            await _record(worker, conn, mode, started, "ok", counters,
+                          {"vectors_equal": result.vectors_equal,
+                           "checksums_equal": result.checksums_equal,
+                           "attempts": report.attempts, "busy_retries": report.busy_retries})
+            return report
+        if conn.session:
+            report.sessions.append(conn.session)
+        _add(report.totals, counters)
+        _merge_counts(report.received,
+                      {k: {"events": v} for k, v in conn.received_events.items()})
+        await _record(worker, conn, mode, started, outcome, counters, detail)
+        if outcome == "timeout":
+            raise SyncTimedOut(timeout_s or 0, last)
+        if deadline is not None:
+            delay = min(delay, max(0.0, deadline - time.monotonic()))
+        await asyncio.sleep(delay)
+
+
+async def _finish(worker: _StoreWorker, store: DuckDBStore, report: SyncReport,
+                  conn: SyncConnection, result: SessionResult, rows_before: dict[str, int],
+                  conflicts_before: dict[str, int]) -> None:
+    rows_after, conflicts_after = await worker(
+        lambda: (row_counts(store), conflict_counts(store)))
+    _merge_counts(report.received,
+                  {k: {"events": v} for k, v in result.received_events.items()})
+    for name, counts in report.received.items():
+        added = max(0, rows_after.get(name, 0) - rows_before.get(name, 0))
+        deleted = result.received_deleted.get(name, 0)
+        counts["added"] = added
+        counts["deleted"] = deleted
+        counts["updated"] = max(0, counts["events"] - added - deleted)
+    for name in set(conflicts_before) | set(conflicts_after):
+        diff = conflicts_after.get(name, 0) - conflicts_before.get(name, 0)
+        if diff:
+            report.received.setdefault(name, {"events": 0})["conflicts"] = diff
+    offset = conn.clock_offset_ms
+    report.clock_offset_ms = offset
+    if offset is not None:
+        await _set_meta(worker, clock_offset_ms=str(offset))
+        if abs(offset) > CLOCK_WARN_MS:
+            report.clock_warning = clock_warning(offset)
+
+
+async def _set_meta(worker: _StoreWorker, **values: str) -> None:
+    store = worker.store
+    await worker(lambda: store.set_meta(**values))
+
+
+def clock_warning(offset_ms: int) -> str:
+    minutes = abs(offset_ms) / 60_000
+    how = "terlambat" if offset_ms > 0 else "terlalu cepat"
+    span = f"{minutes / 1440:.0f} hari" if minutes >= 1440 else f"{minutes:.0f} menit"
+    return (f"PERINGATAN: jam komputer ini {how} {span} dibanding server pusat; "
+            "perbaiki tanggal dan jam Windows agar data tercatat dengan waktu yang benar")
+
+
+async def _record(worker: _StoreWorker, conn: SyncConnection, mode: str,
+                  started: dt.datetime, outcome: str, c: Counters,
+                  detail: dict[str, Any]) -> None:
+    store = worker.store
+    record = {"session": conn.session or None, "mode": mode, "started": started,
+              "ended": dt.datetime.now(dt.UTC), "outcome": outcome,
+              "clock_offset_ms": conn.clock_offset_ms, "events_up": c.events_up,
+              "events_down": c.events_down, "bytes_up": c.bytes_up,
+              "bytes_down": c.bytes_down, "detail": detail}
+    await worker(store.record_session, record)
+
+
+def _sum(a: Counters, b: Counters) -> Counters:
+    return Counters(a.events_up + b.events_up, a.events_down + b.events_down,
+                    a.bytes_up + b.bytes_up, a.bytes_down + b.bytes_down)
+
+
+def _add(total: Counters, c: Counters) -> None:
+    total.events_up += c.events_up
+    total.events_down += c.events_down
+    total.bytes_up += c.bytes_up
+    total.bytes_down += c.bytes_down
+
+
+def _merge_counts(into: dict[str, dict[str, int]], add: dict[str, dict[str, int]]) -> None:
+    for name, counts in add.items():
+        slot = into.setdefault(name, {})
+        for k, v in counts.items():
+            slot[k] = slot.get(k, 0) + v
+
+
+# -- registration ----------------------------------------------------------------------------
+
+
+async def register(url: str, npsn: str, kode: str, user: str, password: str) -> Registered:
+    """Send Register (R17); the answer, or SyncRefused / SyncError."""
+    proto = SyncProtocol(Side.CLIENT)
+    proto.send_request(Register(protocol=PROTOCOL_VERSION, app=app_version(),
+                                schema=SCHEMA_VERSION, npsn=npsn, kode=kode, user=user,
+                                password=password, sent_ms=now_ms()))
+    try:
+        async with connect(url, compression=None, max_size=Limits().max_frame_bytes,
+                           open_timeout=OPEN_TIMEOUT_S, proxy=None) as ws:
+            for frame in proto.data_to_send():
+                await ws.send(frame)
+            while proto.state is not State.CLOSED:
+                proto.receive_data(await ws.recv(decode=False))
+                for frame in proto.data_to_send():
+                    await ws.send(frame)
+    except (ConnectionClosed, OSError, TimeoutError, InvalidHandshake, InvalidURI) as exc:
+        raise SyncError(f"tidak dapat menghubungi server pusat {url}: "
+                        f"{type(exc).__name__}") from exc
+    for fact in proto.facts():
+        match fact:
+            case Answered(answer) if isinstance(answer, Registered):
+                return answer
+            case Refused(refuse, _):
+                raise SyncRefused(refuse.code, refuse.message)
+    raise SyncError("server pusat tidak menjawab pendaftaran")
