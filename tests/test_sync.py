@@ -206,3 +206,32 @@ def test_history_command_lists_sessions(tmp_path: Path) -> None:
     assert out.exit_code == 0, out.output
     (rec,) = json.loads(out.output)
     assert rec["outcome"] == "ok" and rec["mode"] == "pull"
+
+
+def test_against_the_real_server_two_installs_converge(tmp_path: Path) -> None:
+    from selaras.server.testing import running_server
+
+    async def main() -> None:
+        async with running_server(tmp_path / "centre") as srv:
+            kode = await srv.add_school(NPSN, "SMA Negeri 1")
+            with ExitStack() as stack:
+                sessions = []
+                for n in "ab":
+                    a = await register(srv.url, NPSN, kode, "op@sekolah.id", "rahasia123")
+                    install = Install(tmp_path / n)
+                    install.init_registered(NPSN, origin=a.install, token=a.token, url=srv.url,
+                                            user="op@sekolah.id", role=a.role)
+                    s = stack.enter_context(install.open())
+                    r = await run_sync(s.store, s.identity, mode="pull", timeout_s=20, **FAST)
+                    assert r.ok and r.checksums_equal and r.totals.events_down > 0
+                    sessions.append(s)
+                for i, s in enumerate(sessions):
+                    add_tanah(s, 3 + i, str(i))
+                for s in sessions + sessions[:1]:
+                    r = await run_sync(s.store, s.identity, mode="sync", timeout_s=20, **FAST)
+                    assert r.ok
+                assert r.vectors_equal and r.checksums_equal
+                a, b = sessions
+                assert (a.store.vector(), a.store.checksums()) == (b.store.vector(),
+                                                                   b.store.checksums())
+    run(main())
