@@ -251,13 +251,14 @@ class DuckDBStore:
             return AppendReport()
         c.execute("CREATE OR REPLACE TEMP TABLE ours AS "
                   f"SELECT origin, max(seq) AS seq FROM {self.log}.event GROUP BY origin")
+        duplicates = 0
         for e in staged:
             c.register("incoming", batch.tables[e.name])
             try:
+                duplicates += self._check_held(e)
                 self._stage(e)
             finally:
                 c.unregister("incoming")
-        duplicates = sum(self._drop_held(e) for e in staged)
         ids = " UNION ALL ".join(f"SELECT origin, seq, '{e.name}' AS entity FROM s_{e.slug}"
                                  for e in staged)
         runs = self._runs(ids)
@@ -313,41 +314,40 @@ class DuckDBStore:
             f"SELECT origin::VARCHAR, min(seq), max(seq), count(*), count(DISTINCT seq) "
             f"FROM ({ids}) GROUP BY origin").fetchall()}
 
-    def _stage(self, e: Entity) -> None:
-        """Copy the registered ``incoming`` Arrow table into s_<entity>, checked."""
+    def _masked(self, e: Entity) -> str:
+        """The incoming columns, a field the mask does not set being NULL whatever was sent."""
+        return ", ".join(["origin", "seq", "hlc", "row_id", "author", "role", "mask"] + [
+            f"CASE WHEN mask & {e.bit(f.name)} <> 0 THEN {f.name} END AS {f.name}"
+            for f in e.fields])
+
+    def _check_held(self, e: Entity) -> int:
+        """Check the registered ``incoming`` events: MalformedBatch if any is not an
+        event, EventCollision if one we hold differs; the number we hold already."""
         c = self.con
-        # A field the mask does not set is NULL whatever was sent with it.
-        fields = ", ".join(f"CASE WHEN mask & {e.bit(f.name)} <> 0 THEN {f.name} END AS {f.name}"
-                           for f in e.fields)
-        c.execute(f"""CREATE OR REPLACE TEMP TABLE s_{e.slug} AS
-            SELECT origin, seq, hlc, row_id, author, role, mask, {fields} FROM incoming""")
-        (bad,) = c.execute(f"""SELECT count(*) FROM s_{e.slug} WHERE origin IS NULL
+        (bad,) = c.execute(f"""SELECT count(*) FROM incoming WHERE origin IS NULL
             OR row_id IS NULL OR seq IS NULL OR seq < 1 OR hlc IS NULL OR hlc < 0
             OR mask IS NULL OR mask >> {len(e.fields)} <> 0 OR author IS NULL OR role IS NULL
             """).fetchall()[0]
         if bad:
             raise MalformedBatch(f"{bad} {e.name} events with bad ids, seq, clock or mask")
-
-    def _drop_held(self, e: Entity) -> int:
-        """Drop the staged events we already hold; EventCollision if one differs."""
-        c = self.con
-        old = (f"(SELECT s.* FROM s_{e.slug} s "
-               "JOIN ours o ON s.origin = o.origin AND s.seq <= o.seq)")
-        (n_old,) = c.execute(f"SELECT count(*) FROM {old}").fetchall()[0]
-        if not n_old:
-            return 0
+        old = (f"(SELECT {self._masked(e)} FROM incoming i "
+               "SEMI JOIN ours o ON i.origin = o.origin AND i.seq <= o.seq)")
         differs = " OR ".join(f"s.{col} IS DISTINCT FROM l.{col}" for col in
                               ("hlc", "row_id", "author", "role", "mask",
                                *(f.name for f in e.fields)))
-        clash = c.execute(f"""
-            SELECT s.origin::VARCHAR, s.seq FROM {old} s
-            LEFT JOIN {self.log}.{e.slug} l USING (origin, seq)
-            WHERE l.seq IS NULL OR {differs} LIMIT 1""").fetchall()
+        (held, clash) = c.execute(f"""
+            SELECT count(*), arg_min((s.origin::VARCHAR, s.seq), s.seq)
+                             FILTER (WHERE l.seq IS NULL OR {differs})
+            FROM {old} s LEFT JOIN {self.log}.{e.slug} l USING (origin, seq)""").fetchall()[0]
         if clash:
-            raise EventCollision(*clash[0])
-        c.execute(f"DELETE FROM s_{e.slug} s USING ours o "
-                  "WHERE s.origin = o.origin AND s.seq <= o.seq")
-        return int(n_old)
+            raise EventCollision(*clash)
+        return int(held)
+
+    def _stage(self, e: Entity) -> None:
+        """Copy the registered ``incoming`` events we do not hold into s_<entity>."""
+        self.con.execute(f"""CREATE OR REPLACE TEMP TABLE s_{e.slug} AS
+            SELECT {self._masked(e)} FROM incoming i
+            ANTI JOIN ours o ON i.origin = o.origin AND i.seq <= o.seq""")
 
     # -- bulk import ---------------------------------------------------------------------
 
