@@ -1,8 +1,9 @@
-"""The school client's sync over real websockets on 127.0.0.1 (docs/protocol.md).
+"""The school client's sync against the real centre, over websockets on 127.0.0.1.
 
-The centre here is ``tests/centre_stub.py`` (a small SyncProtocol server) until
-``selaras.server.testing`` lands; every test talks to it through real sockets,
-and the flaky-link test through ``bench.proxy.FlakyProxy``.
+Every test starts the real server in-process (``selaras.server.testing.running_server``,
+port 0) and talks to it through real sockets; the flaky-link test puts
+``bench.proxy.FlakyProxy`` in between. What the centre holds is read back through its
+admin commands (``query``, ``checksum``), as an operator would.
 """
 
 from __future__ import annotations
@@ -17,15 +18,17 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from centre_stub import CentreStub, running_stub
 from click.testing import CliRunner
 from selaras.bench.proxy import Faults, FlakyProxy
+from selaras.client import sync as client_sync
 from selaras.client.cli import cli
 from selaras.client.install import Install, Session, export_bundle, import_bundle
 from selaras.client.sync import SyncRefused, now_ms, register, run_sync
-from selaras.engine.protocol import Code, Limits
+from selaras.engine.protocol import Code, Limits, Registered
+from selaras.server.testing import ProtocolClient, RunningServer, running_server
 
 NPSN = "20100001"
+USER, PASSWORD = "op@sekolah.id", "rahasia123"
 FAST = {"backoff_base_s": 0.01, "backoff_cap_s": 0.1}
 
 
@@ -33,13 +36,13 @@ def run(coro: Coroutine[Any, Any, Any]) -> Any:
     return asyncio.run(coro)
 
 
-async def enrol(centre: CentreStub, folder: Path, stack: ExitStack, url: str | None = None,
-                ) -> Session:
-    """Register an install (init --server), open it and pull, as 'selaras init' does."""
-    answer = await register(centre.url, NPSN, centre.schools[NPSN].kode, "op@sekolah.id", "pw")
+async def enrol(srv: RunningServer, kode: str, folder: Path, stack: ExitStack,
+                url: str | None = None) -> Session:
+    """Register an install with the centre's kode, open it and pull, as 'selaras init' does."""
+    answer = await register(srv.url, NPSN, kode, USER, PASSWORD)
     install = Install(folder)
     install.init_registered(NPSN, origin=answer.install, token=answer.token,
-                            url=url or centre.url, user="op@sekolah.id", role=answer.role)
+                            url=url or srv.url, user=USER, role=answer.role)
     session = stack.enter_context(install.open())
     report = await run_sync(session.store, session.identity, mode="pull", timeout_s=20, **FAST)
     assert report.ok and report.vectors_equal and report.checksums_equal
@@ -53,33 +56,56 @@ def add_tanah(session: Session, n: int, tag: str) -> list[str]:
     return ids
 
 
-def centre_state(centre: CentreStub) -> tuple[dict[str, int], dict[str, str]]:
-    store = centre.schools[NPSN].store
-    return store.vector(), store.checksums()
+async def centre_query(srv: RunningServer, sql: str) -> list[Any]:
+    reply = await srv.admin("query", npsn=NPSN, sql=sql)
+    assert reply.columns != ["error"], reply.message
+    return list(reply.rows)
+
+
+async def centre_state(srv: RunningServer) -> tuple[dict[str, int], dict[str, str]]:
+    """The centre's vector and per-entity checksums for the school."""
+    rows = await centre_query(srv, "SELECT origin::VARCHAR, max(seq) FROM event GROUP BY ALL")
+    reply = await srv.admin("checksum", npsn=NPSN)
+    assert reply.columns == ["entity", "checksum"], reply.message
+    return {str(o): int(s) for o, s in rows}, {str(e): str(c) for e, c in reply.rows}
+
+
+async def held_once(srv: RunningServer, origin: str) -> tuple[int, int, int]:
+    """How many events of ``origin`` the centre holds, how many distinct, the top seq."""
+    (row,) = await centre_query(
+        srv, "SELECT count(*), count(DISTINCT seq), coalesce(max(seq), 0) FROM event "
+             f"WHERE origin = '{origin}'")
+    return int(row[0]), int(row[1]), int(row[2])
+
+
+def local_state(s: Session) -> tuple[dict[str, int], dict[str, str]]:
+    return ({o: q for o, q in s.store.vector().items() if q}, s.store.checksums())
 
 
 def test_register_and_first_pull_gives_the_centres_data(tmp_path: Path) -> None:
     async def main() -> None:
-        async with running_stub() as centre:
-            centre.add_school(NPSN)
+        async with running_server(tmp_path / "centre") as srv:
+            kode = await srv.add_school(NPSN, "SMA Negeri 1")
             with ExitStack() as stack:
-                s = await enrol(centre, tmp_path / "a", stack)
-                assert (s.store.vector(), s.store.checksums()) == centre_state(centre)
+                s = await enrol(srv, kode, tmp_path / "a", stack)
+                assert local_state(s) == await centre_state(srv)
                 meta = s.store.meta()
-                assert meta["url"] == centre.url and meta["token"]
+                assert meta["url"] == srv.url and meta["token"]
                 assert "clock_offset_ms" in meta
                 (rec,) = s.store.history()
                 assert rec["outcome"] == "ok" and rec["mode"] == "pull"
-                assert rec["events_down"] == len(s.store.events_after({}))
+                assert rec["events_down"] == len(s.store.events_after({})) > 0
+                installs = await srv.admin("installs", npsn=NPSN)
+                assert [r[0] for r in installs.rows] == [s.identity.origin]
     run(main())
 
 
 def test_three_installs_and_the_centre_converge(tmp_path: Path) -> None:
     async def main() -> None:
-        async with running_stub() as centre:
-            centre.add_school(NPSN)
+        async with running_server(tmp_path / "centre") as srv:
+            kode = await srv.add_school(NPSN, "SMA Negeri 1")
             with ExitStack() as stack:
-                a, b, c = [await enrol(centre, tmp_path / n, stack) for n in "abc"]
+                a, b, c = [await enrol(srv, kode, tmp_path / n, stack) for n in "abc"]
                 # Offline for a while: each edits; a and b also swap bundles directly.
                 row = add_tanah(a, 1, "a")[0]
                 add_tanah(b, 5, "b")
@@ -87,8 +113,9 @@ def test_three_installs_and_the_centre_converge(tmp_path: Path) -> None:
                 a.replica.edit("tanah", row, {"nama": "dari a"}, now_ms())
                 data, _ = export_bundle(b, a.store.vector())
                 import_bundle(a, data)
-                b.replica.edit("tanah", row if row in b.store.rows("tanah") else
-                               next(iter(b.store.rows("tanah"))), {"nama": "dari b"}, now_ms())
+                data, _ = export_bundle(a, b.store.vector())
+                import_bundle(b, data)
+                b.replica.edit("tanah", row, {"nama": "dari b"}, now_ms())
                 # Concurrent syncs, then one more round so everyone has everything.
                 reports = await asyncio.gather(*(
                     run_sync(s.store, s.identity, mode="sync", timeout_s=20, **FAST)
@@ -100,36 +127,36 @@ def test_three_installs_and_the_centre_converge(tmp_path: Path) -> None:
                 for s in (a, b, c):
                     r = await run_sync(s.store, s.identity, mode="pull", timeout_s=20, **FAST)
                     assert r.vectors_equal and r.checksums_equal
-                state = centre_state(centre)
+                state = await centre_state(srv)
                 for s in (a, b, c):
-                    assert (s.store.vector(), s.store.checksums()) == state
-                assert len(a.store.rows("tanah")) == 13
+                    assert local_state(s) == state
+                    # Bundles carried a's and b's events too: still each once at the centre.
+                    count, distinct, top = await held_once(srv, s.identity.origin)
+                    assert count == distinct == top == s.store.vector()[s.identity.origin]
+                tanah = a.store.rows("tanah")
+                assert len(tanah) == 13 and tanah[row]["nama"] == "dari b"
     run(main())
 
 
 def test_flaky_link_completes_without_duplicates_and_resends_little(tmp_path: Path) -> None:
     async def main() -> None:
         limits = Limits(max_batch_events=50, window_batches=2)
-        async with running_stub(limits) as centre:
-            centre.add_school(NPSN)
-            async with FlakyProxy("127.0.0.1", centre.port, Faults()) as proxy:
+        async with running_server(tmp_path / "centre", limits=limits) as srv:
+            kode = await srv.add_school(NPSN, "SMA Negeri 1")
+            async with FlakyProxy("127.0.0.1", srv.port, Faults()) as proxy:
                 with ExitStack() as stack:
                     url = f"ws://127.0.0.1:{proxy.port}"
-                    s = await enrol(centre, tmp_path / "a", stack, url=url)
+                    s = await enrol(srv, kode, tmp_path / "a", stack, url=url)
                     add_tanah(s, 3000, "t")
                     payload = len(s.store.events_after(
-                        {o: q for o, q in centre_state(centre)[0].items()}).to_bytes())
+                        (await centre_state(srv))[0]).to_bytes())
                     proxy.set_faults(Faults(cut_after_bytes=(60_000, 120_000), seed=7))
                     r = await run_sync(s.store, s.identity, mode="sync", timeout_s=60,
                                        rng=random.Random(1), **FAST)
                     assert r.ok and r.attempts > 3 and proxy.stats.cuts >= 3
-                    vector, sums = centre_state(centre)
-                    assert vector[s.identity.origin] == 3000
-                    _, rows = centre.schools[NPSN].store.query(
-                        "SELECT count(*), count(DISTINCT (origin, seq)) FROM log.event "
-                        f"WHERE origin = '{s.identity.origin}'")
-                    assert rows[0] == (3000, 3000)
-                    assert (s.store.vector(), s.store.checksums()) == (vector, sums)
+                    proxy.set_faults(Faults())
+                    assert await held_once(srv, s.identity.origin) == (3000, 3000, 3000)
+                    assert local_state(s) == await centre_state(srv)
                     # Resent after cuts: at most the window in flight at each cut (R12),
                     # and a small part of the whole.
                     resent = r.totals.events_up - 3000
@@ -145,15 +172,26 @@ def test_flaky_link_completes_without_duplicates_and_resends_little(tmp_path: Pa
 
 def test_busy_refusal_is_honoured_and_retried(tmp_path: Path) -> None:
     async def main() -> None:
-        async with running_stub() as centre:
-            centre.add_school(NPSN)
+        async with running_server(tmp_path / "centre", max_sessions=1,
+                                  busy_retry_s=0.2) as srv:
+            kode = await srv.add_school(NPSN, "SMA Negeri 1")
             with ExitStack() as stack:
-                s = await enrol(centre, tmp_path / "a", stack)
+                s = await enrol(srv, kode, tmp_path / "a", stack)
                 add_tanah(s, 3, "t")
-                centre.busy = 2
+                # Another install holds the only session slot for a while (it never acks).
+                holder = ProtocolClient(srv.url, NPSN)
+                assert isinstance(await holder.register(kode, USER, PASSWORD), Registered)
+                held = asyncio.create_task(holder.raw_session([], mode="pull", wait_s=1.0))
+                while srv.stats()["active"] < 1:
+                    await asyncio.sleep(0.01)
+                busy_before = srv.stats()["busy_refusals"]
                 r = await run_sync(s.store, s.identity, mode="sync", timeout_s=20, **FAST)
-                assert r.ok and r.busy_retries == 2 and r.attempts == 3
-                assert [h["outcome"] for h in s.store.history()][:3] == ["ok", "busy", "busy"]
+                await held
+                assert r.ok and r.busy_retries >= 2 and r.attempts == r.busy_retries + 1
+                assert srv.stats()["busy_refusals"] - busy_before == r.busy_retries
+                outcomes = [h["outcome"] for h in s.store.history()]
+                assert outcomes[:r.attempts] == ["ok"] + ["busy"] * r.busy_retries
+                assert local_state(s) == await centre_state(srv)
     run(main())
 
 
@@ -164,43 +202,49 @@ def test_busy_refusal_is_honoured_and_retried(tmp_path: Path) -> None:
 def test_final_refusals_are_clear_and_change_nothing(tmp_path: Path, code: Code,
                                                      text: str) -> None:
     async def main() -> None:
-        async with running_stub() as centre:
-            centre.add_school(NPSN)
+        async with running_server(tmp_path / "centre") as srv:
+            kode = await srv.add_school(NPSN, "SMA Negeri 1")
             with ExitStack() as stack:
-                s = await enrol(centre, tmp_path / "a", stack)
+                s = await enrol(srv, kode, tmp_path / "a", stack)
                 add_tanah(s, 2, "t")
-                before, centre_before = s.store.vector(), centre_state(centre)
+                before, centre_before = local_state(s), await centre_state(srv)
                 if code is Code.CODE_RESET:
-                    centre.reset_kode(NPSN)
+                    reply = await srv.admin("reset_kode", npsn=NPSN)
                 else:
-                    centre.revoke(NPSN, s.identity.origin)
+                    reply = await srv.admin("revoke", install=s.identity.origin)
+                assert reply.columns != ["error"], reply.message
                 with pytest.raises(SyncRefused) as info:
                     await run_sync(s.store, s.identity, mode="sync", timeout_s=20, **FAST)
                 assert info.value.code == code and text in str(info.value)
-                assert s.store.vector() == before and centre_state(centre) == centre_before
+                assert local_state(s) == before
+                assert await centre_state(srv) == centre_before
                 assert s.store.history()[0]["outcome"] == f"refused:{code}"
     run(main())
 
 
-def test_a_pc_clock_years_ahead_is_reported(tmp_path: Path) -> None:
+def test_a_pc_clock_years_ahead_is_reported(tmp_path: Path,
+                                            monkeypatch: pytest.MonkeyPatch) -> None:
+    three_years_ms = 3 * 365 * 86_400_000
+
     async def main() -> None:
-        async with running_stub() as centre:
-            centre.add_school(NPSN)
+        async with running_server(tmp_path / "centre") as srv:
+            kode = await srv.add_school(NPSN, "SMA Negeri 1")
             with ExitStack() as stack:
-                s = await enrol(centre, tmp_path / "a", stack)
-                centre.clock_skew_ms = -3 * 365 * 86_400_000  # the PC is 3 years ahead
+                s = await enrol(srv, kode, tmp_path / "a", stack)
+                # The PC's clock (what the client reads) is three years ahead of the centre's.
+                monkeypatch.setattr(client_sync, "now_ms", lambda: now_ms() + three_years_ms)
                 r = await run_sync(s.store, s.identity, mode="pull", timeout_s=20, **FAST)
-                assert r.clock_warning and "terlalu cepat" in r.clock_warning
+                assert r.ok and r.clock_warning and "terlalu cepat" in r.clock_warning
                 assert int(s.store.meta()["clock_offset_ms"]) < -1_000 * 86_400_000
     run(main())
 
 
 def test_history_command_lists_sessions(tmp_path: Path) -> None:
     async def main() -> None:
-        async with running_stub() as centre:
-            centre.add_school(NPSN)
+        async with running_server(tmp_path / "centre") as srv:
+            kode = await srv.add_school(NPSN, "SMA Negeri 1")
             with ExitStack() as stack:
-                await enrol(centre, tmp_path / "a", stack)
+                await enrol(srv, kode, tmp_path / "a", stack)
     run(main())
     out = CliRunner().invoke(cli, ["--data", str(tmp_path / "a"), "history", "--json"])
     assert out.exit_code == 0, out.output
@@ -208,23 +252,12 @@ def test_history_command_lists_sessions(tmp_path: Path) -> None:
     assert rec["outcome"] == "ok" and rec["mode"] == "pull"
 
 
-def test_against_the_real_server_two_installs_converge(tmp_path: Path) -> None:
-    from selaras.server.testing import running_server
-
+def test_two_installs_converge(tmp_path: Path) -> None:
     async def main() -> None:
         async with running_server(tmp_path / "centre") as srv:
             kode = await srv.add_school(NPSN, "SMA Negeri 1")
             with ExitStack() as stack:
-                sessions = []
-                for n in "ab":
-                    a = await register(srv.url, NPSN, kode, "op@sekolah.id", "rahasia123")
-                    install = Install(tmp_path / n)
-                    install.init_registered(NPSN, origin=a.install, token=a.token, url=srv.url,
-                                            user="op@sekolah.id", role=a.role)
-                    s = stack.enter_context(install.open())
-                    r = await run_sync(s.store, s.identity, mode="pull", timeout_s=20, **FAST)
-                    assert r.ok and r.checksums_equal and r.totals.events_down > 0
-                    sessions.append(s)
+                sessions = [await enrol(srv, kode, tmp_path / n, stack) for n in "ab"]
                 for i, s in enumerate(sessions):
                     add_tanah(s, 3 + i, str(i))
                 for s in sessions + sessions[:1]:
@@ -232,6 +265,5 @@ def test_against_the_real_server_two_installs_converge(tmp_path: Path) -> None:
                     assert r.ok
                 assert r.vectors_equal and r.checksums_equal
                 a, b = sessions
-                assert (a.store.vector(), a.store.checksums()) == (b.store.vector(),
-                                                                   b.store.checksums())
+                assert local_state(a) == local_state(b) == await centre_state(srv)
     run(main())
