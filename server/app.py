@@ -22,6 +22,7 @@ import json
 import os
 import random
 import ssl
+import threading
 import time
 import uuid
 from collections.abc import Callable
@@ -32,8 +33,8 @@ from typing import Any, TypeVar
 import pyarrow as pa
 import pyarrow.compute as pc
 import structlog
-from selaras.engine.duckdb_store import DuckDBCentre, DuckDBRegistry, RegistryError
-from selaras.engine.events import Batch, MalformedBatch
+from selaras.engine.duckdb_store import DuckDBCentre, DuckDBRegistry, DuckDBStore, RegistryError
+from selaras.engine.events import Batch, MalformedBatch, central_origins
 from selaras.engine.protocol import (
     AdminRequest,
     BatchAcked,
@@ -139,7 +140,15 @@ class SelarasServer:
         self.registry = DuckDBRegistry(self.centre.con)
         # Reads of the registry (authentication) use a cursor of their own, one at a time.
         self._registry_reader = DuckDBRegistry(self.centre.con.cursor(), create=False)
-        self._registry_lock = asyncio.Lock()
+        self._registry_lock = threading.Lock()
+        # Each session reads its school on a cursor of its own, from a pool made here,
+        # before the writer thread runs (cursors are made on the writer's connection).
+        # Known schools' tables are made now too; new ones by the writer (school add).
+        for school in self.registry.schools():
+            self.centre.school(school["npsn"])
+        self._cursors: asyncio.Queue[Any] = asyncio.Queue()
+        for _ in range(o.max_sessions + 1):
+            self._cursors.put_nowait(self.centre.con.cursor())
         self.writer = CentreWriter(self.centre, self.registry)
         self.writer.start()
         tls = None
@@ -172,6 +181,8 @@ class SelarasServer:
         self._server = None
         await asyncio.to_thread(self.writer.stop)
         self._registry_reader.con.close()
+        while not self._cursors.empty():
+            self._cursors.get_nowait().close()
         self.centre.close()
         with contextlib.suppress(FileNotFoundError):
             (self.data / SERVER_JSON).unlink()
@@ -196,8 +207,12 @@ class SelarasServer:
         return await asyncio.wrap_future(self.writer.call(fn))
 
     async def read_registry(self, fn: Callable[[DuckDBRegistry], T]) -> T:
-        async with self._registry_lock:
-            return await asyncio.to_thread(fn, self._registry_reader)
+        def locked() -> T:
+            # A thread lock, not an asyncio one: a cancelled caller must not free the cursor
+            # while its thread still uses it.
+            with self._registry_lock:
+                return fn(self._registry_reader)
+        return await asyncio.to_thread(locked)
 
     def busy_retry(self) -> float:
         base = self.options.busy_retry_s
@@ -227,6 +242,15 @@ class SyncConnection:
         self.npsn = self.install = ""
         self.outcome = "dropped"
         self.events_in = self.events_out = self.bytes_in = self.bytes_out = 0
+        self._reads: set[asyncio.Future[Any]] = set()
+
+    async def read(self, fn: Callable[..., T], *args: Any) -> T:
+        """Run ``fn`` (a read on this session's cursor) off the loop. Shielded: a cancelled
+        session still waits for it before its cursor goes back to the pool."""
+        fut = asyncio.ensure_future(asyncio.to_thread(fn, *args))
+        self._reads.add(fut)
+        fut.add_done_callback(self._reads.discard)
+        return await asyncio.shield(fut)
 
     # -- plumbing ------------------------------------------------------------------------
 
@@ -259,7 +283,7 @@ class SyncConnection:
         except ConnectionClosed:
             pass
         finally:
-            await self.ws.close()
+            await self.ws.close(1001 if self.outcome == "drained" else 1000)
 
     async def _open(self, first: str | bytes) -> None:
         if isinstance(first, str):
@@ -396,10 +420,11 @@ class SyncConnection:
         if code is not None:
             await self.refuse(code)
             return
-        npsn = hello.npsn
-        self.reader = await server.write(lambda c, _: c.reader(npsn))
+        cursor = await server._cursors.get()
+        self.reader = DuckDBStore("", central_origins(hello.npsn), tenant=hello.npsn, con=cursor,
+                                  read_only=True)
         try:
-            vector = await asyncio.to_thread(self.reader.vector)
+            vector = await self.read(self.reader.vector)
             server.stats.sessions += 1
             self.proto.accept(Welcome(self.session, now_ms(), vector, self.proto.limits))
             await self.flush()
@@ -425,7 +450,9 @@ class SyncConnection:
                         r, ConnectionClosed | asyncio.CancelledError):
                     log.error("session_task_failed", error=repr(r))
         finally:
-            await asyncio.to_thread(self.reader.close)
+            if self._reads:
+                await asyncio.wait(set(self._reads))
+            server._cursors.put_nowait(cursor)
 
     async def _receiving(self) -> None:
         """Frames in: feed the protocol, queue batches for the writer in order."""
@@ -465,8 +492,8 @@ class SyncConnection:
                 self._window.set()
             case DoneReceived():
                 await self._pending.join()
-                checksums = await asyncio.to_thread(self.reader.checksums)
-                vector = await asyncio.to_thread(self.reader.vector)
+                checksums = await self.read(self.reader.checksums)
+                vector = await self.read(self.reader.vector)
                 self.proto.send_summary(vector, checksums)
                 self.outcome = "done"
                 await self.flush()
@@ -511,7 +538,7 @@ class SyncConnection:
     async def _sending(self, hello: Hello) -> None:
         """The school's events the client lacks, batch by batch within the window."""
         limits = self.proto.limits
-        lacking = await asyncio.to_thread(self.reader.events_after, hello.vector)
+        lacking = await self.read(self.reader.events_after, hello.vector)
         chunks = cut(lacking, limits.max_batch_events, limits.max_batch_bytes)
         del lacking
         while True:

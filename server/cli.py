@@ -139,8 +139,7 @@ def show(reply: AdminReply, as_json: bool = False) -> None:
     if reply.columns and reply.rows:
         cells = [[("NULL" if v is None else str(v)) for v in r] for r in reply.rows]
         widths = [max(len(c), *(len(r[i]) for r in cells)) for i, c in enumerate(reply.columns)]
-        click.echo("  ".join(c.ljust(w) for c, w in zip(reply.columns, widths, strict=True)).rstrip())
-        for r in cells:
+        for r in [list(reply.columns), *cells]:
             click.echo("  ".join(v.ljust(w) for v, w in zip(r, widths, strict=True)).rstrip())
     elif reply.columns:
         click.echo("(no rows)")

@@ -19,9 +19,10 @@ session and returns what happened (events received, acks, summary or refusal).
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import time
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -33,7 +34,9 @@ from selaras.engine.protocol import (
     AdminReply,
     BatchAcked,
     BatchReceived,
+    Events,
     Hello,
+    Message,
     PeerSent,
     Refuse,
     Refused,
@@ -45,6 +48,7 @@ from selaras.engine.protocol import (
     SyncProtocol,
     Welcomed,
     decode,
+    encode,
 )
 from selaras.engine.schema import SCHEMA_VERSION
 from websockets.asyncio.client import ClientConnection, connect
@@ -105,6 +109,7 @@ class Outcome:
     summary: tuple[VersionVector, dict[str, str]] | None = None
     refused: Refuse | None = None
     closed_code: int | None = None
+    messages: list[Message] = field(default_factory=list)  # raw_session: all received
 
     @property
     def events_received(self) -> int:
@@ -175,10 +180,15 @@ class ProtocolClient:
         return out
 
     async def raw_session(self, frames: Sequence[bytes | str], mode: str = "sync",
-                          vector: VersionVector | None = None, wait_s: float = 5.0) -> Outcome:
-        """Hello, then ``frames`` as they are; collect until the server refuses or closes."""
+                          vector: VersionVector | None = None, *, hello: Hello | None = None,
+                          until: Callable[[list[Message]], bool] | None = None,
+                          wait_s: float = 5.0) -> Outcome:
+        """Hello, then ``frames`` as they are, without waiting for the Welcome.
+
+        Collects every message until a Refuse, a close, ``until(messages)`` or ``wait_s``.
+        """
         proto = SyncProtocol(Side.CLIENT)
-        proto.send_hello(self.hello(mode, vector))
+        proto.send_hello(hello or self.hello(mode, vector))
         out = Outcome()
         async with connect(self.url, compression=None, max_size=None) as ws:
             await _flush(proto, ws)
@@ -186,15 +196,23 @@ class ProtocolClient:
                 for f in frames:
                     await ws.send(f)
             try:
-                deadline = time.monotonic() + wait_s
-                while time.monotonic() < deadline:
-                    msg = decode(await ws.recv())  # type: ignore[arg-type]
-                    if isinstance(msg, Refuse):
-                        out.refused = msg
-                        break
+                async with asyncio.timeout(wait_s):
+                    while not (until and until(out.messages)):
+                        msg = decode(await ws.recv())  # type: ignore[arg-type]
+                        out.messages.append(msg)
+                        if isinstance(msg, Refuse):
+                            out.refused = msg
+                            break
             except ConnectionClosed as exc:
                 out.closed_code = exc.rcvd.code if exc.rcvd else None
+            except TimeoutError:
+                pass
         return out
+
+
+def events_frame(batch_no: int, batch: Batch) -> bytes:
+    """An Events message as a raw frame."""
+    return encode(Events(batch_no, len(batch), batch.to_bytes()))
 
 
 async def _flush(proto: SyncProtocol, ws: ClientConnection) -> None:

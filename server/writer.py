@@ -104,6 +104,8 @@ class CentreWriter:
                 self._append(run)
                 run = []
                 assert isinstance(job, _Call)
+                if not job.future.set_running_or_notify_cancel():
+                    continue  # its session is gone
                 try:
                     job.future.set_result(job.fn(self.centre, self.registry))
                 except BaseException as exc:  # handed to the awaiting session
@@ -113,6 +115,9 @@ class CentreWriter:
                 return
 
     def _append(self, jobs: list[_Append]) -> None:
+        # A batch whose session ended (refused, dropped) before its turn is not appended:
+        # a refused session changes nothing (protocol R15). Once running, it cannot cancel.
+        jobs = [j for j in jobs if j.future.set_running_or_notify_cancel()]
         if not jobs:
             return
         try:
