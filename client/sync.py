@@ -35,7 +35,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 from selaras.engine.clocks import VersionVector
 from selaras.engine.duckdb_store import DuckDBStore
-from selaras.engine.events import Batch, MalformedBatch
+from selaras.engine.events import Batch, MalformedBatch, arrow_schema
 from selaras.engine.protocol import (
     PROTOCOL_VERSION,
     Answered,
@@ -217,63 +217,68 @@ def conflict_counts(store: DuckDBStore) -> dict[str, int]:
     return out
 
 
-def _own(batch: Batch, origin: str) -> pa.Table | None:
-    me = pa.scalar(uuid.UUID(origin).bytes, type=pa.uuid())
-    parts = []
-    for name, t in batch.tables.items():
-        mine = t.filter(pc.equal(t["origin"].cast(pa.binary(16)), me.cast(pa.binary(16))))
-        batch.tables[name] = mine
-        if mine.num_rows:
-            parts.append(pa.table({"seq": mine["seq"],
-                                   "entity": pa.array([name] * mine.num_rows, pa.string())}))
-    ctx = batch.contexts
-    batch.contexts = ctx.filter(pc.equal(ctx["origin"].cast(pa.binary(16)),
-                                         me.cast(pa.binary(16))))
-    if not parts:
-        return None
-    return pa.concat_tables(parts).sort_by("seq")
+def own_events(store: DuckDBStore, origin: str, lo: int, hi: int) -> Batch:
+    """Our events with ``lo < seq <= hi``, shaped as ``events_after`` shapes them (R7).
+
+    Reads only that seq range, so a push holds one batch of it at a time. (This
+    belongs in the store as ``events_between(origin, lo, hi)``; it is here until then.)
+    """
+    c = store.con
+    where = f"origin = '{uuid.UUID(origin)}' AND seq > {int(lo)} AND seq <= {int(hi)}"
+    names = {str(n) for (n,) in c.sql(
+        f"SELECT DISTINCT entity FROM {store.log}.event WHERE {where}").fetchall()}
+    tables = {}
+    for e in ENTITIES:
+        if e.name not in names:
+            continue
+        cols = ", ".join(["origin", "seq", "hlc", "row_id", "author", "role", "mask",
+                          *(f.name for f in e.fields)])
+        t = c.sql(f"SELECT {cols} FROM {store.log}.{e.slug} WHERE {where} ORDER BY seq"
+                  ).to_arrow_table()
+        tables[e.name] = t.cast(arrow_schema(e))
+    contexts = c.sql(f"SELECT origin, seq, peer, held FROM {store.log}.context "
+                     f"WHERE {where} ORDER BY ALL").to_arrow_table()
+    return Batch(tables, contexts)
 
 
 class Outbox:
-    """Our events the centre lacks, cut into batches within the session's limits (R8)."""
+    """Our events the centre lacks (``lo < seq <= hi``), read and cut one batch at a time.
 
-    def __init__(self, batch: Batch, origin: str, limits: Limits) -> None:
-        self.limits = limits
-        index = _own(batch, origin)
-        self.batch = batch
-        self.seqs: list[int] = [] if index is None else index["seq"].to_pylist()
-        self.pos = 0
-        total_bytes = sum(t.nbytes for t in batch.tables.values()) or 1
-        per_event = total_bytes / max(1, len(self.seqs))
-        # Aim at half the byte limit: the Arrow IPC framing adds a little.
-        self.step = max(1, min(limits.max_batch_events,
-                               int(limits.max_batch_bytes / 2 / per_event)))
+    ``next()`` reads the next seq range from the store (call it on the store's worker),
+    so a push of a million events holds about one window in memory, not the whole push.
+    Batches stay within the session's limits (R8): a range whose payload is too large is
+    halved, and the next range is sized from this one's bytes per event.
+    """
+
+    def __init__(self, store: DuckDBStore, origin: str, lo: int, hi: int,
+                 limits: Limits) -> None:
+        self.store, self.origin, self.limits = store, origin, limits
+        self.pos, self.top = lo, hi
+        self.step = limits.max_batch_events
+        self.sent: dict[str, int] = {}  # events sent per entity
 
     def __bool__(self) -> bool:
-        return self.pos < len(self.seqs)
+        return self.pos < self.top
 
     def next(self) -> tuple[bytes, int]:
         """The next batch's payload and event count, in seq order."""
-        step = self.step
+        limits = self.limits
         while True:
-            chunk = self.seqs[self.pos:self.pos + step]
-            lo, hi = chunk[0], chunk[-1]
-            tables = {}
-            for name, t in self.batch.tables.items():
-                sel = t.filter(pc.and_(pc.greater_equal(t["seq"], lo),
-                                       pc.less_equal(t["seq"], hi)))
-                if sel.num_rows:
-                    tables[name] = sel
-            ctx = self.batch.contexts
-            if ctx.num_rows:
-                ctx = ctx.filter(pc.and_(pc.greater_equal(ctx["seq"], lo),
-                                         pc.less_equal(ctx["seq"], hi)))
-            payload = Batch(tables, ctx).to_bytes()
-            if len(payload) <= self.limits.max_batch_bytes or step == 1:
-                self.pos += len(chunk)
-                return payload, len(chunk)
-            step = max(1, step // 2)
-            self.step = step
+            hi = min(self.top, self.pos + self.step)
+            batch = own_events(self.store, self.origin, self.pos, hi)
+            payload = batch.to_bytes()
+            if len(payload) <= limits.max_batch_bytes or self.step == 1:
+                break
+            self.step = max(1, self.step // 2)
+        count = len(batch)
+        # Aim the next range at 90 % of the byte limit: the Arrow IPC framing adds a little.
+        per_event = len(payload) / max(1, count)
+        self.step = max(1, min(limits.max_batch_events,
+                               int(limits.max_batch_bytes * 0.9 / per_event)))
+        for name, t in batch.tables.items():
+            self.sent[name] = self.sent.get(name, 0) + t.num_rows
+        self.pos = hi
+        return payload, count
 
 
 # -- one session ----------------------------------------------------------------------------
@@ -416,9 +421,10 @@ class SyncConnection:
         while self.proto.state is State.HELLO_SENT:
             await self._recv()
         if self.mode == "sync":
-            batch = await self.worker(store.events_after,
-                                      {o: s for o, s in self.their_vector.items()})
-            outbox = Outbox(batch, self.identity.origin, self.proto.limits)
+            me = self.identity.origin
+            # R7: our events above the centre's seq for us, up to what we hold now.
+            outbox = Outbox(store, me, self.their_vector.get(me, 0), vector.get(me, 0),
+                            self.proto.limits)
         else:
             outbox = None
         sender = asyncio.create_task(self._send_all(outbox))
@@ -470,16 +476,13 @@ class SyncConnection:
             while not self.proto.can_send_batch:
                 self._acked.clear()
                 await self._acked.wait()
-            payload, count = await asyncio.to_thread(outbox.next)
+            payload, count = await self.worker(outbox.next)  # one batch read at a time
             self.proto.send_batch(payload, count)
             self.counters.events_up += count
             await self._flush()
             self._report()
-        # What we sent per entity is known once everything went; count it from the outbox.
         if outbox is not None:
-            for name, t in outbox.batch.tables.items():
-                if t.num_rows:
-                    self.sent[name] = t.num_rows
+            self.sent = dict(outbox.sent)
         self.proto.finish_sending()
         await self._flush()
 
@@ -519,7 +522,8 @@ async def run_sync(store: DuckDBStore, identity: Identity, *, mode: Mode,
                               progress=None if progress is None else
                               (lambda c: progress(_sum(report.totals, c))))
         started = dt.datetime.now(dt.UTC)
-        outcome, detail, delay = "ok", {}, 0.0
+        detail: dict[str, Any] = {}
+        outcome, delay = "ok", 0.0
         try:
             remaining = None if deadline is None else max(0.0, deadline - time.monotonic())
             async with asyncio.timeout(remaining):

@@ -24,6 +24,7 @@ from selaras.client import sync as client_sync
 from selaras.client.cli import cli
 from selaras.client.install import Install, Session, export_bundle, import_bundle
 from selaras.client.sync import SyncRefused, now_ms, register, run_sync
+from selaras.engine.events import Batch
 from selaras.engine.protocol import Code, Limits, Registered
 from selaras.server.testing import ProtocolClient, RunningServer, running_server
 
@@ -267,3 +268,21 @@ def test_two_installs_converge(tmp_path: Path) -> None:
                 a, b = sessions
                 assert local_state(a) == local_state(b) == await centre_state(srv)
     run(main())
+
+
+def test_the_outbox_reads_one_batch_at_a_time_and_covers_the_push(tmp_path: Path) -> None:
+    install = Install(tmp_path / "a")
+    install.init_offline(NPSN, nama=None, bentuk="SMA", user=USER)
+    with install.open() as s:
+        add_tanah(s, 3000, "t")
+        me = s.identity.origin
+        top = s.store.vector()[me]
+        outbox = client_sync.Outbox(s.store, me, 10, top, Limits(max_batch_events=400))
+        seqs: list[int] = []
+        while outbox:
+            payload, count = outbox.next()
+            batch = Batch.from_bytes(payload)
+            assert count == len(batch) <= 400
+            seqs += sorted(q for t in batch.tables.values() for q in t["seq"].to_pylist())
+        assert seqs == list(range(11, top + 1))
+        assert sum(outbox.sent.values()) == top - 10
