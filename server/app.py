@@ -340,7 +340,9 @@ class SyncConnection:
                 if r.account_count(reg.npsn):  # another first registration won the race
                     raise RegistryError("account race")
                 r.add_account(reg.npsn, email, "operator", new_hash, t)
-            role = r.account(reg.npsn, email)["role"]  # type: ignore[index]
+            account = r.account(reg.npsn, email)
+            assert account is not None
+            role = account["role"]
             current = r.school(reg.npsn)
             assert current is not None
             r.add_install(origin, reg.npsn, email, token_hash, current["generation"], t)
@@ -360,7 +362,7 @@ class SyncConnection:
 
     async def _admin(self, req: AdminRequest) -> None:
         server = self.server
-        if not credentials.hmac.compare_digest(req.token.encode(), server.admin_token.encode()):
+        if not credentials.same_secret(req.token, server.admin_token):
             await self.refuse(Code.BAD_CREDENTIAL, "admin secret is wrong")
             return
         if req.command == "stats":

@@ -60,6 +60,10 @@ def token_matches(key: bytes, token: str, stored: str) -> bool:
     return hmac.compare_digest(token_hash(key, token), stored)
 
 
+def same_secret(given: str, expected: str) -> bool:
+    return hmac.compare_digest(given.encode(), expected.encode())
+
+
 def private_secret(path: Path, make: bool = True) -> bytes:
     """Read a secret file, making it (32 random bytes, hex, mode 0600) if absent."""
     try:

@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -18,10 +19,12 @@ import time
 import uuid
 from pathlib import Path
 
+import pytest
 from selaras.engine.duckdb_store import DuckDBCentre, DuckDBRegistry
 from selaras.engine.events import Batch, Event, centre_origin
 from selaras.engine.protocol import Code, Limits, Registered, Sent
 from selaras.engine.protocol import encode as encode_message
+from selaras.server.remote import admin_request
 from selaras.server.testing import ProtocolClient, events_frame, running_server
 from structlog.testing import capture_logs
 
@@ -328,3 +331,23 @@ def test_server_process_drains_on_sigterm_and_admin_works_on_and_off(tmp_path):
     if os.name == "posix":
         assert (tmp_path / "centre" / "secret").stat().st_mode & 0o077 == 0
     assert time.time()
+
+
+@pytest.mark.skipif(shutil.which("openssl") is None, reason="needs openssl for a test cert")
+def test_tls_serves_wss(tmp_path):
+    cert, key = tmp_path / "cert.pem", tmp_path / "key.pem"
+    subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1",
+                    "-subj", "/CN=localhost", "-keyout", str(key), "-out", str(cert)],
+                   check=True, capture_output=True, timeout=60)
+
+    async def main():
+        async with running_server(tmp_path / "centre", tls_cert=cert, tls_key=key) as server:
+            assert server.url.startswith("wss://127.0.0.1:")
+            reply = await admin_request(server.url, server.admin_token, "school_add", npsn=A,
+                                        nama="SMA Aman", bentuk="SMA", cafile=str(cert))
+            kode = str(reply.rows[0][2])
+            client = ProtocolClient(server.url, A, cafile=str(cert))
+            assert isinstance(await client.register(kode, "op@x.id", "pw"), Registered)
+            out = await client.session("pull")
+            assert out.summary is not None and out.events_received > 0
+    run(main())
