@@ -422,6 +422,9 @@ class SyncConnection:
         if code is not None:
             await self.refuse(code)
             return
+        if not valid_vector(hello.vector):
+            await self.refuse(Code.MALFORMED_MESSAGE, "vektor versi tidak valid")
+            return
         cursor = await server._cursors.get()
         self.reader = DuckDBStore("", central_origins(hello.npsn), tenant=hello.npsn, con=cursor,
                                   read_only=True)
@@ -539,6 +542,15 @@ class SyncConnection:
 
     async def _sending(self, hello: Hello) -> None:
         """The school's events the client lacks, batch by batch within the window."""
+        try:
+            await self._send_lacking(hello)
+        except (ConnectionClosed, asyncio.CancelledError):
+            raise
+        except Exception as exc:  # a bug or a store failure: the school hears only the code
+            log.error("sending_failed", npsn=self.npsn, error=repr(exc))
+            await self.refuse(Code.INTERNAL_ERROR)
+
+    async def _send_lacking(self, hello: Hello) -> None:
         limits = self.proto.limits
         lacking = await self.read(self.reader.events_after, hello.vector)
         chunks = cut(lacking, limits.max_batch_events, limits.max_batch_bytes)
@@ -570,6 +582,15 @@ class SyncConnection:
             await self.server.write(lambda _, r: r.record_session(record))
         log.info("session", **{k: v for k, v in record.items() if not k.endswith("_ms")},
                  duration_s=round(seconds, 3))
+
+
+def valid_vector(vector: dict[str, int]) -> bool:
+    """Every key a UUID, every seq a non-negative integer."""
+    try:
+        return all(isinstance(seq, int) and seq >= 0 and uuid.UUID(origin)
+                   for origin, seq in vector.items())
+    except (ValueError, TypeError, AttributeError):
+        return False
 
 
 def only_origin(batch: Batch, origin: str) -> bool:

@@ -212,6 +212,8 @@ def test_refusals_of_hostile_input(tmp_path):
             assert await refused([events_frame(1, pd_batch(stranger, 1, 2))]) is Code.FORBIDDEN
             assert await refused([events_frame(1, pd_batch(me, 1, 2))], "pull") is Code.FORBIDDEN
             assert await refused([encode_message(Sent(3))]) is Code.UNEXPECTED_MESSAGE
+            junk = await client.raw_session([], hello=client.hello("pull", {"not-a-uuid": 1}))
+            assert junk.refused.code is Code.MALFORMED_MESSAGE
             assert await centre_vector(server, A) == before
 
             # window overrun: batch 1 cannot commit (the writer is held), batch 2 overruns
