@@ -24,8 +24,8 @@ from __future__ import annotations
 import asyncio
 import datetime as dt
 import random
+import threading
 import time
-import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from importlib.metadata import PackageNotFoundError, version
@@ -35,7 +35,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 from selaras.engine.clocks import VersionVector
 from selaras.engine.duckdb_store import DuckDBStore
-from selaras.engine.events import Batch, MalformedBatch, arrow_schema
+from selaras.engine.events import Batch, MalformedBatch
 from selaras.engine.protocol import (
     PROTOCOL_VERSION,
     Answered,
@@ -193,15 +193,22 @@ Progress = Callable[[Counters], None]
 
 
 class _StoreWorker:
-    """Runs store calls in a thread, one at a time (a DuckDB connection is not shared)."""
+    """Runs store calls in a thread, one at a time (a DuckDB connection is not shared).
+
+    The lock is taken in the thread: a call whose session was cancelled keeps
+    running there, and the next call must wait for it.
+    """
 
     def __init__(self, store: DuckDBStore) -> None:
         self.store = store
-        self._lock = asyncio.Lock()
+        self._lock = threading.Lock()
 
     async def __call__(self, fn: Callable[..., Any], *args: Any) -> Any:
-        async with self._lock:
-            return await asyncio.to_thread(fn, *args)
+        return await asyncio.to_thread(self._locked, fn, *args)
+
+    def _locked(self, fn: Callable[..., Any], *args: Any) -> Any:
+        with self._lock:
+            return fn(*args)
 
 
 def row_counts(store: DuckDBStore) -> dict[str, int]:
@@ -215,30 +222,6 @@ def conflict_counts(store: DuckDBStore) -> dict[str, int]:
     for s in store.conflicts():
         out[s.entity] = out.get(s.entity, 0) + 1
     return out
-
-
-def own_events(store: DuckDBStore, origin: str, lo: int, hi: int) -> Batch:
-    """Our events with ``lo < seq <= hi``, shaped as ``events_after`` shapes them (R7).
-
-    Reads only that seq range, so a push holds one batch of it at a time. (This
-    belongs in the store as ``events_between(origin, lo, hi)``; it is here until then.)
-    """
-    c = store.con
-    where = f"origin = '{uuid.UUID(origin)}' AND seq > {int(lo)} AND seq <= {int(hi)}"
-    names = {str(n) for (n,) in c.sql(
-        f"SELECT DISTINCT entity FROM {store.log}.event WHERE {where}").fetchall()}
-    tables = {}
-    for e in ENTITIES:
-        if e.name not in names:
-            continue
-        cols = ", ".join(["origin", "seq", "hlc", "row_id", "author", "role", "mask",
-                          *(f.name for f in e.fields)])
-        t = c.sql(f"SELECT {cols} FROM {store.log}.{e.slug} WHERE {where} ORDER BY seq"
-                  ).to_arrow_table()
-        tables[e.name] = t.cast(arrow_schema(e))
-    contexts = c.sql(f"SELECT origin, seq, peer, held FROM {store.log}.context "
-                     f"WHERE {where} ORDER BY ALL").to_arrow_table()
-    return Batch(tables, contexts)
 
 
 class Outbox:
@@ -265,7 +248,7 @@ class Outbox:
         limits = self.limits
         while True:
             hi = min(self.top, self.pos + self.step)
-            batch = own_events(self.store, self.origin, self.pos, hi)
+            batch = self.store.events_between(self.origin, self.pos, hi)
             payload = batch.to_bytes()
             if len(payload) <= limits.max_batch_bytes or self.step == 1:
                 break

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import json
 import os
+import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
@@ -181,20 +182,27 @@ class DuckDBStore:
         c.execute("CREATE OR REPLACE TEMP TABLE theirs (origin UUID, seq BIGINT)")
         if vector:
             c.executemany("INSERT INTO theirs VALUES (?, ?)", list(vector.items()))
+        return self._events("LEFT JOIN theirs t USING (origin)", "x.seq > coalesce(t.seq, 0)")
+
+    def events_between(self, origin: str, after: int, upto: int) -> Batch:
+        """The events of ``origin`` with ``after < seq <= upto`` (one batch of a push)."""
+        return self._events("", f"x.origin = '{uuid.UUID(origin)}' "
+                                f"AND x.seq > {int(after)} AND x.seq <= {int(upto)}")
+
+    def _events(self, join: str, where: str) -> Batch:
+        """Held events as a Batch: each log table ``x`` with ``join`` and ``where``."""
+        c = self.con
         tables = {}
         for e in ENTITIES:
             t = c.sql(f"""
-                SELECT l.origin, l.seq, l.hlc, l.row_id, l.author, l.role, l.mask,
-                       {_fields(e, 'l.')}
-                FROM {self.log}.{e.slug} l LEFT JOIN theirs t USING (origin)
-                WHERE l.seq > coalesce(t.seq, 0)
-                ORDER BY l.origin, l.seq""").to_arrow_table()
+                SELECT x.origin, x.seq, x.hlc, x.row_id, x.author, x.role, x.mask,
+                       {_fields(e, 'x.')}
+                FROM {self.log}.{e.slug} x {join} WHERE {where}
+                ORDER BY x.origin, x.seq""").to_arrow_table()
             if t.num_rows:
                 tables[e.name] = t.cast(arrow_schema(e))
-        contexts = c.sql(f"""
-            SELECT c.origin, c.seq, c.peer, c.held
-            FROM {self.log}.context c LEFT JOIN theirs t USING (origin)
-            WHERE c.seq > coalesce(t.seq, 0) ORDER BY ALL""").to_arrow_table()
+        contexts = c.sql(f"""SELECT x.origin, x.seq, x.peer, x.held
+            FROM {self.log}.context x {join} WHERE {where} ORDER BY ALL""").to_arrow_table()
         return Batch(tables, contexts)
 
     def rows(self, entity: str) -> dict[str, dict[str, object]]:

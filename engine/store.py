@@ -98,6 +98,10 @@ class Store(Protocol):
         """Every held event that ``vector`` lacks."""
         ...
 
+    def events_between(self, origin: str, after: int, upto: int) -> Batch:
+        """The held events of ``origin`` with ``after < seq <= upto``."""
+        ...
+
     def rows(self, entity: str) -> dict[str, dict[str, object]]: ...
 
     def conflicts(self) -> list[Sibling]: ...
@@ -165,6 +169,10 @@ class MemoryStore:
         return Batch.from_events(sorted(
             (ev for ev in self._log.values() if ev.seq > vector.get(ev.origin, 0)),
             key=lambda ev: ev.id))
+
+    def events_between(self, origin: str, after: int, upto: int) -> Batch:
+        return Batch.from_events(ev for ev in sorted(self._log.values(), key=lambda ev: ev.id)
+                                 if ev.origin == origin and after < ev.seq <= upto)
 
     def rows(self, entity: str) -> dict[str, dict[str, object]]:
         return self.rows_of(self._rows, entity)

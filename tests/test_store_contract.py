@@ -49,6 +49,9 @@ def test_append_materialises_and_round_trips(store):
     assert [e.id for e in sorted(again, key=lambda e: e.id)] == [(A, 1), (A, 2)]
     assert store.events_after({A: 1}).vector() == {A: 2}
     assert len(store.events_after({A: 2})) == 0
+    middle = list(store.events_between(A, 1, 2).events())
+    assert [e.id for e in middle] == [(A, 2)] and middle[0].changes == {"nik": "2"}
+    assert len(store.events_between(B, 0, 9)) == 0
     assert verify(store) == []
 
 
