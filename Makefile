@@ -17,6 +17,8 @@ demo: $(STAMP)
 	$(BIN)/selaras demo
 
 test: $(STAMP)
+	$(BIN)/ruff check engine server client bench tests
+	$(BIN)/mypy --strict engine server client
 	$(BIN)/pytest -q
 
 bench: $(STAMP)
@@ -24,6 +26,7 @@ bench: $(STAMP)
 
 lint: $(STAMP)
 	$(BIN)/ruff check engine server client bench tests
+	$(BIN)/mypy --strict engine server client
 
 clean:
 	rm -rf $(VENV) build *.egg-info

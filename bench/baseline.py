@@ -67,11 +67,12 @@ from typing import Any
 
 import msgspec
 import pyarrow as pa
-from selaras.engine.duckdb_store import DuckDBStore
-from selaras.engine.schema import BY_NAME
 from websockets.asyncio.client import connect
 from websockets.asyncio.server import ServerConnection, serve
 from websockets.exceptions import ConnectionClosed
+
+from selaras.engine.duckdb_store import DuckDBStore
+from selaras.engine.schema import BY_NAME
 
 TABLE = "bare_rows"
 BATCH_ROWS = 10_000

@@ -82,6 +82,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import msgspec
+
 from selaras.engine.events import stable_row_id
 from selaras.engine.referensi import referensi_rows
 from selaras.engine.schema import BY_NAME

@@ -38,6 +38,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+
 from selaras.bench.baseline import (
     BATCH_ROWS,
     KEYS,

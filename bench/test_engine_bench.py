@@ -40,6 +40,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+
 from selaras.bench.generate import generate, sekolah_row, write
 from selaras.engine.duckdb_store import DuckDBStore
 from selaras.engine.events import Batch

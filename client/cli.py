@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import Any, NoReturn, TypeVar
 
 import click
+
 from selaras.engine import bundle
 from selaras.engine.events import MalformedBatch
 from selaras.engine.replica import EditError

@@ -22,15 +22,17 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import msgspec
+
 from selaras.engine import bundle
 from selaras.engine.clocks import VersionVector
 from selaras.engine.duckdb_store import DuckDBStore
-from selaras.engine.events import REFERENSI_ORIGIN, Batch, Event, centre_origin
+from selaras.engine.events import REFERENSI_ORIGIN, Batch, centre_origin
 from selaras.engine.replica import (
     Identity,
     Replica,
     new_origin,
     referensi_events,
+    school_fields,
     school_identity_event,
 )
 from selaras.engine.store import AppendReport, DataInUse, EventCollision
@@ -206,36 +208,6 @@ def _remove(path: Path) -> None:
 
 
 # -- the school's identity, as an offline install records it -------------------------
-
-
-def school_fields(npsn: str, nama: str | None, bentuk: str, refs: list[Event],
-                  ) -> dict[str, object]:
-    """Deterministic values for the sekolah row's required fields.
-
-    They stand in for VervalSP's data until the centre's own arrive, and depend
-    only on the arguments, so every install of the school makes the same ones.
-    """
-    live = [ev for ev in refs if ev.changes.get("expired_date") is None]
-    kinds = {str(ev.changes["nama"]).upper(): ev.changes["bentuk_pendidikan_id"]
-             for ev in live if ev.entity == "ref.bentuk_pendidikan"}
-    if bentuk.upper() not in kinds:
-        raise ClientError(f"unknown bentuk pendidikan {bentuk!r}; known: "
-                          f"{', '.join(sorted(kinds))}")
-    # A school sits in a region of the finest level (a kecamatan).
-    regions = [ev.changes for ev in live if ev.entity == "ref.mst_wilayah"]
-    finest = max((int(str(r["id_level_wilayah"])) for r in regions), default=0)
-    codes = sorted(str(r["kode_wilayah"]) for r in regions
-                   if int(str(r["id_level_wilayah"])) == finest)
-    if not codes:
-        raise ClientError("Referensi holds no region (ref.mst_wilayah)")
-    return {
-        "nama": nama or f"{bentuk.upper()} {npsn}",
-        "bentuk_pendidikan_id": kinds[bentuk.upper()],
-        "status_sekolah": 1,  # negeri
-        "alamat_jalan": f"Jl. Pendidikan No. {int(npsn) % 97 + 1}",
-        "desa_kelurahan": "Sukamaju",
-        "kode_wilayah": codes[int(npsn) % len(codes)],
-    }
 
 
 # -- operations shared by the command line and the demo ---------------------------------

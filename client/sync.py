@@ -33,6 +33,9 @@ from typing import Any, Literal
 
 import pyarrow as pa
 import pyarrow.compute as pc
+from websockets.asyncio.client import ClientConnection, connect
+from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidURI
+
 from selaras.engine.clocks import VersionVector
 from selaras.engine.duckdb_store import DuckDBStore
 from selaras.engine.events import Batch, MalformedBatch
@@ -57,8 +60,6 @@ from selaras.engine.protocol import (
 )
 from selaras.engine.replica import Identity
 from selaras.engine.schema import BY_NAME, ENTITIES, SCHEMA_VERSION
-from websockets.asyncio.client import ClientConnection, connect
-from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidURI
 
 from .install import ClientError
 

@@ -211,7 +211,7 @@ class DuckDBStore:
         cur = self.con.execute(f"SELECT * FROM {self.table(e)}")
         out = {}
         for r in cur.fetchall():
-            row = {e.key: str(r[0])}
+            row: dict[str, object] = {e.key: str(r[0])}
             row.update((f.name, from_python(f, v)) for f, v in zip(e.fields, r[1:], strict=True))
             out[str(r[0])] = row
         return out
@@ -382,8 +382,8 @@ class DuckDBStore:
                 SELECT entity, json_keys(json) AS keys, line FROM raw)
                 GROUP BY entity, hash(keys)""").fetchall()
         except duckdb.Error as exc:
-            first = str(exc).splitlines()[0]
-            raise ImportRefused(path, [(0, f"not a JSON-lines rows file ({first})")]) from None
+            reason = str(exc).splitlines()[0]
+            raise ImportRefused(path, [(0, f"not a JSON-lines rows file ({reason})")]) from None
         problems = _keyset_problems(keysets)
         if problems:
             raise ImportRefused(path, problems)

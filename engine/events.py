@@ -106,7 +106,7 @@ class Batch:
     @classmethod
     def from_events(cls, events: Iterable[Event]) -> Batch:
         by_entity: dict[str, list[Event]] = {}
-        contexts: list[tuple[str, int, str, int]] = []
+        contexts: list[tuple[object, int, object, int]] = []
         for ev in events:
             by_entity.setdefault(ev.entity, []).append(ev)
             for peer, held in (ev.context or {}).items():
@@ -192,7 +192,7 @@ def _ipc(table: pa.Table) -> bytes:
     sink = pa.BufferOutputStream()
     with pa.ipc.new_stream(sink, table.schema) as w:
         w.write_table(table)
-    return sink.getvalue().to_pybytes()
+    return bytes(sink.getvalue().to_pybytes())
 
 
 def _from_ipc(blob: bytes, schema: pa.Schema) -> pa.Table:

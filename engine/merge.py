@@ -86,8 +86,8 @@ def fold(events: Iterable[Event], central: frozenset[str]) -> State:
     for ev in unique:
         e = BY_NAME[ev.entity]
         if ev.origin in central and e.verified_by and ev.changes.get(e.verified_by) == 1:
-            k, row = lww_key(ev.hlc, ev.origin), (ev.entity, ev.row_id)
-            locks[row] = min(k, locks.get(row, k))
+            k, locked = lww_key(ev.hlc, ev.origin), (ev.entity, ev.row_id)
+            locks[locked] = min(k, locks.get(locked, k))
 
     writes: dict[tuple[str, str, str], list[_Write]] = defaultdict(list)
     for ev in unique:

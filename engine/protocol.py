@@ -163,7 +163,8 @@ def encode(message: Message) -> bytes:
 def decode(data: bytes) -> Message:
     """Decode one frame; RemoteError(MALFORMED_MESSAGE) if it is not a message."""
     try:
-        return _decoder.decode(data)
+        message: Message = _decoder.decode(data)
+        return message
     except (msgspec.DecodeError, UnicodeDecodeError, ValueError) as exc:
         raise RemoteError(Code.MALFORMED_MESSAGE, "pesan tidak dapat dibaca") from exc
 

@@ -64,6 +64,36 @@ def referensi_events() -> list[Event]:
             for i, (name, rid, changes) in enumerate(events, start=1)]
 
 
+def school_fields(npsn: str, nama: str | None, bentuk: str, refs: list[Event],
+                  ) -> dict[str, object]:
+    """Deterministic values for the sekolah row's required fields (VervalSP stand-ins).
+
+    They depend only on the arguments, so the centre's first event of a school
+    (``selaras admin school add``) equals the one an offline install makes.
+    """
+    live = [ev for ev in refs if ev.changes.get("expired_date") is None]
+    kinds = {str(ev.changes["nama"]).upper(): ev.changes["bentuk_pendidikan_id"]
+             for ev in live if ev.entity == "ref.bentuk_pendidikan"}
+    if bentuk.upper() not in kinds:
+        raise EditError(f"unknown bentuk pendidikan {bentuk!r}; known: "
+                        f"{', '.join(sorted(kinds))}")
+    # A school sits in a region of the finest level (a kecamatan).
+    regions = [ev.changes for ev in live if ev.entity == "ref.mst_wilayah"]
+    finest = max((int(str(r["id_level_wilayah"])) for r in regions), default=0)
+    codes = sorted(str(r["kode_wilayah"]) for r in regions
+                   if int(str(r["id_level_wilayah"])) == finest)
+    if not codes:
+        raise EditError("Referensi holds no region (ref.mst_wilayah)")
+    return {
+        "nama": nama or f"{bentuk.upper()} {npsn}",
+        "bentuk_pendidikan_id": kinds[bentuk.upper()],
+        "status_sekolah": 1,  # negeri
+        "alamat_jalan": f"Jl. Pendidikan No. {int(npsn) % 97 + 1}",
+        "desa_kelurahan": "Sukamaju",
+        "kode_wilayah": codes[int(npsn) % len(codes)],
+    }
+
+
 def school_identity_event(npsn: str, fields: Mapping[str, object]) -> Event:
     """The centre's first event for a school: its sekolah row (VervalSP's data)."""
     e = entity("sekolah")

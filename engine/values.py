@@ -107,4 +107,4 @@ def from_python(f: Field, v: Any) -> Value:
         return str(Decimal(v).quantize(_QUANTUM))
     if f.type in ("date", "uuid"):
         return str(v)
-    return v
+    return int(v) if f.type == "int" else str(v)

@@ -17,9 +17,14 @@ from decimal import Decimal
 from typing import Any
 
 from selaras.engine.duckdb_store import DuckDBCentre, DuckDBRegistry, query_tenant
-from selaras.engine.events import Batch, Event
+from selaras.engine.events import Batch
 from selaras.engine.protocol import AdminReply
-from selaras.engine.replica import referensi_events, school_identity_event
+from selaras.engine.replica import (
+    EditError,
+    referensi_events,
+    school_fields,
+    school_identity_event,
+)
 from selaras.engine.store import StoreError
 
 from . import credentials
@@ -71,8 +76,11 @@ def _run(centre: DuckDBCentre, registry: DuckDBRegistry, command: str,
             if registry.school(npsn) is not None:
                 raise AdminError(f"school {npsn} is already registered")
             refs = referensi_events()
-            fields = school_fields(npsn, args.get("nama") or None, args.get("bentuk") or "SMA",
-                                   refs)
+            try:
+                fields = school_fields(npsn, args.get("nama") or None,
+                                       args.get("bentuk") or "SMA", refs)
+            except EditError as exc:
+                raise AdminError(str(exc)) from None
             kode = credentials.new_kode()
             # The school's first centre event and Referensi, so a new install pulls everything.
             [report] = centre.append_group(
@@ -127,31 +135,3 @@ def _known(registry: DuckDBRegistry, npsn: str) -> str:
     return npsn
 
 
-def school_fields(npsn: str, nama: str | None, bentuk: str, refs: list[Event],
-                  ) -> dict[str, object]:
-    """Deterministic values for the sekolah row's required fields (VervalSP stand-ins).
-
-    The same rule as the offline install's (client/install.py ``school_fields``), so
-    that the centre's first event of a school equals the one an offline install of the
-    same (npsn, nama, bentuk) made. TODO: move this into engine/ so both share one copy.
-    """
-    live = [ev for ev in refs if ev.changes.get("expired_date") is None]
-    kinds = {str(ev.changes["nama"]).upper(): ev.changes["bentuk_pendidikan_id"]
-             for ev in live if ev.entity == "ref.bentuk_pendidikan"}
-    if bentuk.upper() not in kinds:
-        raise AdminError(f"unknown bentuk pendidikan {bentuk!r}; known: "
-                         f"{', '.join(sorted(kinds))}")
-    regions = [ev.changes for ev in live if ev.entity == "ref.mst_wilayah"]
-    finest = max((int(str(r["id_level_wilayah"])) for r in regions), default=0)
-    codes = sorted(str(r["kode_wilayah"]) for r in regions
-                   if int(str(r["id_level_wilayah"])) == finest)
-    if not codes:
-        raise AdminError("Referensi holds no region (ref.mst_wilayah)")
-    return {
-        "nama": nama or f"{bentuk.upper()} {npsn}",
-        "bentuk_pendidikan_id": kinds[bentuk.upper()],
-        "status_sekolah": 1,
-        "alamat_jalan": f"Jl. Pendidikan No. {int(npsn) % 97 + 1}",
-        "desa_kelurahan": "Sukamaju",
-        "kode_wilayah": codes[int(npsn) % len(codes)],
-    }

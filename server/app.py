@@ -33,6 +33,9 @@ from typing import Any, TypeVar
 import pyarrow as pa
 import pyarrow.compute as pc
 import structlog
+from websockets.asyncio.server import Server, ServerConnection, serve
+from websockets.exceptions import ConnectionClosed
+
 from selaras.engine.duckdb_store import DuckDBCentre, DuckDBRegistry, DuckDBStore, RegistryError
 from selaras.engine.events import Batch, MalformedBatch, central_origins
 from selaras.engine.protocol import (
@@ -54,8 +57,6 @@ from selaras.engine.protocol import (
 )
 from selaras.engine.schema import SCHEMA_VERSION
 from selaras.engine.store import AppendReport, EventCollision
-from websockets.asyncio.server import Server, ServerConnection, serve
-from websockets.exceptions import ConnectionClosed
 
 from . import credentials
 from .admin import AdminError, run_admin, table

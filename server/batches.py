@@ -11,6 +11,7 @@ from collections.abc import Iterator
 
 import pyarrow as pa
 import pyarrow.compute as pc
+
 from selaras.engine.events import Batch
 
 Range = tuple[bytes, int, int]  # origin (16 bytes), first seq, last seq

@@ -22,6 +22,7 @@ from typing import Any
 
 import click
 import structlog
+
 from selaras.engine.duckdb_store import DuckDBCentre, DuckDBRegistry
 from selaras.engine.protocol import AdminReply, Limits
 from selaras.engine.store import DataInUse

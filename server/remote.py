@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import ssl
 
+from websockets.asyncio.client import connect
+
 from selaras.engine.protocol import (
     AdminReply,
     AdminRequest,
@@ -16,7 +18,6 @@ from selaras.engine.protocol import (
     State,
     SyncProtocol,
 )
-from websockets.asyncio.client import connect
 
 
 class AdminRefused(Exception):

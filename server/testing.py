@@ -27,6 +27,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from websockets.asyncio.client import ClientConnection, connect
+from websockets.exceptions import ConnectionClosed
+
 from selaras.engine.clocks import VersionVector, merge_vectors
 from selaras.engine.events import Batch
 from selaras.engine.protocol import (
@@ -51,8 +54,6 @@ from selaras.engine.protocol import (
     encode,
 )
 from selaras.engine.schema import SCHEMA_VERSION
-from websockets.asyncio.client import ClientConnection, connect
-from websockets.exceptions import ConnectionClosed
 
 from .app import SelarasServer, ServerOptions
 from .remote import admin_request, one_shot, tls_context

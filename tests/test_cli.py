@@ -20,6 +20,7 @@ from typing import Any
 import click
 import pytest
 from click.testing import CliRunner, Result
+
 from selaras.client import cli as cli_module
 from selaras.client import install as install_module
 from selaras.client.cli import cli

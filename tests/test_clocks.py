@@ -2,6 +2,7 @@
 
 from hypothesis import given
 from hypothesis import strategies as st
+
 from selaras.engine.clocks import (
     HybridClock,
     hlc_from_ms,

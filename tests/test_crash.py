@@ -42,6 +42,7 @@ from pathlib import Path
 
 import pytest
 from crash_child import ME, import_rows, seed_batch
+
 from selaras.bench.generate import generate, write
 from selaras.engine.clocks import VersionVector
 from selaras.engine.duckdb_store import DuckDBStore

@@ -16,6 +16,7 @@ from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
+
 from selaras.bench.cli import bench
 from selaras.bench.generate import (
     ERROR_KINDS,

@@ -4,6 +4,7 @@ import msgspec
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
+
 from selaras.engine import protocol as p
 from selaras.engine.events import Batch, Event, central_origins, centre_origin
 from selaras.engine.store import MemoryStore

@@ -22,6 +22,10 @@ from typing import Any
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
+from websockets.asyncio.client import connect
+from websockets.asyncio.server import ServerConnection, serve
+from websockets.exceptions import ConnectionClosed
+
 from selaras.bench.proxy import (
     Faults,
     FaultSchedule,
@@ -29,9 +33,6 @@ from selaras.bench.proxy import (
     TokenBucket,
     burst_for,
 )
-from websockets.asyncio.client import connect
-from websockets.asyncio.server import ServerConnection, serve
-from websockets.exceptions import ConnectionClosed
 
 HOST = "127.0.0.1"
 HANG_GUARD_S = 5.0

@@ -7,6 +7,7 @@ import json
 from importlib import resources
 
 import pytest
+
 from selaras.engine.events import stable_row_id
 from selaras.engine.referensi import referensi_rows
 from selaras.engine.schema import BY_NAME, ENTITIES

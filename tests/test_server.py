@@ -20,13 +20,14 @@ import uuid
 from pathlib import Path
 
 import pytest
+from structlog.testing import capture_logs
+
 from selaras.engine.duckdb_store import DuckDBCentre, DuckDBRegistry
 from selaras.engine.events import Batch, Event, centre_origin
 from selaras.engine.protocol import Code, Limits, Registered, Sent
 from selaras.engine.protocol import encode as encode_message
 from selaras.server.remote import admin_request
 from selaras.server.testing import ProtocolClient, events_frame, running_server
-from structlog.testing import capture_logs
 
 A, B = "20100001", "20100002"
 SELARAS = str(Path(sys.executable).with_name("selaras"))

@@ -3,6 +3,7 @@
 import uuid
 
 import pytest
+
 from selaras.engine.duckdb_store import DuckDBStore
 from selaras.engine.events import Batch, Event, centre_origin
 from selaras.engine.store import EventCollision, MemoryStore, verify

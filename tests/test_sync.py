@@ -19,6 +19,7 @@ from typing import Any
 
 import pytest
 from click.testing import CliRunner
+
 from selaras.bench.proxy import Faults, FlakyProxy
 from selaras.client import sync as client_sync
 from selaras.client.cli import cli

@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+
 from selaras.bench import generate
 from selaras.client.install import Install
 from selaras.engine.protocol import Limits

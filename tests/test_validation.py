@@ -17,6 +17,7 @@ from typing import Any, NamedTuple
 
 import duckdb
 import pytest
+
 from selaras.engine import schema
 from selaras.engine.validation import (
     INVALID,
