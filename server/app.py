@@ -60,7 +60,7 @@ from selaras.engine.store import AppendReport, EventCollision
 
 from . import credentials
 from .admin import AdminError, run_admin, table
-from .batches import cut
+from .batches import Ranges
 from .writer import CentreWriter
 
 T = TypeVar("T")
@@ -552,23 +552,24 @@ class SyncConnection:
             await self.refuse(Code.INTERNAL_ERROR)
 
     async def _send_lacking(self, hello: Hello) -> None:
-        limits = self.proto.limits
-        lacking = await self.read(self.reader.events_after, hello.vector)
-        chunks = cut(lacking, limits.max_batch_events, limits.max_batch_bytes)
-        del lacking
-        while True:
-            chunk = await asyncio.to_thread(next, chunks, None)
-            if chunk is None:
-                break
-            payload, count = chunk
-            while not self.proto.can_send_batch:
-                if self.proto.state is not State.STREAMING:
-                    return
-                self._window.clear()
-                await self._window.wait()
-            self.proto.send_batch(payload, count)
-            self.events_out += count
-            await self.flush()
+        """Per origin the client lacks, one seq range read and cut at a time (``Ranges``),
+        so a pull of a million events holds about one window in memory (R5, R7, R8)."""
+        held = await self.read(self.reader.vector)
+        for origin, top in sorted(held.items()):
+            ranges = Ranges(self.reader, origin, hello.vector.get(origin, 0), top,
+                            self.proto.limits)
+            while ranges:
+                while not self.proto.can_send_batch:
+                    if self.proto.state is not State.STREAMING:
+                        return
+                    self._window.clear()
+                    await self._window.wait()
+                payload, count = await self.read(ranges.next)
+                if not count:
+                    continue
+                self.proto.send_batch(payload, count)
+                self.events_out += count
+                await self.flush()
         if self.proto.state is State.STREAMING:
             self.proto.finish_sending()
             await self.flush()

@@ -1,95 +1,49 @@
-"""Cutting what a school lacks into batches within the session's limits (protocol R7, R8).
+"""Reading what a school lacks one batch at a time, within the session's limits (R7, R8).
 
-Batches go out in (origin, seq) order: every batch holds, per origin, the next
-run of seqs, so the receiver can apply each one as it comes (a later seq before
-an earlier one would be held back). Tables are sliced with Arrow, never row by row.
+``Ranges`` walks one origin's seqs ``lo < seq <= hi`` through the store's
+``events_between``, like the client's ``Outbox``: each call reads one seq range
+and encodes it, so a pull of a million events holds about one batch (times the
+window, on the wire) in memory, never the whole pull. Batches go out per origin
+in seq order, so the receiver can apply each one as it comes. A range whose
+payload is over ``max_batch_bytes`` is halved and read again; the next range is
+sized from this one's bytes per event.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-
-import pyarrow as pa
-import pyarrow.compute as pc
-
-from selaras.engine.events import Batch
-
-Range = tuple[bytes, int, int]  # origin (16 bytes), first seq, last seq
+from selaras.engine.duckdb_store import DuckDBStore
+from selaras.engine.protocol import Limits
 
 
-def _storage(col: pa.ChunkedArray) -> pa.ChunkedArray:
-    """UUID columns as their 16-byte storage, which Arrow can compare and group."""
-    return pa.chunked_array([c.storage for c in col.chunks], type=pa.binary(16))
+class Ranges:
+    """The events of ``origin`` with ``lo < seq <= hi``, one batch per ``next()``.
 
+    ``next()`` reads the store: call it off the event loop, on the session's cursor.
+    """
 
-def _ranges(batch: Batch) -> list[Range]:
-    bounds: dict[bytes, tuple[int, int]] = {}
-    for t in batch.tables.values():
-        g = pa.table({"o": _storage(t["origin"]), "s": t["seq"]}).group_by("o").aggregate(
-            [("s", "min"), ("s", "max")])
-        for o, lo, hi in zip(g["o"].to_pylist(), g["s_min"].to_pylist(), g["s_max"].to_pylist(),
-                             strict=True):
-            old = bounds.get(o)
-            bounds[o] = (min(lo, old[0]), max(hi, old[1])) if old else (lo, hi)
-    return [(o, lo, hi) for o, (lo, hi) in sorted(bounds.items())]
+    def __init__(self, store: DuckDBStore, origin: str, lo: int, hi: int,
+                 limits: Limits) -> None:
+        self.store, self.origin, self.limits = store, origin, limits
+        self.pos, self.top = lo, hi
+        self.step = limits.max_batch_events
 
+    def __bool__(self) -> bool:
+        return self.pos < self.top
 
-def _select(table: pa.Table, ranges: list[Range]) -> pa.Table:
-    origin = _storage(table["origin"])
-    mask = None
-    for o, lo, hi in ranges:
-        m = pc.and_(pc.equal(origin, pa.scalar(o, pa.binary(16))),
-                    pc.and_(pc.greater_equal(table["seq"], lo), pc.less_equal(table["seq"], hi)))
-        mask = m if mask is None else pc.or_(mask, m)
-    return table.filter(mask) if mask is not None else table.slice(0, 0)
-
-
-def _sub(batch: Batch, ranges: list[Range]) -> Batch:
-    return Batch({n: _select(t, ranges) for n, t in batch.tables.items()},
-                 _select(batch.contexts, ranges))
-
-
-def cut(batch: Batch, max_events: int, max_bytes: int) -> Iterator[tuple[bytes, int]]:
-    """Yield (payload, count) per batch, each within ``max_events`` and ``max_bytes``."""
-    total = len(batch)
-    if not total:
-        return
-    per_event = max(1, sum(t.nbytes for t in batch.tables.values()) // total)
-    step = max(1, min(max_events, (max_bytes // 2) // per_event))
-    plan: list[list[Range]] = [[]]
-    room = step
-    for o, lo, hi in _ranges(batch):
-        while lo <= hi:
-            if room == 0:
-                plan.append([])
-                room = step
-            end = min(hi, lo + room - 1)
-            plan[-1].append((o, lo, end))
-            room -= end - lo + 1
-            lo = end + 1
-    for ranges in plan:
-        yield from _encode(batch, ranges, max_bytes)
-
-
-def _encode(batch: Batch, ranges: list[Range], max_bytes: int) -> Iterator[tuple[bytes, int]]:
-    part = _sub(batch, ranges)
-    payload = part.to_bytes()
-    count = len(part)
-    if len(payload) <= max_bytes or count <= 1:
-        if count:
-            yield payload, count
-        return
-    # Over the byte limit (wider rows than the estimate): halve the seq runs and retry.
-    halves: tuple[list[Range], list[Range]] = ([], [])
-    for o, lo, hi in ranges:
-        if lo == hi:
-            halves[0].append((o, lo, hi))
-            continue
-        mid = (lo + hi) // 2
-        halves[0].append((o, lo, mid))
-        halves[1].append((o, mid + 1, hi))
-    if not halves[1]:  # one seq per origin: split the origins instead
-        n = len(ranges) // 2
-        halves = (ranges[:n], ranges[n:])
-    for h in halves:
-        yield from _encode(batch, h, max_bytes)
+    def next(self) -> tuple[bytes, int]:
+        """The next batch's payload and event count (0 if the range held no event)."""
+        limits = self.limits
+        while True:
+            hi = min(self.top, self.pos + self.step)
+            batch = self.store.events_between(self.origin, self.pos, hi)
+            payload = batch.to_bytes()
+            if len(payload) <= limits.max_batch_bytes or self.step == 1:
+                break
+            self.step = max(1, self.step // 2)
+        count = len(batch)
+        # Aim the next range at 90 % of the byte limit: the Arrow IPC framing adds a little.
+        per_event = len(payload) / max(1, count)
+        self.step = max(1, min(limits.max_batch_events,
+                               int(limits.max_batch_bytes * 0.9 / per_event)))
+        self.pos = hi
+        return payload, count
