@@ -530,11 +530,13 @@ def bundle_import(session: Session, file: Path, as_json: bool) -> None:
 @cli.command()
 @click.option("--dir", "folder", type=click.Path(file_okay=False, path_type=Path),
               help="Keep the demo's installs in this folder [default: a temporary one].")
-def demo(folder: Path | None) -> None:
-    """Two offline installs of one school swap bundles, conflict, resolve, converge."""
+@click.option("--offline", is_flag=True,
+              help="Without a centre: the two installs swap bundles (USB stick).")
+def demo(folder: Path | None, offline: bool) -> None:
+    """A centre and two installs of one school: edit, go offline, conflict, resolve, converge."""
     from .demo import run
 
-    if not run(folder, click.echo, generate_with_bench):
+    if not run(folder, click.echo, generate_with_bench, offline=offline):
         raise click.exceptions.Exit(1)
 
 

@@ -1,26 +1,47 @@
-"""``selaras demo``: two offline installs of one school meet on a USB stick.
+"""``selaras demo``: one school, the centre and two installs, over the network.
 
-Everything goes through the same functions the commands use (client/install.py)
-on real data folders: init --offline, import, bundle export --for / import,
-edit, conflicts, conflicts resolve, rebuild --verify, checksum.
+The networked demo (``selaras demo``) starts an embedded centre (``selaras
+server`` as a subprocess of the installed entry point, on 127.0.0.1 port 0,
+with a temporary data folder), adds the school with ``selaras admin``,
+registers two installs that pull the centre's data, and edits on both while
+one is offline; after syncing, resolving and pulling, both installs and the
+centre show equal checksums. The centre is stopped with SIGTERM (it drains and
+exits 0) at the end, also on errors. client/ never imports the server: it only
+runs its command.
+
+``selaras demo --offline``: two offline installs of one school meet on a USB
+stick (bundle export --for / import), with no centre at all.
+
+Everything goes through the same functions the commands use (client/install.py,
+client/sync.py) on real data folders.
 """
 
 from __future__ import annotations
 
+import asyncio
 import datetime as dt
 import json
+import os
+import queue
 import random
+import re
+import signal
+import subprocess
+import sys
 import tempfile
+import threading
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from pathlib import Path
+from typing import IO, Any
 
 from selaras.engine.replica import school_row_id
 from selaras.engine.store import verify
 
 from . import output
 from .install import (
+    ClientError,
     Install,
     export_bundle,
     import_bundle,
@@ -31,6 +52,7 @@ from .install import (
     vector_json,
     write_atomically,
 )
+from .sync import Mode, SyncReport, register, run_sync
 
 NPSN = "20219876"
 NAMA = "SMA NEGERI 1 SUKAMAJU"
@@ -39,14 +61,18 @@ Say = Callable[[str], None]
 Generate = Callable[[Path, str], "str | None"]
 
 
-def run(folder: Path | None, say: Say, generate: Generate | None = None) -> bool:
-    """Play the demo in ``folder`` (a temporary one if None); True if A and B converge.
+def run(folder: Path | None, say: Say, generate: Generate | None = None,
+        offline: bool = False) -> bool:
+    """Play the demo in ``folder`` (a temporary one if None); True if everything converges.
 
     ``generate`` makes the school A imports (the command line passes 'selaras
     bench generate'); without it, or if it cannot, the demo writes a smaller one.
+    ``offline``: the bundle demo, without a centre.
     """
     with _workdir(folder) as work:
-        return Demo(work, say, generate).play()
+        if offline:
+            return Demo(work, say, generate).play()
+        return NetworkDemo(work, say, generate).play()
 
 
 @contextmanager
@@ -60,6 +86,8 @@ def _workdir(folder: Path | None) -> Iterator[Path]:
 
 
 class Demo:
+    """The offline demo: two installs swap bundles on a USB stick."""
+
     def __init__(self, work: Path, say: Say, generate: Generate | None) -> None:
         self.say = say
         self.generate = generate
@@ -160,6 +188,252 @@ class Demo:
         self.say("A and B hold the same data and the same vector." if same
                  else "A and B DIFFER.")
         return same
+
+
+# -- the networked demo -------------------------------------------------------------------------
+
+USER = "operator@sman1sukamaju.sch.id"
+PASSWORD = "demo-rahasia-123"
+CENTRE_START_S = 60.0
+CENTRE_STOP_S = 60.0
+SYNC_TIMEOUT_S = 120.0
+
+
+def selaras_command() -> list[str]:
+    """The installed ``selaras`` entry point that runs this Python."""
+    script = Path(sys.executable).with_name("selaras.exe" if os.name == "nt" else "selaras")
+    if script.exists():
+        return [str(script)]
+    return [sys.executable, "-c", "from selaras.client.cli import main; main()"]
+
+
+class Centre:
+    """``selaras server`` in a subprocess on 127.0.0.1, and ``selaras admin`` on its folder."""
+
+    def __init__(self, data: Path) -> None:
+        self.data = data
+        self.log_path = data.parent / "centre.log"
+        self.proc: subprocess.Popen[str] | None = None
+        self._log: IO[bytes] | None = None
+        self._reader: threading.Thread | None = None
+        self.url = ""
+
+    def start(self) -> str:
+        self.data.mkdir(parents=True, exist_ok=True)
+        self._log = self.log_path.open("wb")
+        self.proc = subprocess.Popen(
+            [*selaras_command(), "server", "--data", str(self.data), "--host", "127.0.0.1",
+             "--port", "0"],
+            stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=self._log, text=True)
+        lines: queue.Queue[str] = queue.Queue()
+        self._reader = threading.Thread(target=_drain, args=(self.proc.stdout, lines),
+                                        daemon=True)
+        self._reader.start()
+        while True:
+            try:
+                line = lines.get(timeout=CENTRE_START_S)
+            except queue.Empty:
+                raise ClientError(f"the centre did not start in {CENTRE_START_S:.0f} s "
+                                  f"({self._log_tail()})") from None
+            if not line:
+                raise ClientError(f"the centre stopped at start ({self._log_tail()})")
+            found = re.search(r"listening on (ws://\S+)", line)
+            if found:
+                self.url = found.group(1)
+                return self.url
+
+    def admin(self, *args: str) -> str:
+        """Run ``selaras admin --data DATA ARGS``; its stdout, or ClientError."""
+        done = subprocess.run([*selaras_command(), "admin", "--data", str(self.data), *args],
+                              stdin=subprocess.DEVNULL, capture_output=True, text=True,
+                              timeout=CENTRE_START_S)
+        if done.returncode != 0:
+            lines = done.stderr.strip().splitlines() or [f"exit status {done.returncode}"]
+            raise ClientError(f"selaras admin {' '.join(args[:2])}: {lines[-1]}")
+        return done.stdout
+
+    def checksums(self, npsn: str) -> dict[str, str]:
+        reply = json.loads(self.admin("checksum", "--npsn", npsn, "--json"))
+        return {str(e): str(c) for e, c in reply["rows"]}
+
+    def stop(self) -> int | None:
+        """SIGTERM: the centre drains its sessions and exits; its exit status."""
+        code = None
+        if self.proc is not None:
+            if self.proc.poll() is None:
+                self.proc.send_signal(signal.SIGTERM)
+            try:
+                code = self.proc.wait(timeout=CENTRE_STOP_S)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+            if self._reader is not None:
+                self._reader.join(timeout=CENTRE_STOP_S)  # it reads stdout to its end
+                self._reader = None
+            if self.proc.stdout is not None:
+                self.proc.stdout.close()
+            self.proc = None
+        if self._log is not None:
+            self._log.close()
+            self._log = None
+        return code
+
+    def _log_tail(self) -> str:
+        if self._log is not None:
+            self._log.flush()
+        try:
+            lines = self.log_path.read_text(encoding="utf-8", errors="replace").splitlines()
+        except OSError:
+            lines = []
+        return lines[-1] if lines else f"see {self.log_path}"
+
+
+def _drain(stream: IO[str] | None, lines: queue.Queue[str]) -> None:
+    """Pass the server's stdout on line by line; '' at its end."""
+    if stream is not None:
+        for line in stream:
+            lines.put(line)
+    lines.put("")
+
+
+class NetworkDemo:
+    """The centre and two registered installs A and B of one school."""
+
+    def __init__(self, work: Path, say: Say, generate: Generate | None) -> None:
+        self.work = work
+        self.say = say
+        self.generate = generate
+        self.centre = Centre(work / "centre")
+        self.a, self.b = Install(work / "install-a"), Install(work / "install-b")
+        self.names = {self.a: "A", self.b: "B"}
+
+    def play(self) -> bool:
+        say = self.say
+        say(f"Networked demo of {NAMA} (NPSN {NPSN}) in {self.work}")
+        try:
+            url = self.centre.start()
+            say(f"The centre is up (selaras server): {url}")
+            return self.scenario(url)
+        finally:
+            code = self.centre.stop()
+            if code is not None:
+                say(f"The centre drained and stopped (exit status {code})")
+
+    def scenario(self, url: str) -> bool:
+        say = self.say
+        added = self.centre.admin("school", "add", "--npsn", NPSN, "--nama", NAMA)
+        found = re.search(r"registration code \(shown once\): (\S+)", added)
+        if not found:
+            raise ClientError(f"selaras admin school add said: {added.strip()}")
+        kode = found.group(1)
+        say(f"Admin adds the school (selaras admin school add): registration code {kode}")
+        for inst in (self.a, self.b):
+            answer = asyncio.run(register(url, NPSN, kode, USER, PASSWORD))
+            inst.init_registered(NPSN, origin=answer.install, token=answer.token, url=url,
+                                 user=USER, role=answer.role)
+            self.sync(inst, "pull", f"Register install {self.names[inst]} "
+                                    f"(origin {answer.install[:8]}, {USER}) and pull")
+
+        rows_file = self.work / "sekolah.jsonl"
+        made_by = self.generate(rows_file, NPSN) if self.generate else None
+        if made_by is None:
+            write_small_school(rows_file, school_row_id(NPSN))
+            made_by = "the demo"
+        with self.a.open() as s:
+            counts = import_rows(s, rows_file)
+            s.store.validate()
+            findings = output.findings_summary(s.store.findings())
+        say(f"A imports a school generated by {made_by}: {sum(counts.values())} rows "
+            f"({counts['peserta_didik']} peserta_didik); Validasi Lokal: {findings}")
+        self.sync(self.a, "sync", "A syncs")
+        self.sync(self.b, "pull", "B pulls")
+
+        student, nama = self.student()
+        say(f"B goes offline (it does not sync); A and B both edit student {nama}:")
+        self.edit(self.a, student, {"alamat_jalan": "Jl. Melati No. 7",
+                                    "nama_ayah": "Ahmad Suryadi"})
+        self.edit(self.b, student, {"nomor_telepon_seluler": "081234567890",
+                                    "nama_ayah": "Achmad Suryadi"})
+        self.sync(self.a, "sync", "A syncs its edit")
+        self.sync(self.b, "sync", "B is back online and syncs")
+        with self.b.open(read_only=True) as s:
+            say("B sees the conflict on nama_ayah (the other fields merged without one):")
+            say(_indent(output.conflicts_text(s.store.conflicts(), s.origin_label)))
+        self.sync(self.a, "sync", "A syncs and receives B's edit")
+        with self.a.open() as s:
+            s.replica.resolve("peserta_didik", student, "nama_ayah", "Achmad Suryadi", now_ms())
+        say("A resolves nama_ayah = \"Achmad Suryadi\" (a new event after both writes)")
+        self.sync(self.a, "sync", "A syncs the resolution")
+        self.sync(self.b, "pull", "B pulls")
+        return self.compare()
+
+    def sync(self, inst: Install, mode: Mode, what: str) -> SyncReport:
+        with inst.open() as s:
+            report = asyncio.run(run_sync(s.store, s.identity, mode=mode,
+                                          timeout_s=SYNC_TIMEOUT_S))
+            conflicts = len({output.conflict_key(c) for c in s.store.conflicts()})
+        check = ("centre and install equal" if report.vectors_equal and report.checksums_equal
+                 else report.note or "not equal to the centre yet")
+        self.say(f"{what}: {report.totals.events_up} events sent, "
+                 f"{report.totals.events_down} received"
+                 + (f", {conflicts} conflicted field(s)" if conflicts else "") + f"; {check}")
+        return report
+
+    def student(self) -> tuple[str, str]:
+        with self.a.open(read_only=True) as s:
+            _, rows = s.store.query(
+                "SELECT peserta_didik_id::VARCHAR, nama FROM peserta_didik ORDER BY nama LIMIT 1")
+        return str(rows[0][0]), str(rows[0][1])
+
+    def edit(self, inst: Install, row_id: str, fields: dict[str, str]) -> None:
+        with inst.open() as s:
+            s.replica.edit("peserta_didik", row_id, fields, now_ms())
+        shown = ", ".join(f"{k} = {json.dumps(v)}" for k, v in fields.items())
+        self.say(f"  {self.names[inst]}: {shown}")
+
+    def compare(self) -> bool:
+        say = self.say
+        sums: list[dict[str, str]] = []
+        vectors, conflicts, histories = [], [], []
+        for inst in (self.a, self.b):
+            with inst.open(read_only=True) as s:
+                problems = verify(s.store)
+                if problems:
+                    say(f"{self.names[inst]}: the data differs from a replay of the log:")
+                    say(_indent("\n".join(problems)))
+                    return False
+                sums.append(s.store.checksums())
+                vectors.append(s.store.vector())
+                conflicts.append(len(s.store.conflicts()))
+                histories.append(s.store.history(100))
+        sums.append(self.centre.checksums(NPSN))
+        say("A and B verified: each one's data equals a replay of its log")
+        say(f"Conflicts left: A {conflicts[0]}, B {conflicts[1]}")
+        say("Checksums, side by side:")
+        say(_indent(checksums_table(("A", "B", "centre"), sums)))
+        for inst, history in zip((self.a, self.b), histories, strict=True):
+            say(f"{self.names[inst]} sync history: {history_line(history)}")
+        same = (all(s == sums[0] for s in sums) and bool(sums[0])
+                and vectors[0] == vectors[1] and conflicts == [0, 0])
+        say("A, B and the centre hold the same data." if same
+            else "A, B and the centre DIFFER.")
+        return same
+
+
+def checksums_table(names: tuple[str, ...], sums: list[dict[str, str]]) -> str:
+    """Per-entity digests in one column per holder, and whether the row is all equal."""
+    entities = sorted(set().union(*(s.keys() for s in sums)))
+    rows = []
+    for e in entities:
+        cells = [s.get(e, "NULL") for s in sums]
+        rows.append([e, *cells, "equal" if len(set(cells)) == 1 else "DIFFERENT"])
+    return output.table(["entity", *names, ""], rows)
+
+
+def history_line(history: list[Mapping[str, Any]]) -> str:
+    """Oldest first: mode, outcome, events up and down of each session."""
+    return "; ".join(f"{r['mode']} {r['outcome']} ({r['events_up']} up, {r['events_down']} down)"
+                     for r in reversed(history))
 
 
 def _indent(text: str) -> str:

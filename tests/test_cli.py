@@ -561,11 +561,3 @@ def test_the_installed_entry_point(tmp_path: Path) -> None:
     assert len(bad.stderr.splitlines()) == 1
     usage = subprocess.run([exe, "--data", data, "add"], capture_output=True, text=True)
     assert usage.returncode == 2 and len(usage.stderr.splitlines()) == 1
-
-
-def test_demo_converges(tmp_path: Path) -> None:
-    result = run(None, "demo", "--dir", str(tmp_path / "demo"))
-    lines = result.stdout.splitlines()
-    assert any("conflict" in line for line in lines)
-    assert "DIFFERENT" not in result.stdout
-    assert lines[-1] == "A and B hold the same data and the same vector."
