@@ -18,6 +18,7 @@ from typing import Any
 import pytest
 
 from selaras.bench import generate
+from selaras.bench.proxy import Faults, FlakyProxy
 from selaras.client.install import Install
 from selaras.engine.protocol import Limits
 from selaras.server.testing import RunningServer, running_server
@@ -131,42 +132,47 @@ def test_server_killed_mid_sync_and_restarted_the_client_resumes(tmp_path: Path)
 
     async def main() -> None:
         port = _free_port()
-        url = f"ws://127.0.0.1:{port}"
         server = await _start_server(centre, port)
-        try:
-            added = await admin("school", "add", "--npsn", NPSN, "--nama", "SMA Negeri 1")
-            kode = added.split("(shown once): ")[1].split()[0].strip()
-            rc, _, err = await selaras("--data", data, "init", "--server", url, "--npsn", NPSN,
-                                       "--kode", kode, "--user", USER, "--password", PASSWORD,
-                                       "--json", "--timeout", "60")
-            assert rc == 0, err
-            rc, _, err = await selaras("--data", data, "import", str(rows), "--json")
-            assert rc == 0, err
-            origin, vector, _ = local(tmp_path / "school")
-            total = vector[origin]
+        # A slow link between them: the push takes seconds, so the kill lands inside it.
+        async with FlakyProxy("127.0.0.1", port, Faults(bandwidth_bytes_per_s=300_000)) as link:
+            url = f"ws://127.0.0.1:{link.port}"
+            try:
+                added = await admin("school", "add", "--npsn", NPSN, "--nama", "SMA Negeri 1")
+                kode = added.split("(shown once): ")[1].split()[0].strip()
+                rc, _, err = await selaras("--data", data, "init", "--server", url, "--npsn",
+                                           NPSN, "--kode", kode, "--user", USER, "--password",
+                                           PASSWORD, "--json", "--timeout", "60")
+                assert rc == 0, err
+                rc, _, err = await selaras("--data", data, "import", str(rows), "--json")
+                assert rc == 0, err
+                origin, vector, _ = local(tmp_path / "school")
+                total = vector[origin]
 
-            assert EXE is not None
-            client = await asyncio.create_subprocess_exec(
-                EXE, "--data", data, "sync", "--json", "--timeout", "90",
-                stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
-            await asyncio.sleep(1.0)
-            server.send_signal(signal.SIGKILL)
-            assert await server.wait() == -signal.SIGKILL
-            await asyncio.sleep(0.5)
-            server = await _start_server(centre, port)
-            out, err = await asyncio.wait_for(client.communicate(), 120)
-            assert client.returncode == 0, err.decode()
-            report = json.loads(out)
-            assert report["ok"] and report["vectors_equal"] and report["checksums_equal"]
-            assert report["attempts"] >= 2, report  # the kill did cut a session
-            counted = json.loads(await admin(
-                "query", "--npsn", NPSN, "--json",
-                f"SELECT count(*), count(DISTINCT seq) FROM event WHERE origin = '{origin}'"))
-            assert counted["rows"] == [[total, total]]
-            sums = json.loads(await admin("checksum", "--npsn", NPSN, "--json"))
-            assert dict(map(tuple, sums["rows"])) == local(tmp_path / "school")[2]
-        finally:
-            if server.returncode is None:
-                server.send_signal(signal.SIGTERM)
-                await server.wait()
+                assert EXE is not None
+                before = link.stats.bytes_to_server
+                client = await asyncio.create_subprocess_exec(
+                    EXE, "--data", data, "sync", "--json", "--timeout", "90",
+                    stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
+                while link.stats.bytes_to_server - before < 200_000:  # the push is under way
+                    assert client.returncode is None, "the sync ended before it could be cut"
+                    await asyncio.sleep(0.01)
+                server.send_signal(signal.SIGKILL)
+                assert await server.wait() == -signal.SIGKILL
+                await asyncio.sleep(0.5)
+                server = await _start_server(centre, port)
+                out, err = await asyncio.wait_for(client.communicate(), 120)
+                assert client.returncode == 0, err.decode()
+                report = json.loads(out)
+                assert report["ok"] and report["vectors_equal"] and report["checksums_equal"]
+                assert report["attempts"] >= 2, report  # the kill did cut a session
+                counted = json.loads(await admin(
+                    "query", "--npsn", NPSN, "--json",
+                    f"SELECT count(*), count(DISTINCT seq) FROM event WHERE origin = '{origin}'"))
+                assert counted["rows"] == [[total, total]]
+                sums = json.loads(await admin("checksum", "--npsn", NPSN, "--json"))
+                assert dict(map(tuple, sums["rows"])) == local(tmp_path / "school")[2]
+            finally:
+                if server.returncode is None:
+                    server.send_signal(signal.SIGTERM)
+                    await server.wait()
     asyncio.run(main())
