@@ -102,7 +102,7 @@ class ServerOptions:
     ping_timeout: float | None = 20.0
     open_timeout_s: float = 10.0  # for the opening message
     drain_timeout_s: float = 10.0  # SIGTERM: how long live sessions get to finish a batch
-    compression: str | None = None
+    compression: str | None = "deflate"  # accepted when a client on a slow link offers it (R1)
     tls_cert: Path | None = None
     tls_key: Path | None = None
     memory_limit: str = "1GB"

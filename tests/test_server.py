@@ -354,3 +354,17 @@ def test_tls_serves_wss(tmp_path):
             out = await client.session("pull")
             assert out.summary is not None and out.events_received > 0
     run(main())
+
+
+def test_compression_is_off_unless_the_client_offers_it(tmp_path: Path) -> None:
+    from websockets.asyncio.client import connect
+
+    async def main() -> list[list[str]]:
+        async with running_server(tmp_path / "centre") as srv:
+            negotiated = []
+            for offer in ("deflate", None):
+                async with connect(srv.url, compression=offer) as ws:
+                    negotiated.append([type(e).__name__ for e in ws.protocol.extensions])
+            return negotiated
+
+    assert asyncio.run(main()) == [["PerMessageDeflate"], []]
