@@ -40,7 +40,7 @@ from .schema import (
     materialised_ddl,
 )
 from .store import AppendReport, DataInUse, EventCollision, ImportRefused, StoreError
-from .values import EXPECTED, MAX_TEXT
+from .values import EXPECTED, MAX_TEXT, from_python
 
 MEMORY_LIMIT = "1GB"
 
@@ -206,7 +206,6 @@ class DuckDBStore:
         return Batch(tables, contexts)
 
     def rows(self, entity: str) -> dict[str, dict[str, object]]:
-        from .values import from_python
         e = BY_NAME[entity]
         cur = self.con.execute(f"SELECT * FROM {self.table(e)}")
         out = {}
