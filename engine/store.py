@@ -126,9 +126,10 @@ def check_and_order(held: dict[tuple[str, int], Event], vector: VersionVector,
             raise EventCollision(*ev.id)
     accepted: list[Event] = []
     held_back = 0
+    top = dict(vector)
     for ev in sorted(fresh.values(), key=lambda ev: ev.id):
-        if ev.seq == vector.get(ev.origin, 0) + 1:
-            vector = {**vector, ev.origin: ev.seq}
+        if ev.seq == top.get(ev.origin, 0) + 1:
+            top[ev.origin] = ev.seq
             accepted.append(ev)
         else:
             held_back += 1
