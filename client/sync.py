@@ -39,6 +39,7 @@ from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidURI
 from selaras.engine.clocks import VersionVector
 from selaras.engine.duckdb_store import DuckDBStore
 from selaras.engine.events import Batch, MalformedBatch
+from selaras.engine.outbox import Outbox
 from selaras.engine.protocol import (
     PROTOCOL_VERSION,
     Answered,
@@ -223,46 +224,6 @@ def conflict_counts(store: DuckDBStore) -> dict[str, int]:
     for s in store.conflicts():
         out[s.entity] = out.get(s.entity, 0) + 1
     return out
-
-
-class Outbox:
-    """Our events the centre lacks (``lo < seq <= hi``), read and cut one batch at a time.
-
-    ``next()`` reads the next seq range from the store (call it on the store's worker),
-    so a push of a million events holds about one window in memory, not the whole push.
-    Batches stay within the session's limits (R8): a range whose payload is too large is
-    halved, and the next range is sized from this one's bytes per event.
-    """
-
-    def __init__(self, store: DuckDBStore, origin: str, lo: int, hi: int,
-                 limits: Limits) -> None:
-        self.store, self.origin, self.limits = store, origin, limits
-        self.pos, self.top = lo, hi
-        self.step = limits.max_batch_events
-        self.sent: dict[str, int] = {}  # events sent per entity
-
-    def __bool__(self) -> bool:
-        return self.pos < self.top
-
-    def next(self) -> tuple[bytes, int]:
-        """The next batch's payload and event count, in seq order."""
-        limits = self.limits
-        while True:
-            hi = min(self.top, self.pos + self.step)
-            batch = self.store.events_between(self.origin, self.pos, hi)
-            payload = batch.to_bytes()
-            if len(payload) <= limits.max_batch_bytes or self.step == 1:
-                break
-            self.step = max(1, self.step // 2)
-        count = len(batch)
-        # Aim the next range at 90 % of the byte limit: the Arrow IPC framing adds a little.
-        per_event = len(payload) / max(1, count)
-        self.step = max(1, min(limits.max_batch_events,
-                               int(limits.max_batch_bytes * 0.9 / per_event)))
-        for name, t in batch.tables.items():
-            self.sent[name] = self.sent.get(name, 0) + t.num_rows
-        self.pos = hi
-        return payload, count
 
 
 # -- one session ----------------------------------------------------------------------------

@@ -38,6 +38,7 @@ from websockets.exceptions import ConnectionClosed
 
 from selaras.engine.duckdb_store import DuckDBCentre, DuckDBRegistry, DuckDBStore, RegistryError
 from selaras.engine.events import Batch, MalformedBatch, central_origins
+from selaras.engine.outbox import Outbox
 from selaras.engine.protocol import (
     AdminRequest,
     BatchAcked,
@@ -60,7 +61,6 @@ from selaras.engine.store import AppendReport, EventCollision
 
 from . import credentials
 from .admin import AdminError, run_admin, table
-from .batches import Ranges
 from .writer import CentreWriter
 
 T = TypeVar("T")
@@ -552,19 +552,19 @@ class SyncConnection:
             await self.refuse(Code.INTERNAL_ERROR)
 
     async def _send_lacking(self, hello: Hello) -> None:
-        """Per origin the client lacks, one seq range read and cut at a time (``Ranges``),
+        """Per origin the client lacks, one seq range read and cut at a time (``Outbox``),
         so a pull of a million events holds about one window in memory (R5, R7, R8)."""
         held = await self.read(self.reader.vector)
         for origin, top in sorted(held.items()):
-            ranges = Ranges(self.reader, origin, hello.vector.get(origin, 0), top,
+            outbox = Outbox(self.reader, origin, hello.vector.get(origin, 0), top,
                             self.proto.limits)
-            while ranges:
+            while outbox:
                 while not self.proto.can_send_batch:
                     if self.proto.state is not State.STREAMING:
                         return
                     self._window.clear()
                     await self._window.wait()
-                payload, count = await self.read(ranges.next)
+                payload, count = await self.read(outbox.next)
                 if not count:
                     continue
                 self.proto.send_batch(payload, count)

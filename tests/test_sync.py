@@ -26,6 +26,7 @@ from selaras.client.cli import cli
 from selaras.client.install import Install, Session, export_bundle, import_bundle
 from selaras.client.sync import SyncRefused, now_ms, register, run_sync
 from selaras.engine.events import Batch
+from selaras.engine.outbox import Outbox
 from selaras.engine.protocol import Code, Limits, Registered
 from selaras.server.testing import ProtocolClient, RunningServer, running_server
 
@@ -278,7 +279,7 @@ def test_the_outbox_reads_one_batch_at_a_time_and_covers_the_push(tmp_path: Path
         add_tanah(s, 3000, "t")
         me = s.identity.origin
         top = s.store.vector()[me]
-        outbox = client_sync.Outbox(s.store, me, 10, top, Limits(max_batch_events=400))
+        outbox = Outbox(s.store, me, 10, top, Limits(max_batch_events=400))
         seqs: list[int] = []
         while outbox:
             payload, count = outbox.next()

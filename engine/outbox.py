@@ -1,31 +1,30 @@
-"""Reading what a school lacks one batch at a time, within the session's limits (R7, R8).
+"""Reading what a peer lacks one batch at a time, within the session's limits (R7, R8).
 
-``Ranges`` walks one origin's seqs ``lo < seq <= hi`` through the store's
-``events_between``, like the client's ``Outbox``: each call reads one seq range
-and encodes it, so a pull of a million events holds about one batch (times the
-window, on the wire) in memory, never the whole pull. Batches go out per origin
-in seq order, so the receiver can apply each one as it comes. A range whose
-payload is over ``max_batch_bytes`` is halved and read again; the next range is
-sized from this one's bytes per event.
+Both sides of a sync send with an ``Outbox``: the school its own push, the
+centre what a school lacks, one origin at a time. Each ``next()`` reads one
+seq range through the store's ``events_between`` and encodes it, so sending a
+million events holds about one batch in memory, never the whole backlog.
 """
 
 from __future__ import annotations
 
-from selaras.engine.duckdb_store import DuckDBStore
-from selaras.engine.protocol import Limits
+from .protocol import Limits
+from .store import Store
 
 
-class Ranges:
+class Outbox:
     """The events of ``origin`` with ``lo < seq <= hi``, one batch per ``next()``.
 
-    ``next()`` reads the store: call it off the event loop, on the session's cursor.
+    A range whose payload is over ``max_batch_bytes`` is halved and read again;
+    the next range is sized from this one's bytes per event. ``next()`` reads
+    the store: call it where the store may be used (off the event loop).
     """
 
-    def __init__(self, store: DuckDBStore, origin: str, lo: int, hi: int,
-                 limits: Limits) -> None:
+    def __init__(self, store: Store, origin: str, lo: int, hi: int, limits: Limits) -> None:
         self.store, self.origin, self.limits = store, origin, limits
         self.pos, self.top = lo, hi
         self.step = limits.max_batch_events
+        self.sent: dict[str, int] = {}  # events sent per entity
 
     def __bool__(self) -> bool:
         return self.pos < self.top
@@ -45,5 +44,7 @@ class Ranges:
         per_event = len(payload) / max(1, count)
         self.step = max(1, min(limits.max_batch_events,
                                int(limits.max_batch_bytes * 0.9 / per_event)))
+        for name, t in batch.tables.items():
+            self.sent[name] = self.sent.get(name, 0) + t.num_rows
         self.pos = hi
         return payload, count
