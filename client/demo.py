@@ -120,12 +120,12 @@ class Demo:
             say(f"A runs Validasi Lokal: {output.findings_summary(s.store.findings())}")
         self.swap()
 
-        student, nama = self.a_student()
+        student, nama = first_student(self.a)
         say(f"Both edit student {nama} offline at the same time:")
-        self.edit(self.a, student, {"alamat_jalan": "Jl. Melati No. 7",
-                                    "nama_ayah": "Ahmad Suryadi"})
-        self.edit(self.b, student, {"nomor_telepon_seluler": "081234567890",
-                                    "nama_ayah": "Achmad Suryadi"})
+        say(edit_student(self.a, "A", student, {"alamat_jalan": "Jl. Melati No. 7",
+                                                "nama_ayah": "Ahmad Suryadi"}))
+        say(edit_student(self.b, "B", student, {"nomor_telepon_seluler": "081234567890",
+                                                "nama_ayah": "Achmad Suryadi"}))
         self.swap()
         with self.a.open(read_only=True) as s:
             siblings = s.store.conflicts()
@@ -136,18 +136,6 @@ class Demo:
         say("A resolves nama_ayah = \"Achmad Suryadi\" (a new event that follows both writes)")
         self.swap()
         return self.compare()
-
-    def a_student(self) -> tuple[str, str]:
-        with self.a.open(read_only=True) as s:
-            _, rows = s.store.query(
-                "SELECT peserta_didik_id::VARCHAR, nama FROM peserta_didik ORDER BY nama LIMIT 1")
-        return str(rows[0][0]), str(rows[0][1])
-
-    def edit(self, inst: Install, row_id: str, fields: dict[str, str]) -> None:
-        with inst.open() as s:
-            s.replica.edit("peserta_didik", row_id, fields, now_ms())
-        shown = ", ".join(f"{k} = {json.dumps(v)}" for k, v in fields.items())
-        self.say(f"  {self.names[inst]}: {shown}")
 
     def swap(self) -> None:
         """A -> B, then B -> A, each bundle holding only what the other lacks."""
@@ -348,12 +336,12 @@ class NetworkDemo:
         self.sync(self.a, "sync", "A syncs")
         self.sync(self.b, "pull", "B pulls")
 
-        student, nama = self.student()
+        student, nama = first_student(self.a)
         say(f"B goes offline (it does not sync); A and B both edit student {nama}:")
-        self.edit(self.a, student, {"alamat_jalan": "Jl. Melati No. 7",
-                                    "nama_ayah": "Ahmad Suryadi"})
-        self.edit(self.b, student, {"nomor_telepon_seluler": "081234567890",
-                                    "nama_ayah": "Achmad Suryadi"})
+        say(edit_student(self.a, "A", student, {"alamat_jalan": "Jl. Melati No. 7",
+                                                "nama_ayah": "Ahmad Suryadi"}))
+        say(edit_student(self.b, "B", student, {"nomor_telepon_seluler": "081234567890",
+                                                "nama_ayah": "Achmad Suryadi"}))
         self.sync(self.a, "sync", "A syncs its edit")
         self.sync(self.b, "sync", "B is back online and syncs")
         with self.b.open(read_only=True) as s:
@@ -378,18 +366,6 @@ class NetworkDemo:
                  f"{report.totals.events_down} received"
                  + (f", {conflicts} conflicted field(s)" if conflicts else "") + f"; {check}")
         return report
-
-    def student(self) -> tuple[str, str]:
-        with self.a.open(read_only=True) as s:
-            _, rows = s.store.query(
-                "SELECT peserta_didik_id::VARCHAR, nama FROM peserta_didik ORDER BY nama LIMIT 1")
-        return str(rows[0][0]), str(rows[0][1])
-
-    def edit(self, inst: Install, row_id: str, fields: dict[str, str]) -> None:
-        with inst.open() as s:
-            s.replica.edit("peserta_didik", row_id, fields, now_ms())
-        shown = ", ".join(f"{k} = {json.dumps(v)}" for k, v in fields.items())
-        self.say(f"  {self.names[inst]}: {shown}")
 
     def compare(self) -> bool:
         say = self.say
@@ -418,6 +394,22 @@ class NetworkDemo:
         say("A, B and the centre hold the same data." if same
             else "A, B and the centre DIFFER.")
         return same
+
+
+def first_student(inst: Install) -> tuple[str, str]:
+    """The id and name of the install's first student by name."""
+    with inst.open(read_only=True) as s:
+        _, rows = s.store.query(
+            "SELECT peserta_didik_id::VARCHAR, nama FROM peserta_didik ORDER BY nama LIMIT 1")
+    return str(rows[0][0]), str(rows[0][1])
+
+
+def edit_student(inst: Install, name: str, row_id: str, fields: dict[str, str]) -> str:
+    """Edit a student on ``inst``; the line that tells what was changed."""
+    with inst.open() as s:
+        s.replica.edit("peserta_didik", row_id, fields, now_ms())
+    shown = ", ".join(f"{k} = {json.dumps(v)}" for k, v in fields.items())
+    return f"  {name}: {shown}"
 
 
 def checksums_table(names: tuple[str, ...], sums: list[dict[str, str]]) -> str:
