@@ -28,10 +28,8 @@ runs (the same file name as the engine benchmarks, so they share it).
 from __future__ import annotations
 
 import asyncio
-import json
 import os
 import shutil
-import subprocess
 import sys
 from collections.abc import Iterator
 from pathlib import Path
@@ -50,12 +48,12 @@ from selaras.bench.baseline import (
     stored_rows,
 )
 from selaras.bench.generate import generate, write
+from selaras.bench.rounds import Round
 
 MODULE = "selaras.bench.baseline"
 SIZE, SCALE, SEED = "large", int(os.environ.get("SELARAS_BENCH_SCALE", "40")), 1
 NPSN = "20219151"
 ROUNDS = 3
-TIMEOUT_S = 1800.0
 MiB = 1024 * 1024
 
 
@@ -84,44 +82,10 @@ def school(folder: Path) -> tuple[Path, dict[str, int]]:
     return rows, counts
 
 
-class Round:
-    """A child process running one round; ``go`` is the timed part."""
-
-    def __init__(self, rows: Path, db: Path) -> None:
-        self.log = db.with_name(db.name + ".stderr")
-        with open(self.log, "wb") as err:
-            self.proc = subprocess.Popen(
-                [sys.executable, "-m", MODULE, str(rows), "--db", str(db), "--child",
-                 "--batch-rows", str(BATCH_ROWS), "--window", str(WINDOW)],
-                stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=err, text=True)
-        self.result: dict[str, Any] | None = None
-        line = self._line()
-        assert line == "ready", line
-
-    def _line(self) -> str:
-        assert self.proc.stdout is not None
-        line = self.proc.stdout.readline()
-        if not line:
-            self.proc.wait(timeout=TIMEOUT_S)
-            raise AssertionError(f"the benchmark child failed: "
-                                 f"{self.log.read_text(errors='replace')}")
-        return line.strip()
-
-    def go(self) -> None:
-        assert self.proc.stdin is not None
-        self.proc.stdin.write("go\n")
-        self.proc.stdin.flush()
-        self.result = json.loads(self._line())
-
-    def finish(self) -> dict[str, Any]:
-        """Wait for the child to close its file and exit; what it reported."""
-        for pipe in (self.proc.stdin, self.proc.stdout):
-            if pipe is not None:
-                pipe.close()
-        assert self.proc.wait(timeout=TIMEOUT_S) == 0, self.log.read_text(errors="replace")
-        self.log.unlink()
-        assert self.result is not None
-        return self.result
+def start_round(rows: Path, db: Path) -> Round:
+    return Round([sys.executable, "-m", MODULE, str(rows), "--db", str(db), "--child",
+                  "--batch-rows", str(BATCH_ROWS), "--window", str(WINDOW)],
+                 db.with_name(db.name + ".stderr"))
 
 
 def test_bare_pipeline(benchmark: Any, school: tuple[Path, dict[str, int]],
@@ -141,7 +105,7 @@ def test_bare_pipeline(benchmark: Any, school: tuple[Path, dict[str, int]],
         if rounds:  # the previous child exits (and its file goes) before the next starts
             results.append(rounds[-1].finish())
             remove_db(db(len(rounds) - 1))
-        rounds.append(Round(rows_file, db(len(rounds))))
+        rounds.append(start_round(rows_file, db(len(rounds))))
         return (rounds[-1],), {}
 
     benchmark.pedantic(Round.go, setup=setup, rounds=ROUNDS, iterations=1)

@@ -31,7 +31,6 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import subprocess
 import sys
 import time
 from collections.abc import Iterator
@@ -42,6 +41,7 @@ from typing import Any
 import pytest
 
 from selaras.bench.generate import generate, sekolah_row, write
+from selaras.bench.rounds import Round
 from selaras.engine.duckdb_store import DuckDBStore
 from selaras.engine.events import Batch
 from selaras.engine.replica import Identity, referensi_events, school_identity_event
@@ -54,7 +54,6 @@ NOW_MS = 1_700_000_000_000
 ROUNDS = {"import": 2, "apply": 2, "duplicates": 3}
 MIN_RATE = {"import": 150_000, "apply": 150_000, "duplicates": 1_000_000}  # events/s
 MAX_RSS = 1536 * 1024 * 1024  # 1.5 GiB, per scenario
-TIMEOUT_S = 1800.0
 
 
 # -- the child: one round of one scenario -------------------------------------------------
@@ -103,50 +102,13 @@ def child(scenario: str, store_path: str, data: str) -> None:
 
 # -- the parent -----------------------------------------------------------------------------
 
-class Round:
-    """A child process running one round; ``go`` is the timed part."""
-
-    def __init__(self, scenario: str, store: Path, data: Path) -> None:
-        self.log = store.with_name(store.name + f".{scenario}.stderr")
-        with open(self.log, "wb") as err:
-            self.proc = subprocess.Popen(
-                [sys.executable, "-m", MODULE, scenario, str(store), str(data)],
-                stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=err, text=True)
-        self.result: dict[str, Any] | None = None
-        self._expect("ready")
-
-    def _line(self) -> str:
-        assert self.proc.stdout is not None
-        line = self.proc.stdout.readline()
-        if not line:
-            self.proc.wait(timeout=TIMEOUT_S)
-            raise AssertionError(f"the benchmark child failed: "
-                                 f"{self.log.read_text(errors='replace')}")
-        return line.strip()
-
-    def _expect(self, word: str) -> None:
-        line = self._line()
-        assert line == word, line
-
-    def go(self) -> None:
-        assert self.proc.stdin is not None
-        self.proc.stdin.write("go\n")
-        self.proc.stdin.flush()
-        self.result = json.loads(self._line())
-
-    def finish(self) -> dict[str, Any]:
-        """Wait for the child to close its store and exit; what it reported."""
-        for pipe in (self.proc.stdin, self.proc.stdout):
-            if pipe is not None:
-                pipe.close()
-        assert self.proc.wait(timeout=TIMEOUT_S) == 0, self.log.read_text(errors="replace")
-        self.log.unlink()
-        assert self.result is not None
-        return self.result
+def start_round(scenario: str, store: Path, data: Path) -> Round:
+    return Round([sys.executable, "-m", MODULE, scenario, str(store), str(data)],
+                 store.with_name(store.name + f".{scenario}.stderr"))
 
 
 def run_once(scenario: str, store: Path, data: Path) -> dict[str, Any]:
-    r = Round(scenario, store, data)
+    r = start_round(scenario, store, data)
     r.go()
     return r.finish()
 
@@ -220,7 +182,7 @@ def bench_rounds(benchmark: Any, scenario: str, store_of: Any, data: Path,
     def setup() -> tuple[tuple[Round], dict[str, Any]]:
         if rounds:  # the previous child closes its store before the next one starts
             results.append(rounds[-1].finish())
-        rounds.append(Round(scenario, store_of(len(rounds)), data))
+        rounds.append(start_round(scenario, store_of(len(rounds)), data))
         return (rounds[-1],), {}
 
     benchmark.pedantic(Round.go, setup=setup, rounds=ROUNDS[scenario], iterations=1)
