@@ -11,6 +11,7 @@ import uuid
 from collections.abc import Iterable, Mapping
 
 LOGICAL_BITS = 16
+MAX_AHEAD_MS = 5 * 60_000  # a clock further ahead of the centre's than this is wrong
 
 VersionVector = dict[str, int]  # origin -> highest seq held
 
@@ -47,6 +48,13 @@ class HybridClock:
     def observe(self, remote: int) -> None:
         """Take in a timestamp received from elsewhere."""
         self.last = max(self.last, remote)
+
+
+def local_clock(own_last: int, seen_last: int, now_ms: int) -> HybridClock:
+    """An origin's clock, past its own last timestamp and past what it has seen,
+    but a peer's timestamp counts only up to ``MAX_AHEAD_MS`` beyond now: one PC
+    clock set years ahead must not drag every other clock along."""
+    return HybridClock(max(own_last, min(seen_last, hlc_from_ms(now_ms + MAX_AHEAD_MS))))
 
 
 def origin_rank(origin: str) -> int:

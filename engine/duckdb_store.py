@@ -5,7 +5,8 @@ One file per install holds:
 - ``log.event``      (origin, seq) -> entity: the primary key makes a second
                      event under one id impossible.
 - ``log.<entity>``   the events of one entity, columnar: metadata, the LWW key
-                     packed into one integer, the change mask, the field values.
+                     packed into one integer (derived: a clock bound arriving
+                     later rewrites it), the change mask, the field values.
 - ``log.context``    causal contexts, one row per peer, only where they changed.
 - ``<entity>``       the materialised tables (``ref.*`` in schema ref).
 - ``replica.*``      replica-local state: meta, conflicts, validation results
@@ -26,12 +27,14 @@ from contextlib import contextmanager
 from typing import Any
 
 import duckdb
+import pyarrow.compute as pc
 
-from .clocks import HybridClock, VersionVector, origin_rank
-from .events import Batch, MalformedBatch, arrow_schema, central_origins
+from .clocks import MAX_AHEAD_MS, VersionVector, hlc_from_ms, local_clock, origin_rank
+from .events import Batch, Event, MalformedBatch, arrow_schema, central_origins, centre_origin
 from .merge import Sibling
 from .schema import (
     BY_NAME,
+    CLOCK_BOUND,
     ENTITIES,
     SQL_TYPES,
     Entity,
@@ -165,8 +168,11 @@ class DuckDBStore:
         return dict(self.con.execute(
             f"SELECT origin::VARCHAR, max(seq) FROM {self.log}.event GROUP BY origin").fetchall())
 
-    def max_hlc(self) -> int:
-        union = " UNION ALL ".join(f"SELECT max(hlc) h FROM {self.log}.{e.slug}" for e in ENTITIES)
+    def max_hlc(self, origin: str | None = None) -> int:
+        col, where = ("hlc", f"WHERE origin = '{uuid.UUID(origin)}'") if origin else (
+            "lww >> 64", "")
+        union = " UNION ALL ".join(f"SELECT max({col}) h FROM {self.log}.{e.slug} {where}"
+                                   for e in ENTITIES)
         (h,) = self.con.execute(f"SELECT coalesce(max(h), 0) FROM ({union})").fetchall()[0]
         return int(h)
 
@@ -253,7 +259,9 @@ class DuckDBStore:
 
     def _append(self, batch: Batch) -> AppendReport:
         c = self.con
-        staged = [BY_NAME[name] for name in batch.tables]
+        # Clock bounds first: the other entities' new events take their LWW keys from them.
+        staged = sorted((BY_NAME[name] for name in batch.tables),
+                        key=lambda e: e.name != CLOCK_BOUND)
         if not staged:
             return AppendReport()
         c.execute("CREATE OR REPLACE TEMP TABLE ours AS "
@@ -308,12 +316,92 @@ class DuckDBStore:
                                    for o in runs)
         for e in staged:
             new = f"""SELECT s.origin, s.seq, s.hlc,
-                             (s.hlc::HUGEINT << 64) | r.rank::HUGEINT AS lww, s.row_id,
-                             s.author, s.role, s.mask, {_fields(e, 's.')}
+                             ({self._effective_hlc('s')}::HUGEINT << 64) | r.rank::HUGEINT
+                             AS lww, s.row_id, s.author, s.role, s.mask, {_fields(e, 's.')}
                       FROM s_{e.slug} s JOIN ({ranks}) r ON r.origin = s.origin {only_accepted}"""
             self._write(e, new)
+            if e.name == CLOCK_BOUND:
+                self._rebound()
             c.execute(f"DROP TABLE s_{e.slug}")
         return AppendReport(applied, duplicates, fresh - applied)
+
+    # -- clock bounds (merge rule 5) ---------------------------------------------------------
+
+    def _effective_hlc(self, x: str) -> str:
+        """SQL: the effective hlc of event ``x``: its own, or the least a bound gives it."""
+        bounds = self.table(BY_NAME[CLOCK_BOUND])
+        if not self.con.execute(f"SELECT 1 FROM {bounds} LIMIT 1").fetchall():
+            return f"{x}.hlc"  # the usual case, and the bulk path: nothing to look up
+        return f"""coalesce((SELECT min(b.hlc_from + {x}.seq - b.seq_from) FROM {bounds} b
+                             WHERE b.install_id = {x}.origin AND {x}.seq BETWEEN b.seq_from
+                             AND b.seq_to AND {x}.origin NOT IN ({self._central_sql})),
+                            {x}.hlc)"""
+
+    def _rebound(self) -> None:
+        """Rewrite the LWW keys of held events the bounds cover, and remerge their rows."""
+        c = self.con
+        bounds = self.table(BY_NAME[CLOCK_BOUND])
+        for e in ENTITIES:
+            c.execute(f"""CREATE OR REPLACE TEMP TABLE rebound AS
+                SELECT origin, seq, {self._effective_hlc('x')} AS hlc FROM {self.log}.{e.slug} x
+                WHERE origin IN (SELECT install_id FROM {bounds})""")
+            c.execute(f"""CREATE OR REPLACE TEMP TABLE touched AS SELECT DISTINCT x.row_id
+                FROM {self.log}.{e.slug} x JOIN rebound r USING (origin, seq)
+                WHERE x.lww >> 64 <> r.hlc""")
+            if not c.execute("SELECT 1 FROM touched LIMIT 1").fetchall():
+                continue
+            c.execute(f"""UPDATE {self.log}.{e.slug} x
+                SET lww = (r.hlc::HUGEINT << 64) | (x.lww % (1::HUGEINT << 64))
+                FROM rebound r WHERE x.origin = r.origin AND x.seq = r.seq
+                AND x.lww >> 64 <> r.hlc""")
+            self._materialise(e)
+
+    def _clock_bound(self, centre: str, held: VersionVector, limit: int, now_ms: int,
+                     ) -> Event | None:
+        """The centre's koreksi_jam event bounding the new events past ``limit`` of
+        one school origin, at our clock, after that origin's previous event."""
+        union = " UNION ALL ".join(
+            f"SELECT origin, seq FROM {self.log}.{e.slug} WHERE hlc > {limit}" for e in ENTITIES)
+        held_sql = " UNION ALL ".join(
+            [f"SELECT '{uuid.UUID(o)}'::UUID AS origin, {int(s)} AS seq" for o, s in held.items()]
+            or ["SELECT NULL::UUID AS origin, 0 AS seq"])
+        found = self.con.execute(f"""SELECT a.origin::VARCHAR, min(a.seq), max(a.seq)
+            FROM ({union}) a LEFT JOIN ({held_sql}) h USING (origin)
+            WHERE a.seq > coalesce(h.seq, 0) AND a.origin NOT IN ({self._central_sql})
+            GROUP BY a.origin ORDER BY 1 LIMIT 1""").fetchall()
+        if not found:
+            return None
+        origin, first, last = found[0]
+        (before,) = self.con.execute(f"""SELECT coalesce(max(lww >> 64), 0) FROM ({
+            " UNION ALL ".join(f"SELECT lww FROM {self.log}.{e.slug} WHERE origin = "
+                               f"'{origin}' AND seq = {first - 1}" for e in ENTITIES)})""",
+                                     ).fetchall()[0]
+        clock = local_clock(self.max_hlc(centre), self.max_hlc(), now_ms)
+        hlc_from = max(hlc_from_ms(now_ms), int(before) + 1)
+        seq = self.vector().get(centre, 0) + 1
+        context = {o: s for o, s in self.vector().items() if o != centre}
+        return Event(origin=centre, seq=seq, hlc=clock.tick(now_ms), entity=CLOCK_BOUND,
+                     row_id=str(uuid.uuid4()), author="pusat", role="pusat",
+                     changes={"install_id": origin, "seq_from": first, "seq_to": last,
+                              "hlc_from": hlc_from},
+                     context=context if context != self.context(centre) else None)
+
+    def neutralised(self, origin: str, after: int, upto: int) -> dict[str, int]:
+        """Per entity, the events of ``origin`` with ``after < seq <= upto`` that the
+        centre's rules changed: a write without effect (authority) or a clock bound."""
+        out: dict[str, int] = {}
+        o = uuid.UUID(origin)
+        for e in ENTITIES:
+            guarded = self._centre_mask(e) | sum(
+                e.bit(f.name) for f in e.fields if f.owner is Owner.VERVAL)
+            mine = (f"origin = '{o}' AND seq > {int(after)} AND seq <= {int(upto)} "
+                    f"AND (mask & {guarded} <> 0 OR lww >> 64 <> hlc)")
+            (n,) = self.con.execute(f"""SELECT count(*) FROM ({self._effective(
+                e, f"SELECT row_id FROM {self.log}.{e.slug} WHERE {mine}")})
+                WHERE {mine} AND (eff <> mask OR lww >> 64 <> hlc)""").fetchall()[0]
+            if n:
+                out[e.name] = int(n)
+        return out
 
     def _runs(self, ids: str) -> dict[str, tuple[int, int, int, int]]:
         """Per origin in the staged events: first seq, last seq, count, distinct seqs."""
@@ -397,7 +485,7 @@ class DuckDBStore:
             return AppendReport()
         vector = self.vector()
         base = vector.get(origin, 0)
-        first = HybridClock(self.max_hlc()).tick(now_ms, n)
+        first = local_clock(self.max_hlc(origin), self.max_hlc(), now_ms).tick(now_ms, n)
         context = {o: s for o, s in vector.items() if o != origin}
         if context != self.context(origin):
             c.executemany(f"INSERT INTO {self.log}.context VALUES (?, ?, ?, ?)",
@@ -619,29 +707,45 @@ class DuckDBCentre:
         return DuckDBStore("", central_origins(npsn), tenant=npsn, con=self.con.cursor(),
                            read_only=True)
 
-    def append_group(self, items: list[tuple[str, Batch]],
+    def append_group(self, items: list[tuple[str, Batch]], now_ms: int,
                      ) -> list[AppendReport | StoreError | MalformedBatch]:
-        """Append each (npsn, batch), all in one transaction when all succeed.
+        """Admit each (npsn, batch), all in one transaction when all succeed.
 
         If one fails, the group is rolled back and each item is retried in a
         transaction of its own, so a bad batch costs only itself; its error
         takes its place in the result.
         """
-        pairs = [(self.school(npsn), batch) for npsn, batch in items]
+        pairs = [(npsn, self.school(npsn), batch) for npsn, batch in items]
         if not pairs:
             return []
         try:
-            with pairs[0][0].transaction():
-                return [store._append(batch) for store, batch in pairs]
+            with pairs[0][1].transaction():
+                return [self._admit(npsn, store, batch, now_ms) for npsn, store, batch in pairs]
         except (StoreError, MalformedBatch):
             pass
         results: list[AppendReport | StoreError | MalformedBatch] = []
-        for store, batch in pairs:
+        for npsn, store, batch in pairs:
             try:
-                results.append(store.append(batch))
+                with store.transaction():
+                    results.append(self._admit(npsn, store, batch, now_ms))
             except (StoreError, MalformedBatch) as exc:
                 results.append(exc)
         return results
+
+    @staticmethod
+    def _admit(npsn: str, store: DuckDBStore, batch: Batch, now_ms: int) -> AppendReport:
+        """Append a school's batch; if its new events carry a clock more than
+        MAX_AHEAD_MS ahead of ours, bound them in the same transaction (merge rule 5)."""
+        limit = hlc_from_ms(now_ms + MAX_AHEAD_MS)
+        ahead = any(t.num_rows and pc.max(t["hlc"]).as_py() > limit
+                    for t in batch.tables.values())
+        held = store.vector() if ahead else {}
+        report = store._append(batch)
+        if ahead:
+            bound = store._clock_bound(centre_origin(npsn), held, limit, now_ms)
+            if bound is not None:
+                store._append(Batch.from_events([bound]))
+        return report
 
     def close(self) -> None:
         self.con.close()

@@ -7,7 +7,7 @@ computes the same thing set-based; property tests hold the two equal.
 The rules (DESIGN.md section 4):
 
 1. Each field is a last-writer-wins register ordered by ``lww_key`` =
-   (hlc, origin).
+   (effective hlc, origin). The effective hlc is the event's own (rule 5 aside).
 2. Authority: a write by a school origin has no effect on a CENTRE field, nor
    on a VERVAL field once the centre has verified the row, i.e. when its key
    is above the key of the centre's first write of ``verified_by = 1``.
@@ -18,6 +18,11 @@ The rules (DESIGN.md section 4):
    is reported, and the one that is the LWW winner is marked. A write follows
    another when it comes later from the same origin or its causal context
    holds it.
+5. Clock bounds: a ``koreksi_jam`` row written by the centre, (install_id,
+   seq_from, seq_to, hlc_from), gives each event of that school origin with
+   seq_from <= seq <= seq_to the effective hlc ``hlc_from + seq - seq_from``
+   (the least one if several rows cover it): a PC clock set years ahead
+   does not make that install's writes win over later ones.
 """
 
 from __future__ import annotations
@@ -29,7 +34,7 @@ import msgspec
 
 from .clocks import VersionVector, lww_key
 from .events import Event
-from .schema import BY_NAME, Owner
+from .schema import BY_NAME, CLOCK_BOUND, Owner
 from .values import Value
 
 Rows = dict[str, dict[str, dict[str, Value]]]  # entity -> row_id -> field -> value
@@ -78,20 +83,52 @@ def contexts_of(events: Iterable[Event]) -> dict[tuple[str, int], VersionVector]
     return out
 
 
+def clock_bounds(events: Iterable[Event], central: frozenset[str],
+                 ) -> dict[str, list[tuple[int, int, int]]]:
+    """Rule 5: per school origin, the (seq_from, seq_to, hlc_from) of the centre's
+    complete koreksi_jam rows."""
+    rows: dict[str, dict[str, tuple[int, Value]]] = defaultdict(dict)
+    for ev in events:
+        if ev.entity == CLOCK_BOUND and ev.origin in central:
+            k = lww_key(ev.hlc, ev.origin)
+            row = rows[ev.row_id]
+            for name, value in ev.changes.items():
+                if k > row.get(name, (-1, None))[0]:
+                    row[name] = (k, value)
+    out: dict[str, list[tuple[int, int, int]]] = defaultdict(list)
+    for row in rows.values():
+        origin, first, last, hlc = (row.get(n, (0, None))[1]
+                                    for n in ("install_id", "seq_from", "seq_to", "hlc_from"))
+        if (isinstance(origin, str) and isinstance(first, int) and isinstance(last, int)
+                and isinstance(hlc, int)):
+            out[origin].append((first, last, hlc))
+    return out
+
+
+def effective_hlc(ev: Event, bounds: dict[str, list[tuple[int, int, int]]],
+                  central: frozenset[str]) -> int:
+    if ev.origin in central:
+        return ev.hlc
+    return min((hlc + ev.seq - first for first, last, hlc in bounds.get(ev.origin, ())
+                if first <= ev.seq <= last), default=ev.hlc)
+
+
 def fold(events: Iterable[Event], central: frozenset[str]) -> State:
     unique = list({ev.id: ev for ev in events}.values())
     contexts = contexts_of(unique)
+    bounds = clock_bounds(unique, central)
+    keys = {ev.id: lww_key(effective_hlc(ev, bounds, central), ev.origin) for ev in unique}
 
     locks: dict[tuple[str, str], int] = {}  # (entity, row) -> key of first verification
     for ev in unique:
         e = BY_NAME[ev.entity]
         if ev.origin in central and e.verified_by and ev.changes.get(e.verified_by) == 1:
-            k, locked = lww_key(ev.hlc, ev.origin), (ev.entity, ev.row_id)
+            k, locked = keys[ev.id], (ev.entity, ev.row_id)
             locks[locked] = min(k, locks.get(locked, k))
 
     writes: dict[tuple[str, str, str], list[_Write]] = defaultdict(list)
     for ev in unique:
-        e, k = BY_NAME[ev.entity], lww_key(ev.hlc, ev.origin)
+        e, k = BY_NAME[ev.entity], keys[ev.id]
         for name, value in ev.changes.items():
             owner = e.by_name[name].owner
             if ev.origin not in central and (

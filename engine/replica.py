@@ -12,7 +12,7 @@ from collections.abc import Mapping
 
 import msgspec
 
-from .clocks import HybridClock, hlc_from_ms
+from .clocks import hlc_from_ms, local_clock
 from .events import REFERENSI_ORIGIN, Batch, Event, central_origins, centre_origin, stable_row_id
 from .schema import Entity, Owner, entity
 from .store import AppendReport, Store
@@ -116,7 +116,8 @@ class Replica:
         vector = self.store.vector()
         context = {o: s for o, s in vector.items() if o != me.origin}
         carried = context if context != self.store.context(me.origin) else None
-        first = HybridClock(self.store.max_hlc()).tick(now_ms, len(changes))
+        clock = local_clock(self.store.max_hlc(me.origin), self.store.max_hlc(), now_ms)
+        first = clock.tick(now_ms, len(changes))
         seq = vector.get(me.origin, 0)
         events = [Event(origin=me.origin, seq=seq + i, hlc=first + i - 1, entity=name,
                         row_id=row_id, changes=fields, author=me.author, role=me.role,

@@ -15,7 +15,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from enum import Enum
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2  # 2: koreksi_jam
 
 
 class Owner(Enum):
@@ -96,6 +96,7 @@ def _f(name: str, type: str = "text", *, req: bool = False, ref: str | None = No
 C, V = Owner.CENTRE, Owner.VERVAL
 SOFT_DELETE = _f("soft_delete", "int")
 SEKOLAH = "sekolah.sekolah_id"
+CLOCK_BOUND = "koreksi_jam"
 
 
 def _ref(name: str, code: str, code_type: str, *extra: Field) -> Entity:
@@ -348,6 +349,14 @@ ENTITIES: tuple[Entity, ...] = (
         _f("aktif", "int"),
         SOFT_DELETE,
     ), school_field="sekolah_id"),
+    # The centre's clock bound on an install whose PC clock ran ahead (merge rule 5):
+    # events seq_from..seq_to of install_id count as written at hlc_from, hlc_from + 1, ...
+    Entity(CLOCK_BOUND, "koreksi_jam_id", "Sekolah", (
+        _f("install_id", "uuid", owner=C),
+        _f("seq_from", "int", owner=C),
+        _f("seq_to", "int", owner=C),
+        _f("hlc_from", "int", owner=C),
+    )),
     _ref("semester", "semester_id", "text",
          _f("tahun_ajaran_id", "int", req=True, ref="ref.tahun_ajaran.tahun_ajaran_id"),
          _f("semester", "int", req=True),

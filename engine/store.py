@@ -21,7 +21,7 @@ import msgspec
 
 from .clocks import VersionVector, merge_vectors
 from .events import Batch, Event
-from .merge import Rows, Sibling, fold
+from .merge import Rows, Sibling, clock_bounds, effective_hlc, fold
 from .schema import BY_NAME
 from .values import table_digest
 
@@ -81,7 +81,10 @@ class Store(Protocol):
 
     def vector(self) -> VersionVector: ...
 
-    def max_hlc(self) -> int: ...
+    def max_hlc(self, origin: str | None = None) -> int:
+        """The highest hlc of ``origin``'s events; without it, the highest effective
+        hlc held (merge rule 5): what a clock observes."""
+        ...
 
     def context(self, origin: str) -> VersionVector:
         """The last causal context ``origin``'s events carried."""
@@ -150,8 +153,12 @@ class MemoryStore:
     def vector(self) -> VersionVector:
         return dict(self._vector)
 
-    def max_hlc(self) -> int:
-        return max((ev.hlc for ev in self._log.values()), default=0)
+    def max_hlc(self, origin: str | None = None) -> int:
+        if origin is not None:
+            return max((ev.hlc for ev in self._log.values() if ev.origin == origin), default=0)
+        bounds = clock_bounds(self._log.values(), self.central)
+        return max((effective_hlc(ev, bounds, self.central) for ev in self._log.values()),
+                   default=0)
 
     def context(self, origin: str) -> VersionVector:
         return merge_vectors(*(ev.context for ev in self._log.values()

@@ -7,7 +7,7 @@ every event made. Tests then deliver those events to stores in any order.
 
 from __future__ import annotations
 
-from .clocks import HybridClock, VersionVector, vector_of
+from .clocks import MAX_AHEAD_MS, HybridClock, VersionVector, hlc_from_ms, vector_of
 from .events import Event, centre_origin
 from .values import Value
 
@@ -55,4 +55,5 @@ class Simulation:
         s, t = self.replicas[source], self.replicas[target]
         for ev in s.known.values():
             t.known.setdefault(ev.id, ev)
-            t.clock.observe(ev.hlc)
+            # As local_clock does: a peer's clock counts only a little ahead of ours.
+            t.clock.observe(min(ev.hlc, hlc_from_ms(self.now_ms + t.skew_ms + MAX_AHEAD_MS)))

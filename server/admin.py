@@ -84,7 +84,7 @@ def _run(centre: DuckDBCentre, registry: DuckDBRegistry, command: str,
             kode = credentials.new_kode()
             # The school's first centre event and Referensi, so a new install pulls everything.
             [report] = centre.append_group(
-                [(npsn, Batch.from_events([*refs, school_identity_event(npsn, fields)]))])
+                [(npsn, Batch.from_events([*refs, school_identity_event(npsn, fields)]))], now_ms)
             if isinstance(report, Exception):
                 raise report
             registry.add_school(npsn, str(fields["nama"]), credentials.slow_hash(

@@ -14,6 +14,7 @@ from __future__ import annotations
 import concurrent.futures
 import queue
 import threading
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, TypeVar
@@ -121,7 +122,8 @@ class CentreWriter:
         if not jobs:
             return
         try:
-            results = self.centre.append_group([(j.npsn, j.batch) for j in jobs])
+            results = self.centre.append_group([(j.npsn, j.batch) for j in jobs],
+                                               int(time.time() * 1000))
             vectors = {n: self.centre.school(n).vector() for n in {j.npsn for j in jobs}}
         except BaseException as exc:
             for j in jobs:

@@ -8,6 +8,7 @@ from selaras.engine.store import EventCollision
 
 A = "a0000000-0000-4000-8000-000000000001"
 PD = "d0000000-0000-4000-8000-00000000000d"
+NOW = 1_790_000_000_000  # ms; every hlc here is far behind it
 
 
 def batch(origin, first, n, nik="1"):
@@ -25,7 +26,8 @@ def centre(tmp_path):
 
 
 def test_schools_are_kept_apart(centre):
-    [r1, r2] = centre.append_group([("20100001", batch(A, 1, 3)), ("20100002", batch(A, 1, 1))])
+    [r1, r2] = centre.append_group(
+        [("20100001", batch(A, 1, 3)), ("20100002", batch(A, 1, 1))], NOW)
     assert (r1.applied, r2.applied) == (3, 1)
     assert centre.school("20100001").vector() == {A: 3}
     assert centre.school("20100002").vector() == {A: 1}
@@ -34,12 +36,12 @@ def test_schools_are_kept_apart(centre):
 
 
 def test_a_bad_batch_in_a_group_costs_only_itself(centre):
-    centre.append_group([("20100001", batch(A, 1, 2))])
+    centre.append_group([("20100001", batch(A, 1, 2))], NOW)
     results = centre.append_group([
         ("20100002", batch(A, 1, 2)),
         ("20100001", batch(A, 1, 1, nik="9")),  # a different event under (A, 1)
         ("20100003", batch(A, 1, 1)),
-    ])
+    ], NOW)
     assert results[0].applied == 2 and results[2].applied == 1
     assert isinstance(results[1], EventCollision)
     assert centre.school("20100001").vector() == {A: 2}
@@ -47,7 +49,7 @@ def test_a_bad_batch_in_a_group_costs_only_itself(centre):
 
 
 def test_readers_see_committed_data_on_their_own_cursor(centre, tmp_path):
-    centre.append_group([("20100001", batch(A, 1, 2))])
+    centre.append_group([("20100001", batch(A, 1, 2))], NOW)
     reader = centre.reader("20100001")
     assert reader.vector() == {A: 2}
     assert len(reader.events_after({A: 1})) == 1

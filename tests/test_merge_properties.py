@@ -19,6 +19,7 @@ from selaras.engine.testing import Simulation
 NPSN = "20100001"
 INSTALLS = ["a0000000-0000-4000-8000-000000000001", "b0000000-0000-4000-8000-000000000002",
             "c0000000-0000-4000-8000-000000000003"]
+ENTITIES = ("peserta_didik", "sekolah", "koreksi_jam")
 ROWS = {"peserta_didik": ["d0000000-0000-4000-8000-00000000000d",
                           "d0000000-0000-4000-8000-00000000000e"],
         "sekolah": ["5e000000-0000-4000-8000-00000000005e"]}
@@ -35,15 +36,32 @@ write = st.tuples(st.just("write"), st.integers(0, 3),
                   st.sampled_from(["peserta_didik", "peserta_didik", "sekolah"]),
                   st.integers(0, 3), st.data())
 swap = st.tuples(st.just("sync"), st.integers(0, 3), st.integers(0, 3))
+# An install syncs to the centre, which bounds its last few events (merge rule 5).
+bound = st.tuples(st.just("bound"), st.integers(1, 3), st.integers(0, 3))
+YEARS_AHEAD = 3 * 365 * 86_400_000
 
 
 @st.composite
 def histories(draw):
     skews = draw(st.lists(st.integers(-5_000, 5_000), min_size=4, max_size=4))
+    if draw(st.booleans()):
+        skews[draw(st.integers(1, 3))] = YEARS_AHEAD
+        ops = st.one_of(write, write, swap, bound)
+    else:
+        ops = st.one_of(write, write, swap)
     sim = Simulation(NPSN, INSTALLS, skews)
-    for op in draw(st.lists(st.one_of(write, write, swap), min_size=8, max_size=30)):
+    for op in draw(st.lists(ops, min_size=8, max_size=30)):
         if op[0] == "sync":
             sim.sync(op[1], op[2])
+            continue
+        if op[0] == "bound":
+            origin = INSTALLS[op[1] - 1]
+            sim.sync(op[1], 0)
+            top = sim.replicas[0].vector().get(origin, 0)
+            if top:
+                sim.write(0, "koreksi_jam", f"e0000000-0000-4000-8000-{len(sim.events):012d}",
+                          {"install_id": origin, "seq_from": max(1, top - op[2]),
+                           "seq_to": top, "hlc_from": sim.replicas[0].clock.tick(sim.now_ms)})
             continue
         _, who, entity, row, data = op
         names = data.draw(st.lists(st.sampled_from(FIELDS[entity]), min_size=1, max_size=2,
@@ -64,7 +82,7 @@ def deliver(store, events, rng):
 
 def snapshot(store):
     return (store.checksums(), store.conflicts(),
-            {name: store.rows(name) for name in ("peserta_didik", "sekolah")})
+            {name: store.rows(name) for name in ENTITIES})
 
 
 @given(histories(), st.randoms(use_true_random=False))
@@ -80,8 +98,7 @@ def test_every_replica_converges_whatever_the_delivery(tmp_path_factory, events,
         assert snapshot(duck) == expected
         state = fold(events, central)
         assert state.conflicts == duck.conflicts()
-        assert {n: MemoryStore.rows_of(state.rows, n) for n in ("peserta_didik", "sekolah")} \
-            == expected[2]
+        assert {n: MemoryStore.rows_of(state.rows, n) for n in ENTITIES} == expected[2]
         duck.rebuild()
         assert snapshot(duck) == expected
     finally:
