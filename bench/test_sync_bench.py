@@ -90,7 +90,7 @@ async def large(url: str, kode: str, rows: str, folder: str, server_pid: int) ->
         answer = await register(url, NPSN, kode, USER, PASSWORD)
         install = Install(Path(folder) / name)
         install.init_registered(NPSN, origin=answer.install, token=answer.token, url=url,
-                                user=USER, role=answer.role)
+                                user=USER, role=answer.role, centre_key=answer.centre_key)
         return install
 
     out: dict[str, Any] = {}

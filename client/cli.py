@@ -274,7 +274,8 @@ def init(install: Install, offline: bool, server_url: str | None, npsn: str, kod
 
     answer = asyncio.run(register(server_url, npsn, kode, user, password))
     identity = install.init_registered(npsn, origin=answer.install, token=answer.token,
-                                       url=server_url, user=user, role=answer.role)
+                                       url=server_url, user=user, role=answer.role,
+                                       centre_key=answer.centre_key)
     if not as_json:
         click.echo(f"registered install {identity.origin} of school {npsn}; pulling its data")
     with install.open() as session:

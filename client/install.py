@@ -155,11 +155,13 @@ class Install:
 
 
     def init_registered(self, npsn: str, *, origin: str, token: str, url: str, user: str,
-                        role: str) -> Identity:
+                        role: str, centre_key: str = "") -> Identity:
         """A new, empty install registered with the centre at ``url``.
 
         The credential is stored before anything else can fail (the centre shows
-        it once); the school's data comes with the first pull. Built aside and
+        it once); the school's data comes with the first pull. ``centre_key``
+        (from ``Registered``) makes the store check every centre event it is
+        given (R18); without it, the first Welcome's is kept. Built aside and
         moved into place, like ``init_offline``.
         """
         if self.exists():
@@ -170,7 +172,7 @@ class Install:
         store = DuckDBStore(aside, identity.central)
         try:
             store.set_meta(npsn=npsn, origin=origin, user=user, role=role, token=token,
-                           url=url)
+                           url=url, centre_key=centre_key)
         except BaseException:
             store.close()
             _remove(aside)

@@ -15,6 +15,7 @@ Errors (each a ``ClientError``: one line for the operator)::
 
     SyncError          the sync did not complete
     ├── SyncRefused    the centre refused the session (final; ``code``)
+    │   └── SyncUntrusted  we refused the centre's data: a bad signature or a new key (R18)
     ├── SyncDiverged   equal vectors but different checksums (a bug: loud)
     └── SyncTimedOut   --timeout passed before a session completed
 """
@@ -29,7 +30,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from importlib.metadata import PackageNotFoundError, version
-from typing import Any, Literal
+from typing import Any, Literal, NoReturn
 
 import pyarrow as pa
 import pyarrow.compute as pc
@@ -61,6 +62,7 @@ from selaras.engine.protocol import (
 )
 from selaras.engine.replica import Identity
 from selaras.engine.schema import BY_NAME, ENTITIES, SCHEMA_VERSION
+from selaras.engine.store import BadSignature
 
 from .install import ClientError
 
@@ -88,6 +90,7 @@ REFUSAL_TEXT: dict[str, str] = {
     Code.FORBIDDEN: "data ini tidak boleh dikirim dari instalasi ini",
     Code.WINDOW_OVERRUN: "batch melebihi jendela yang disepakati",
     Code.EVENT_COLLISION: "data folder ini salinan/pemulihan: daftarkan ulang",
+    Code.BAD_SIGNATURE: "tanda tangan data pusat tidak sah",
     Code.INTERNAL_ERROR: "server pusat gagal memproses",
 }
 RETRYABLE = {Code.SERVER_BUSY, Code.INTERNAL_ERROR}
@@ -105,6 +108,18 @@ class SyncRefused(SyncError):
     def __str__(self) -> str:
         text = REFUSAL_TEXT.get(self.code, self.message)
         return f"ditolak server pusat ({self.code}): {text}"
+
+
+class SyncUntrusted(SyncRefused):
+    """This install refused what the centre sent (R18): nothing of that batch was stored."""
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(Code.BAD_SIGNATURE, reason)
+        self.reason = reason
+
+    def __str__(self) -> str:
+        return (f"data dari server pusat ditolak: {self.reason}; tidak ada yang diubah, "
+                "laporkan ke dinas")
 
 
 class SyncDiverged(SyncError):
@@ -302,6 +317,7 @@ class SyncConnection:
         match fact:
             case Welcomed(welcome):
                 self._welcomed(welcome)
+                await self._check_centre_key(welcome.centre_key)
             case BatchReceived(batch, count, payload):
                 await self._store_batch(batch, count, payload)
             case BatchAcked():
@@ -325,6 +341,23 @@ class SyncConnection:
         self.clock_offset_ms = welcome.server_ms - (self._hello_ms + received) // 2
         self.their_vector = welcome.vector
 
+    async def _check_centre_key(self, key: str) -> None:
+        """Refuse a centre whose signing key is not the one this install registered with."""
+        known = self.meta.get("centre_key", "")
+        if key == known:
+            return
+        if known:
+            await self._refuse_untrusted("kunci tanda tangan server pusat berbeda dengan saat "
+                                         "instalasi ini didaftarkan")
+        # Registered without a key (before R18): keep this one, as registering would have.
+        await _set_meta(self.worker, centre_key=key)
+        self.meta["centre_key"] = key
+
+    async def _refuse_untrusted(self, reason: str) -> NoReturn:
+        self.proto.refuse(Code.BAD_SIGNATURE, "data pusat tidak dapat dipercaya")
+        await self._flush()
+        raise SyncUntrusted(reason)
+
     async def _store_batch(self, batch: int, count: int, payload: bytes) -> None:
         try:
             b = Batch.from_bytes(payload)
@@ -345,7 +378,11 @@ class SyncConnection:
                 if dels:
                     self.received_deleted[name] = self.received_deleted.get(name, 0) + dels
         store = self.worker.store
-        vector = await self.worker(lambda: (store.append(b), store.vector())[1])
+        try:
+            vector = await self.worker(lambda: (store.append(b), store.vector())[1])
+        except BadSignature as exc:
+            await self._refuse_untrusted(f"event pusat ({exc.origin}, {exc.seq}) tanpa tanda "
+                                         "tangan pusat yang sah")
         self.counters.events_down += count
         self.proto.ack(batch, vector)  # R9: only after the commit
 

@@ -8,6 +8,7 @@ One file per install holds:
                      packed into one integer (derived: a clock bound arriving
                      later rewrites it), the change mask, the field values.
 - ``log.context``    causal contexts, one row per peer, only where they changed.
+- ``log.signature``  the centre's signature of each centre event that came with one.
 - ``<entity>``       the materialised tables (``ref.*`` in schema ref).
 - ``replica.*``      replica-local state: meta, conflicts, validation results
                      (not ``selaras.*``: a file named selaras.duckdb is catalog
@@ -30,7 +31,15 @@ import duckdb
 import pyarrow.compute as pc
 
 from .clocks import MAX_AHEAD_MS, VersionVector, hlc_from_ms, local_clock, origin_rank
-from .events import Batch, Event, MalformedBatch, arrow_schema, central_origins, centre_origin
+from .events import (
+    SIGNATURE_SCHEMA,
+    Batch,
+    Event,
+    MalformedBatch,
+    arrow_schema,
+    central_origins,
+    centre_origin,
+)
 from .merge import Sibling
 from .schema import (
     BY_NAME,
@@ -42,7 +51,15 @@ from .schema import (
     log_ddl,
     materialised_ddl,
 )
-from .store import AppendReport, DataInUse, EventCollision, ImportRefused, StoreError
+from .signatures import CentreKey
+from .store import (
+    AppendReport,
+    DataInUse,
+    EventCollision,
+    ImportRefused,
+    StoreError,
+    check_signatures,
+)
 from .values import EXPECTED, MAX_TEXT, from_python
 
 MEMORY_LIMIT = "1GB"
@@ -109,6 +126,8 @@ class DuckDBStore:
             origin UUID, seq BIGINT, entity VARCHAR NOT NULL, PRIMARY KEY (origin, seq))""")
         c.execute(f"""CREATE TABLE IF NOT EXISTS {self.log}.context (
             origin UUID NOT NULL, seq BIGINT NOT NULL, peer UUID NOT NULL, held BIGINT NOT NULL)""")
+        c.execute(f"""CREATE TABLE IF NOT EXISTS {self.log}.signature (
+            origin UUID, seq BIGINT, sig BLOB NOT NULL, PRIMARY KEY (origin, seq))""")
         c.execute(f"CREATE TABLE IF NOT EXISTS {self.replica}.meta "
                   "(key VARCHAR PRIMARY KEY, value VARCHAR)")
         c.execute(f"""CREATE TABLE IF NOT EXISTS {self.replica}.conflict (
@@ -148,6 +167,13 @@ class DuckDBStore:
         with self.transaction() as c:
             for k, v in values.items():
                 c.execute(f"INSERT OR REPLACE INTO {self.replica}.meta VALUES (?, ?)", [k, v])
+
+    @property
+    def centre_key(self) -> str | None:
+        """The centre's public key from the meta (an install registered with a centre)."""
+        row = self.con.execute(f"SELECT value FROM {self.replica}.meta "
+                               "WHERE key = 'centre_key'").fetchall()
+        return str(row[0][0]) if row and row[0][0] else None
 
     def record_session(self, record: dict[str, Any]) -> None:
         """Keep one sync session in the history (keys: the sync_history columns)."""
@@ -209,7 +235,9 @@ class DuckDBStore:
                 tables[e.name] = t.cast(arrow_schema(e))
         contexts = c.sql(f"""SELECT x.origin, x.seq, x.peer, x.held
             FROM {self.log}.context x {join} WHERE {where} ORDER BY ALL""").to_arrow_table()
-        return Batch(tables, contexts)
+        signatures = c.sql(f"""SELECT x.origin, x.seq, x.sig
+            FROM {self.log}.signature x {join} WHERE {where} ORDER BY ALL""").to_arrow_table()
+        return Batch(tables, contexts, signatures.cast(SIGNATURE_SCHEMA))
 
     def rows(self, entity: str) -> dict[str, dict[str, object]]:
         e = BY_NAME[entity]
@@ -266,6 +294,10 @@ class DuckDBStore:
             return AppendReport()
         c.execute("CREATE OR REPLACE TEMP TABLE ours AS "
                   f"SELECT origin, max(seq) AS seq FROM {self.log}.event GROUP BY origin")
+        key = self.centre_key
+        if key:
+            held = dict(c.execute("SELECT origin::VARCHAR, seq FROM ours").fetchall())
+            check_signatures(batch, key, held, self.central)
         duplicates = 0
         for e in staged:
             c.register("incoming", batch.tables[e.name])
@@ -312,6 +344,16 @@ class DuckDBStore:
                           SEMI JOIN ({accepted}) a ON a.origin = c.origin AND a.seq = c.seq""")
         finally:
             c.unregister("incoming_context")
+        if batch.signatures.num_rows:
+            c.register("incoming_signature", batch.signatures)
+            try:  # only centre events' signatures mean anything; one per event is kept
+                c.execute(f"""INSERT INTO {self.log}.signature
+                    SELECT s.origin, s.seq, any_value(s.sig) FROM incoming_signature s
+                    SEMI JOIN ({accepted}) a ON a.origin = s.origin AND a.seq = s.seq
+                    WHERE s.origin IN ({self._central_sql}) AND s.sig IS NOT NULL
+                    GROUP BY s.origin, s.seq""")
+            finally:
+                c.unregister("incoming_signature")
         ranks = " UNION ALL ".join(f"SELECT '{o}'::UUID AS origin, {origin_rank(o)} AS rank"
                                    for o in runs)
         for e in staged:
@@ -686,12 +728,15 @@ class DuckDBCentre:
     """The centre's embedded store: every school in one DuckDB file.
 
     One connection writes; ``append_group`` commits the batches of many
-    schools in one transaction (group commit). Readers on other threads use
+    schools in one transaction (group commit); ``append_centre`` writes the
+    centre's own events, signed. Readers on other threads use
     ``reader(npsn)``, a store on a cursor of their own.
     """
 
-    def __init__(self, path: str | os.PathLike[str], *, memory_limit: str = MEMORY_LIMIT) -> None:
+    def __init__(self, path: str | os.PathLike[str], *, key: CentreKey | None = None,
+                 memory_limit: str = MEMORY_LIMIT) -> None:
         self.con = connect(path, memory_limit=memory_limit)
+        self.key = key  # signs the centre's own events (R18)
         self._schools: dict[str, DuckDBStore] = {}
 
     def school(self, npsn: str) -> DuckDBStore:
@@ -706,6 +751,23 @@ class DuckDBCentre:
         self.school(npsn)  # its tables exist
         return DuckDBStore("", central_origins(npsn), tenant=npsn, con=self.con.cursor(),
                            read_only=True)
+
+    def append_centre(self, npsn: str, events: list[Event]) -> AppendReport:
+        """Append the centre's own events for school ``npsn``, signed with ``key`` (R18).
+
+        The one way the centre writes events of its origins, so each is signed
+        and installs can check it. ValueError without a key or for an event of
+        another origin (a bug here, not a school's).
+        """
+        with self.school(npsn).transaction():
+            return self._append_centre(npsn, events)
+
+    def _append_centre(self, npsn: str, events: list[Event]) -> AppendReport:
+        if self.key is None:
+            raise ValueError("this centre has no signing key")
+        if not {ev.origin for ev in events} <= central_origins(npsn):
+            raise ValueError(f"append_centre takes only the centre's events for {npsn}")
+        return self.school(npsn)._append(self.key.sign(Batch.from_events(events)))
 
     def append_group(self, items: list[tuple[str, Batch]], now_ms: int,
                      ) -> list[AppendReport | StoreError | MalformedBatch]:
@@ -732,8 +794,7 @@ class DuckDBCentre:
                 results.append(exc)
         return results
 
-    @staticmethod
-    def _admit(npsn: str, store: DuckDBStore, batch: Batch, now_ms: int) -> AppendReport:
+    def _admit(self, npsn: str, store: DuckDBStore, batch: Batch, now_ms: int) -> AppendReport:
         """Append a school's batch; if its new events carry a clock more than
         MAX_AHEAD_MS ahead of ours, bound them in the same transaction (merge rule 5)."""
         limit = hlc_from_ms(now_ms + MAX_AHEAD_MS)
@@ -744,7 +805,7 @@ class DuckDBCentre:
         if ahead:
             bound = store._clock_bound(centre_origin(npsn), held, limit, now_ms)
             if bound is not None:
-                store._append(Batch.from_events([bound]))
+                self._append_centre(npsn, [bound])
         return report
 
     def close(self) -> None:

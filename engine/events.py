@@ -8,14 +8,16 @@ without a Python object per row: that is the bulk path.
 Batch table columns: origin, seq, hlc, row_id, author, role, mask, then every
 field of the entity (NULL where the mask says the event does not set it).
 The contexts table has one row per (origin, seq, peer, held): an event's
-causal context, present only on events where it changed.
+causal context, present only on events where it changed. The signatures table
+has one row per (origin, seq, sig): the centre's signature of a centre event
+(engine/signatures.py, protocol R18).
 """
 
 from __future__ import annotations
 
 import datetime as dt
 import uuid
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Mapping
 from decimal import Decimal
 
 import msgspec
@@ -75,6 +77,7 @@ _META = [
 ]
 CONTEXT_SCHEMA = pa.schema([("origin", pa.uuid()), ("seq", pa.int64()),
                             ("peer", pa.uuid()), ("held", pa.int64())])
+SIGNATURE_SCHEMA = pa.schema([("origin", pa.uuid()), ("seq", pa.int64()), ("sig", pa.binary())])
 
 
 def arrow_schema(e: Entity) -> pa.Schema:
@@ -94,24 +97,33 @@ def _to_arrow(type_: str, v: Value) -> object:
 
 
 class Batch:
-    """Events as Arrow tables: ``tables[entity]`` and ``contexts``."""
+    """Events as Arrow tables: ``tables[entity]``, ``contexts`` and ``signatures``."""
 
-    def __init__(self, tables: dict[str, pa.Table], contexts: pa.Table | None = None) -> None:
+    def __init__(self, tables: dict[str, pa.Table], contexts: pa.Table | None = None,
+                 signatures: pa.Table | None = None) -> None:
         self.tables = {name: t for name, t in tables.items() if t.num_rows}
         self.contexts = contexts if contexts is not None else CONTEXT_SCHEMA.empty_table()
+        self.signatures = (signatures if signatures is not None
+                           else SIGNATURE_SCHEMA.empty_table())
 
     def __len__(self) -> int:
         return sum(t.num_rows for t in self.tables.values())
 
     @classmethod
-    def from_events(cls, events: Iterable[Event]) -> Batch:
+    def from_events(cls, events: Iterable[Event],
+                    signatures: Mapping[tuple[str, int], bytes] | None = None) -> Batch:
+        """The events as a batch, with those of ``signatures`` (by event id) that apply."""
         by_entity: dict[str, list[Event]] = {}
         contexts: list[tuple[object, int, object, int]] = []
+        sigs: list[dict[str, object]] = []
         for ev in events:
             by_entity.setdefault(ev.entity, []).append(ev)
             for peer, held in (ev.context or {}).items():
                 contexts.append((_to_arrow("uuid", ev.origin), ev.seq, _to_arrow("uuid", peer),
                                  held))
+            if signatures and ev.id in signatures:
+                sigs.append({"origin": _to_arrow("uuid", ev.origin), "seq": ev.seq,
+                             "sig": signatures[ev.id]})
         tables = {}
         for name, evs in by_entity.items():
             e = BY_NAME[name]
@@ -128,7 +140,7 @@ class Batch:
         ctx = pa.Table.from_pylist(
             [dict(zip(CONTEXT_SCHEMA.names, c, strict=True)) for c in contexts],
             schema=CONTEXT_SCHEMA)
-        return cls(tables, ctx)
+        return cls(tables, ctx, pa.Table.from_pylist(sigs, schema=SIGNATURE_SCHEMA))
 
     def events(self) -> Iterator[Event]:
         """The batch as Python events (the reference path; slow by design)."""
@@ -145,6 +157,10 @@ class Batch:
                             row_id=str(r["row_id"]), changes=changes, author=r["author"],
                             role=r["role"], context=contexts.get(key))
 
+    def signatures_by_id(self) -> dict[tuple[str, int], bytes]:
+        """The signatures carried, by event id (the reference path)."""
+        return {(str(r["origin"]), r["seq"]): r["sig"] for r in self.signatures.to_pylist()}
+
     def vector(self) -> VersionVector:
         """The highest seq per origin in this batch."""
         pairs: list[tuple[str, int]] = []
@@ -155,7 +171,8 @@ class Batch:
     def to_bytes(self) -> bytes:
         return msgspec.msgpack.encode(BatchFile(
             tables={n: _ipc(t) for n, t in self.tables.items()},
-            contexts=_ipc(self.contexts)))
+            contexts=_ipc(self.contexts),
+            signatures=_ipc(self.signatures) if self.signatures.num_rows else b""))
 
     @classmethod
     def from_bytes(cls, data: bytes) -> Batch:
@@ -167,7 +184,8 @@ class Batch:
                 if name not in BY_NAME:
                     raise MalformedBatch(f"unknown entity {name!r}")
                 tables[name] = _from_ipc(blob, arrow_schema(BY_NAME[name]))
-            return cls(tables, _from_ipc(f.contexts, CONTEXT_SCHEMA))
+            signatures = _from_ipc(f.signatures, SIGNATURE_SCHEMA) if f.signatures else None
+            return cls(tables, _from_ipc(f.contexts, CONTEXT_SCHEMA), signatures)
         except (msgspec.DecodeError, pa.ArrowException, OSError, ValueError, TypeError) as exc:
             if isinstance(exc, MalformedBatch):
                 raise
@@ -186,6 +204,7 @@ class MalformedBatch(ValueError):
 class BatchFile(msgspec.Struct, frozen=True):
     tables: dict[str, bytes]
     contexts: bytes
+    signatures: bytes = b""  # empty when no event carries one (and in bundles made before R18)
 
 
 def _ipc(table: pa.Table) -> bytes:

@@ -27,7 +27,7 @@ import msgspec
 
 from .clocks import VersionVector
 
-PROTOCOL_VERSION = 1
+PROTOCOL_VERSION = 2  # 2: centre signatures (R18)
 
 
 class Code(enum.StrEnum):
@@ -46,6 +46,7 @@ class Code(enum.StrEnum):
     FORBIDDEN = "forbidden"
     WINDOW_OVERRUN = "window_overrun"
     EVENT_COLLISION = "event_collision"
+    BAD_SIGNATURE = "bad_signature"
     INTERNAL_ERROR = "internal_error"
 
 
@@ -91,6 +92,7 @@ class Registered(msgspec.Struct, frozen=True, tag="registered"):
     token: str  # its credential: shown once, kept by the install
     server_ms: int
     role: str
+    centre_key: str = ""  # the centre's Ed25519 public key (hex): checks centre events (R18)
 
 
 class AdminRequest(msgspec.Struct, frozen=True, tag="admin"):
@@ -112,6 +114,7 @@ class Welcome(msgspec.Struct, frozen=True, tag="welcome"):
     server_ms: int
     vector: VersionVector  # the centre's durable vector for this school
     limits: Limits
+    centre_key: str = ""  # as in Registered: an install refuses a centre whose key changed
 
 
 class Refuse(msgspec.Struct, frozen=True, tag="refuse"):

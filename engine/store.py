@@ -4,8 +4,14 @@ Errors::
 
     StoreError
     ├── EventCollision    a different event under an (origin, seq) already held
+    ├── BadSignature      a new centre event without the centre's good signature (R18)
     ├── ImportRefused     a rows file with problems: nothing of it was imported
     └── DataInUse         another process holds the install's file (duckdb_store)
+
+A store that knows the centre's public key (``centre_key``: an install
+registered with a centre) checks the signature of every new centre event
+before it appends anything; one without (the centre itself, an offline
+install) keeps whatever signatures come, so it can pass them on.
 
 ``MemoryStore`` keeps the log in dicts and lists and materialises with the
 reference fold; ``DuckDBStore`` is the production one. Both pass the same
@@ -23,6 +29,7 @@ from .clocks import VersionVector, merge_vectors
 from .events import Batch, Event
 from .merge import Rows, Sibling, clock_bounds, effective_hlc, fold
 from .schema import BY_NAME
+from .signatures import first_unsigned
 from .values import table_digest
 
 
@@ -44,6 +51,32 @@ class EventCollision(StoreError):
     def __str__(self) -> str:
         return (f"event ({self.origin}, {self.seq}) is already held with different content: "
                 "this data folder was copied or restored from a backup; register it again")
+
+
+class BadSignature(StoreError):
+    """A new centre event whose signature is missing or wrong: the batch is refused whole.
+
+    Nobody but the centre can make such an event, so the batch (a bundle, a
+    sync batch) was forged or altered on the way.
+    """
+
+    def __init__(self, origin: str, seq: int, problem: str) -> None:
+        super().__init__(origin, seq, problem)
+        self.origin, self.seq, self.problem = origin, seq, problem  # "missing" or "wrong"
+
+    def __str__(self) -> str:
+        what = "no signature" if self.problem == "missing" else "a wrong signature"
+        return (f"centre event ({self.origin}, {self.seq}) has {what}: the centre did not make "
+                "it (forged or altered); refused whole, nothing was stored")
+
+
+def check_signatures(batch: Batch, centre_key: str | None, vector: VersionVector,
+                     central: frozenset[str]) -> None:
+    """BadSignature unless every new centre event of ``batch`` is signed with ``centre_key``."""
+    if centre_key:
+        bad = first_unsigned(batch, centre_key, vector, central)
+        if bad is not None:
+            raise BadSignature(*bad)
 
 
 class ImportRefused(StoreError):
@@ -79,6 +112,11 @@ class Store(Protocol):
 
     central: frozenset[str]  # origins with the centre's authority
 
+    @property
+    def centre_key(self) -> str | None:
+        """The centre's public key (hex) if this replica checks signatures (R18)."""
+        ...
+
     def vector(self) -> VersionVector: ...
 
     def max_hlc(self, origin: str | None = None) -> int:
@@ -93,7 +131,9 @@ class Store(Protocol):
     def append(self, batch: Batch) -> AppendReport:
         """Store the events not yet held, contiguous per origin, and materialise.
 
-        Raises EventCollision (nothing stored) on a different event under a held id.
+        Keeps the signatures of the centre events it stores. Raises (nothing
+        stored) EventCollision on a different event under a held id, and
+        BadSignature on a new centre event that ``centre_key`` does not sign.
         """
         ...
 
@@ -142,13 +182,19 @@ def check_and_order(held: dict[tuple[str, int], Event], vector: VersionVector,
 class MemoryStore:
     """The reference store: a dict of events, materialised by the fold."""
 
-    def __init__(self, central: frozenset[str]) -> None:
+    def __init__(self, central: frozenset[str], centre_key: str | None = None) -> None:
         self.central = central
+        self._centre_key = centre_key
         self._log: dict[tuple[str, int], Event] = {}
+        self._signatures: dict[tuple[str, int], bytes] = {}
         self._vector: VersionVector = {}
         self._rows: Rows = {}
         self._conflicts: list[Sibling] = []
         self._refold()
+
+    @property
+    def centre_key(self) -> str | None:
+        return self._centre_key
 
     def vector(self) -> VersionVector:
         return dict(self._vector)
@@ -165,10 +211,14 @@ class MemoryStore:
                                if ev.origin == origin and ev.context))
 
     def append(self, batch: Batch) -> AppendReport:
+        check_signatures(batch, self.centre_key, self._vector, self.central)
         accepted, report = check_and_order(self._log, self._vector, batch.events())
+        signatures = batch.signatures_by_id()
         for ev in accepted:
             self._log[ev.id] = ev
             self._vector[ev.origin] = ev.seq
+            if ev.origin in self.central and ev.id in signatures:
+                self._signatures[ev.id] = signatures[ev.id]
         if accepted:
             self._refold()
         return report
@@ -176,11 +226,12 @@ class MemoryStore:
     def events_after(self, vector: VersionVector) -> Batch:
         return Batch.from_events(sorted(
             (ev for ev in self._log.values() if ev.seq > vector.get(ev.origin, 0)),
-            key=lambda ev: ev.id))
+            key=lambda ev: ev.id), self._signatures)
 
     def events_between(self, origin: str, after: int, upto: int) -> Batch:
-        return Batch.from_events(ev for ev in sorted(self._log.values(), key=lambda ev: ev.id)
-                                 if ev.origin == origin and after < ev.seq <= upto)
+        return Batch.from_events((ev for ev in sorted(self._log.values(), key=lambda ev: ev.id)
+                                  if ev.origin == origin and after < ev.seq <= upto),
+                                 self._signatures)
 
     def rows(self, entity: str) -> dict[str, dict[str, object]]:
         return self.rows_of(self._rows, entity)

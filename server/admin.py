@@ -17,7 +17,6 @@ from decimal import Decimal
 from typing import Any
 
 from selaras.engine.duckdb_store import DuckDBCentre, DuckDBRegistry, query_tenant
-from selaras.engine.events import Batch
 from selaras.engine.protocol import AdminReply
 from selaras.engine.replica import (
     EditError,
@@ -83,10 +82,7 @@ def _run(centre: DuckDBCentre, registry: DuckDBRegistry, command: str,
                 raise AdminError(str(exc)) from None
             kode = credentials.new_kode()
             # The school's first centre event and Referensi, so a new install pulls everything.
-            [report] = centre.append_group(
-                [(npsn, Batch.from_events([*refs, school_identity_event(npsn, fields)]))], now_ms)
-            if isinstance(report, Exception):
-                raise report
+            centre.append_centre(npsn, [*refs, school_identity_event(npsn, fields)])
             registry.add_school(npsn, str(fields["nama"]), credentials.slow_hash(
                 credentials.normal_kode(kode)), now_ms)
             return table(["npsn", "nama", "kode"], [[npsn, fields["nama"], kode]],

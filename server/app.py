@@ -1,7 +1,9 @@
 """The central server: one asyncio websockets server, one writer thread.
 
 ``SelarasServer`` owns the centre's DuckDB file (``DATA/centre.duckdb``), the
-writer (``CentreWriter``), the secrets and the listening socket.
+writer (``CentreWriter``), the secrets, the signing key (``DATA/centre.key``,
+protocol R18: every centre event is signed, its public half goes out in
+``Registered`` and ``Welcome``) and the listening socket.
 ``SyncConnection`` is one websocket: it drives a ``SyncProtocol(Side.SERVER)``
 and answers the opening message (docs/protocol.md section 5):
 
@@ -137,7 +139,9 @@ class SelarasServer:
         self.data.mkdir(parents=True, exist_ok=True)
         self.secret = credentials.private_secret(self.data / SECRET)
         self.admin_token = credentials.private_secret(self.data / ADMIN_TOKEN).decode()
-        self.centre = DuckDBCentre(self.data / DB_FILE, memory_limit=o.memory_limit)
+        self.key = credentials.centre_key(self.data)
+        self.centre = DuckDBCentre(self.data / DB_FILE, key=self.key,
+                                   memory_limit=o.memory_limit)
         self.registry = DuckDBRegistry(self.centre.con)
         # Reads of the registry (authentication) use a cursor of their own, one at a time.
         self._registry_reader = DuckDBRegistry(self.centre.con.cursor(), create=False)
@@ -355,7 +359,7 @@ class SyncConnection:
             await self.refuse(Code.BAD_CREDENTIAL, "akun tidak dikenal untuk sekolah ini")
             return
         server.stats.registrations += 1
-        self.proto.answer(Registered(origin, token, now_ms(), role))
+        self.proto.answer(Registered(origin, token, now_ms(), role, server.key.public))
         await self.flush()
         log.info("register", npsn=reg.npsn, install=origin, user=email, role=role)
 
@@ -432,7 +436,8 @@ class SyncConnection:
         try:
             vector = await self.read(self.reader.vector)
             server.stats.sessions += 1
-            self.proto.accept(Welcome(self.session, now_ms(), vector, self.proto.limits))
+            self.proto.accept(Welcome(self.session, now_ms(), vector, self.proto.limits,
+                                      server.key.public))
             await self.flush()
             tasks = [asyncio.create_task(self._receiving()),
                      asyncio.create_task(self._committing()),
@@ -596,12 +601,13 @@ def valid_vector(vector: dict[str, int]) -> bool:
 
 
 def only_origin(batch: Batch, origin: str) -> bool:
-    """True if every event (and causal context) of ``batch`` is of ``origin`` (R6)."""
+    """True if every event (and causal context, signature) of ``batch`` is of ``origin`` (R6)."""
     try:
         mine = pa.scalar(uuid.UUID(origin).bytes, pa.binary(16))
     except ValueError:
         return False
-    cols = [t["origin"] for t in batch.tables.values()] + [batch.contexts["origin"]]
+    cols = [t["origin"] for t in batch.tables.values()] + [batch.contexts["origin"],
+                                                           batch.signatures["origin"]]
     for col in cols:
         if len(col) == 0:
             continue

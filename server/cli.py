@@ -27,6 +27,7 @@ from selaras.engine.duckdb_store import DuckDBCentre, DuckDBRegistry
 from selaras.engine.protocol import AdminReply, Limits
 from selaras.engine.store import DataInUse
 
+from . import credentials
 from .admin import AdminError, run_admin
 from .app import ADMIN_TOKEN, DB_FILE, SERVER_JSON, SelarasServer, ServerOptions, now_ms
 from .remote import AdminRefused, admin_request
@@ -114,7 +115,7 @@ def dispatch(data: Path, command: str, **args: str) -> AdminReply:
         raise click.ClickException("stats come from a running server only")
     data.mkdir(parents=True, exist_ok=True)
     try:
-        centre = DuckDBCentre(data / DB_FILE)
+        centre = DuckDBCentre(data / DB_FILE, key=credentials.centre_key(data))
     except DataInUse:
         raise click.ClickException(
             f"{data / DB_FILE} is in use by another process and no server answers "

@@ -5,6 +5,9 @@
 - Install tokens: long random strings, stored as an HMAC-SHA256 keyed with the
   server secret (``DATA/secret``, made on first start, readable by the owner only).
 - The admin secret (``DATA/admin.token``) authenticates ``AdminRequest``s.
+- The centre's signing key (``DATA/centre.key``: an Ed25519 seed, made on first
+  start, owner only) signs every centre event (protocol R18); installs learn its
+  public half when they register.
 
 No SQL here: the registry's tables are engine/duckdb_store.py's (``DuckDBRegistry``).
 """
@@ -16,6 +19,10 @@ import hmac
 import os
 import secrets
 from pathlib import Path
+
+from selaras.engine.signatures import CentreKey
+
+CENTRE_KEY = "centre.key"
 
 SCRYPT_N, SCRYPT_R, SCRYPT_P = 1 << 14, 8, 1
 KODE_ALPHABET = "ABCDEFGHJKLMNPQRSTUVWXYZ23456789"  # no 0/O, 1/I: read aloud over the phone
@@ -80,3 +87,8 @@ def private_secret(path: Path, make: bool = True) -> bytes:
     with os.fdopen(fd, "wb") as f:
         f.write(data)
     return data
+
+
+def centre_key(data: Path) -> CentreKey:
+    """The centre's signing key in data folder ``data``, made on first use."""
+    return CentreKey(bytes.fromhex(private_secret(data / CENTRE_KEY).decode()))

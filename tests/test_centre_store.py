@@ -4,6 +4,7 @@ import pytest
 
 from selaras.engine.duckdb_store import DuckDBCentre
 from selaras.engine.events import Batch, Event
+from selaras.engine.signatures import CentreKey
 from selaras.engine.store import EventCollision
 
 A = "a0000000-0000-4000-8000-000000000001"
@@ -20,7 +21,7 @@ def batch(origin, first, n, nik="1"):
 
 @pytest.fixture
 def centre(tmp_path):
-    c = DuckDBCentre(tmp_path / "centre.duckdb")
+    c = DuckDBCentre(tmp_path / "centre.duckdb", key=CentreKey(bytes(32)))
     yield c
     c.close()
 

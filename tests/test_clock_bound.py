@@ -6,6 +6,7 @@ from selaras.engine.clocks import MAX_AHEAD_MS, hlc_from_ms, hlc_ms
 from selaras.engine.duckdb_store import DuckDBCentre, DuckDBStore
 from selaras.engine.events import Batch, Event, central_origins, centre_origin
 from selaras.engine.replica import Identity, Replica
+from selaras.engine.signatures import CentreKey
 from selaras.engine.store import verify
 
 NPSN = "20100001"
@@ -28,7 +29,7 @@ def edits(origin, first, n, at_ms, field="nik", value="x"):
 
 @pytest.fixture
 def centre(tmp_path):
-    c = DuckDBCentre(tmp_path / "centre.duckdb")
+    c = DuckDBCentre(tmp_path / "centre.duckdb", key=CentreKey(bytes(32)))
     yield c
     c.close()
 

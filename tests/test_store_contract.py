@@ -2,11 +2,13 @@
 
 import uuid
 
+import msgspec
 import pytest
 
 from selaras.engine.duckdb_store import DuckDBStore
 from selaras.engine.events import Batch, Event, centre_origin
-from selaras.engine.store import EventCollision, MemoryStore, verify
+from selaras.engine.signatures import CentreKey
+from selaras.engine.store import BadSignature, EventCollision, MemoryStore, verify
 
 NPSN = "20100001"
 CENTRE = centre_origin(NPSN)
@@ -14,6 +16,7 @@ A, B = "a0000000-0000-4000-8000-000000000001", "b0000000-0000-4000-8000-00000000
 PD = "d0000000-0000-4000-8000-00000000000d"
 SEKOLAH = "5e000000-0000-4000-8000-00000000005e"
 CENTRAL = frozenset({CENTRE})
+KEY, OTHER_KEY = CentreKey(bytes(range(32))), CentreKey(bytes(32))
 
 
 @pytest.fixture(params=["memory", "duckdb"])
@@ -22,6 +25,18 @@ def store(request, tmp_path):
         s = MemoryStore(CENTRAL)
     else:
         s = DuckDBStore(tmp_path / "s.duckdb", CENTRAL)
+    yield s
+    s.close()
+
+
+@pytest.fixture(params=["memory", "duckdb"])
+def keyed_store(request, tmp_path):
+    """A store that knows the centre's key, as a registered install's does."""
+    if request.param == "memory":
+        s = MemoryStore(CENTRAL, centre_key=KEY.public)
+    else:
+        s = DuckDBStore(tmp_path / "s.duckdb", CENTRAL)
+        s.set_meta(centre_key=KEY.public)
     yield s
     s.close()
 
@@ -187,3 +202,74 @@ def test_a_batch_repeating_an_event_around_a_gap(store):
     report = put(store, one, one, ev(A, 3, 12, {"nik": "3"}))
     assert (report.applied, report.held_back) == (1, 1)
     assert store.vector() == {A: 1}
+
+
+# -- centre signatures (R18) ---------------------------------------------------------------
+
+
+def centre_events(first=1, n=2):
+    return [ev(CENTRE, seq, 10 + seq, {"nama": f"SMA {seq}"}, entity="sekolah", row=SEKOLAH)
+            for seq in range(first, first + n)]
+
+
+def test_signatures_survive_append_and_read_back(store):
+    signed = KEY.sign(Batch.from_events(centre_events()))
+    sigs = signed.signatures_by_id()
+    store.append(Batch(signed.tables, signed.contexts, signed.signatures))
+    # A school event's signature means nothing: it is not kept.
+    school = ev(A, 1, 10, {"nama": "Budi"})
+    put_signed = KEY.sign(Batch.from_events([school]))
+    store.append(put_signed)
+    assert store.events_after({}).signatures_by_id() == sigs
+    assert store.events_after({CENTRE: 1}).signatures_by_id() == {(CENTRE, 2): sigs[(CENTRE, 2)]}
+    assert store.events_between(CENTRE, 1, 2).signatures_by_id() == {
+        (CENTRE, 2): sigs[(CENTRE, 2)]}
+    wire = Batch.from_bytes(store.events_after({}).to_bytes())
+    assert wire.signatures_by_id() == sigs
+
+
+def forged(kind):
+    """A batch of two new centre events the centre did not sign as they are."""
+    events = centre_events()
+    if kind == "unsigned":
+        return Batch.from_events(events)
+    if kind == "other key":
+        return OTHER_KEY.sign(Batch.from_events(events))
+    signed = KEY.sign(Batch.from_events(events))
+    if kind == "one unsigned":
+        return Batch.from_events(events, {(CENTRE, 1): signed.signatures_by_id()[(CENTRE, 1)]})
+    # "altered": signed by the centre, then a value changed
+    altered = [events[0], msgspec.structs.replace(events[1], changes={"nama": "Palsu"})]
+    return Batch.from_events(altered, signed.signatures_by_id())
+
+
+@pytest.mark.parametrize("kind", ["unsigned", "other key", "one unsigned", "altered"])
+def test_a_store_with_the_centre_key_refuses_forged_centre_events(keyed_store, kind):
+    put(keyed_store, ev(A, 1, 10, {"nama": "Budi"}))
+    before = state(keyed_store)
+    batch = forged(kind)
+    school = Batch.from_events([ev(A, 2, 11, {"nama": "Ani"})])  # refused with it: whole batch
+    with pytest.raises(BadSignature) as err:
+        keyed_store.append(Batch({**batch.tables, **school.tables}, batch.contexts,
+                                 batch.signatures))
+    problem = "missing" if kind in ("unsigned", "one unsigned") else "wrong"
+    seq = 2 if kind in ("one unsigned", "altered") else 1
+    assert (err.value.origin, err.value.seq, err.value.problem) == (CENTRE, seq, problem)
+    assert "nothing was stored" in str(err.value)
+    assert state(keyed_store) == before
+
+
+def test_a_store_with_the_centre_key_takes_signed_events_and_known_ones_unsigned(keyed_store):
+    events = centre_events()
+    report = keyed_store.append(KEY.sign(Batch.from_events(events)))
+    assert report.applied == 2
+    assert keyed_store.rows("sekolah")[SEKOLAH]["nama"] == "SMA 2"
+    # Held already: a duplicate needs no signature; school events never do.
+    report = put(keyed_store, *events, ev(A, 1, 10, {"nama": "Budi"}))
+    assert (report.applied, report.duplicates) == (1, 2)
+    assert keyed_store.events_after({}).signatures_by_id().keys() == {(CENTRE, 1), (CENTRE, 2)}
+
+
+def test_a_store_without_the_key_keeps_what_comes(store):
+    report = store.append(forged("unsigned"))
+    assert report.applied == 2  # an offline install has no centre to check against

@@ -45,7 +45,8 @@ async def enrol(srv: RunningServer, kode: str, folder: Path, stack: ExitStack,
     answer = await register(srv.url, NPSN, kode, USER, PASSWORD)
     install = Install(folder)
     install.init_registered(NPSN, origin=answer.install, token=answer.token,
-                            url=url or srv.url, user=USER, role=answer.role)
+                            url=url or srv.url, user=USER, role=answer.role,
+                            centre_key=answer.centre_key)
     session = stack.enter_context(install.open())
     report = await run_sync(session.store, session.identity, mode="pull", timeout_s=20, **FAST)
     assert report.ok and report.vectors_equal and report.checksums_equal
