@@ -163,13 +163,14 @@ def sync_text(r: Mapping[str, Any]) -> str:
     for n in names:
         got, sent = r["received"].get(n, {}), r["sent"].get(n, {})
         rows.append((n, got.get("events", 0), got.get("added", 0), got.get("updated", 0),
-                     got.get("deleted", 0), got.get("conflicts", 0), sent.get("events", 0)))
+                     got.get("deleted", 0), got.get("conflicts", 0), sent.get("events", 0),
+                     sent.get("neutralised", 0)))
     lines = []
     if r.get("clock_warning"):
         lines.append(r["clock_warning"])
     if rows:
         lines.append(table(["entity", "received", "added", "updated", "deleted", "conflicts",
-                            "sent"], rows))
+                            "sent", "neutralised"], rows))
     else:
         lines.append("nothing to send or receive")
     lines.append(f"{r['mode']}: {r['events_up']} events sent ({r['bytes_up']} bytes), "

@@ -254,6 +254,7 @@ class SessionResult:
     received_deleted: dict[str, int]
     vectors_equal: bool
     checksums_equal: bool | None
+    centre_ahead: bool  # the centre holds events we lack (made while we pushed, say)
 
 
 class SyncConnection:
@@ -277,6 +278,7 @@ class SyncConnection:
         self.progress = progress
         self.session = ""
         self.clock_offset_ms: int | None = None
+        self.their_vector: VersionVector = {}
         self.sent: dict[str, int] = {}
         self.received_events: dict[str, int] = {}
         self.received_deleted: dict[str, int] = {}
@@ -443,6 +445,7 @@ class SyncConnection:
                 their_sums: dict[str, str]) -> SessionResult:
         our_vector, our_sums = ours
         equal = _nonzero(our_vector) == _nonzero(their_vector)
+        ahead = any(seq > our_vector.get(o, 0) for o, seq in their_vector.items())
         sums_equal = None
         if equal:
             differ = sorted(k for k in set(our_sums) | set(their_sums)
@@ -451,7 +454,8 @@ class SyncConnection:
                 raise SyncDiverged(differ)
             sums_equal = True
         return SessionResult(self.session, self.counters, self.clock_offset_ms, self.sent,
-                             self.received_events, self.received_deleted, equal, sums_equal)
+                             self.received_events, self.received_deleted, equal, sums_equal,
+                             ahead)
 
     async def _send_all(self, outbox: Outbox | None) -> None:
         while outbox:
@@ -493,6 +497,8 @@ async def run_sync(store: DuckDBStore, identity: Identity, *, mode: Mode,
         lambda: (row_counts(store), conflict_counts(store)))
     deadline = None if timeout_s is None else time.monotonic() + timeout_s
     failures = 0  # consecutive sessions that ended without progress
+    followed_up = False
+    pushed_after: int | None = None  # the centre's seq for us when we first connected
     last = "not connected yet"
     while True:
         if deadline is not None and time.monotonic() >= deadline:
@@ -533,7 +539,22 @@ async def run_sync(store: DuckDBStore, identity: Identity, *, mode: Mode,
             outcome, detail = "diverged", {"entities": exc.entities}
             await _record(worker, conn, mode, started, outcome, counters, detail)
             raise
-        else:
+        finally:
+            if pushed_after is None and conn.session:
+                pushed_after = conn.their_vector.get(identity.origin, 0)
+        if outcome == "ok":
+            assert pushed_after is not None
+            if result.centre_ahead and not followed_up:
+                # What the centre made of our push (a clock bound, say) comes in one more
+                # session, so that this sync ends with equal vectors and tells the school.
+                followed_up = True
+                _add(report.totals, counters)
+                report.sessions.append(result.session)
+                _merge_counts(report.sent, {k: {"events": v} for k, v in result.sent.items()})
+                _merge_counts(report.received,
+                              {k: {"events": v} for k, v in result.received_events.items()})
+                await _record(worker, conn, mode, started, "ok", counters, {"follow_up": True})
+                continue
             _add(report.totals, counters)
             report.ok = True
             report.sessions.append(result.session)
@@ -543,7 +564,8 @@ async def run_sync(store: DuckDBStore, identity: Identity, *, mode: Mode,
                 report.note = ("vektor berbeda: ada perubahan lain di server pusat atau di "
                                "instalasi ini sejak sesi dimulai; sinkronkan lagi nanti")
             _merge_counts(report.sent, {k: {"events": v} for k, v in result.sent.items()})
-            await _finish(worker, store, report, conn, result, rows_before, conflicts_before)
+            await _finish(worker, store, report, conn, result, rows_before, conflicts_before,
+                          pushed_after)
             await _record(worker, conn, mode, started, "ok", counters,
                           {"vectors_equal": result.vectors_equal,
                            "checksums_equal": result.checksums_equal,
@@ -564,9 +586,12 @@ async def run_sync(store: DuckDBStore, identity: Identity, *, mode: Mode,
 
 async def _finish(worker: _StoreWorker, store: DuckDBStore, report: SyncReport,
                   conn: SyncConnection, result: SessionResult, rows_before: dict[str, int],
-                  conflicts_before: dict[str, int]) -> None:
-    rows_after, conflicts_after = await worker(
-        lambda: (row_counts(store), conflict_counts(store)))
+                  conflicts_before: dict[str, int], pushed_after: int) -> None:
+    me = conn.identity.origin
+    rows_after, conflicts_after, neutralised = await worker(lambda: (
+        row_counts(store), conflict_counts(store),
+        store.neutralised(me, pushed_after, store.vector().get(me, 0))
+        if report.mode == "sync" else {}))
     _merge_counts(report.received,
                   {k: {"events": v} for k, v in result.received_events.items()})
     for name, counts in report.received.items():
@@ -579,12 +604,20 @@ async def _finish(worker: _StoreWorker, store: DuckDBStore, report: SyncReport,
         diff = conflicts_after.get(name, 0) - conflicts_before.get(name, 0)
         if diff:
             report.received.setdefault(name, {"events": 0})["conflicts"] = diff
+    for name, counts in neutralised.items():
+        report.sent.setdefault(name, {"events": 0})["neutralised"] = counts["neutralised"]
     offset = conn.clock_offset_ms
     report.clock_offset_ms = offset
     if offset is not None:
         await _set_meta(worker, clock_offset_ms=str(offset))
         if abs(offset) > CLOCK_WARN_MS:
             report.clock_warning = clock_warning(offset)
+    bounded = sum(counts["clock"] for counts in neutralised.values())
+    if bounded:
+        report.clock_warning = "\n".join(filter(None, [report.clock_warning, (
+            f"PERINGATAN: {bounded} perubahan dari komputer ini bertanggal jauh di depan "
+            "jam server pusat; pusat mencatatnya dengan waktu penerimaan, sehingga tidak "
+            "mengalahkan perubahan yang lebih baru")]))
 
 
 async def _set_meta(worker: _StoreWorker, **values: str) -> None:

@@ -428,21 +428,22 @@ class DuckDBStore:
                               "hlc_from": hlc_from},
                      context=context if context != self.context(centre) else None)
 
-    def neutralised(self, origin: str, after: int, upto: int) -> dict[str, int]:
+    def neutralised(self, origin: str, after: int, upto: int) -> dict[str, dict[str, int]]:
         """Per entity, the events of ``origin`` with ``after < seq <= upto`` that the
-        centre's rules changed: a write without effect (authority) or a clock bound."""
-        out: dict[str, int] = {}
+        centre's rules changed (``neutralised``: a write without effect, or a clock
+        bound), and of those, how many were bounded (``clock``)."""
+        out: dict[str, dict[str, int]] = {}
         o = uuid.UUID(origin)
         for e in ENTITIES:
             guarded = self._centre_mask(e) | sum(
                 e.bit(f.name) for f in e.fields if f.owner is Owner.VERVAL)
             mine = (f"origin = '{o}' AND seq > {int(after)} AND seq <= {int(upto)} "
                     f"AND (mask & {guarded} <> 0 OR lww >> 64 <> hlc)")
-            (n,) = self.con.execute(f"""SELECT count(*) FROM ({self._effective(
-                e, f"SELECT row_id FROM {self.log}.{e.slug} WHERE {mine}")})
+            n, clock = self.con.execute(f"""SELECT count(*), count(*) FILTER (lww >> 64 <> hlc)
+                FROM ({self._effective(e, f"SELECT row_id FROM {self.log}.{e.slug} WHERE {mine}")})
                 WHERE {mine} AND (eff <> mask OR lww >> 64 <> hlc)""").fetchall()[0]
             if n:
-                out[e.name] = int(n)
+                out[e.name] = {"neutralised": int(n), "clock": int(clock)}
         return out
 
     def _runs(self, ids: str) -> dict[str, tuple[int, int, int, int]]:

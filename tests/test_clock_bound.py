@@ -110,8 +110,8 @@ def test_neutralised_counts_bounded_and_powerless_writes(centre):
     # A's write to a centre-owned field has no effect either.
     centre.append_group([(NPSN, edits(A, 3, 1, NOW + 1000, field="status_verval_pd"))], NOW)
     school = centre.school(NPSN)
-    assert school.neutralised(A, 0, 3) == {"peserta_didik": 3}
-    assert school.neutralised(A, 2, 3) == {"peserta_didik": 1}
+    assert school.neutralised(A, 0, 3) == {"peserta_didik": {"neutralised": 3, "clock": 2}}
+    assert school.neutralised(A, 2, 3) == {"peserta_didik": {"neutralised": 1, "clock": 0}}
     assert school.neutralised(B, 0, 9) == {}
 
 

@@ -243,6 +243,39 @@ def test_a_pc_clock_years_ahead_is_reported(tmp_path: Path,
     run(main())
 
 
+def test_a_pc_clock_years_ahead_does_not_beat_later_writes(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    three_years_ms = 3 * 365 * 86_400_000
+
+    async def main() -> None:
+        async with running_server(tmp_path / "centre") as srv:
+            kode = await srv.add_school(NPSN, "SMA Negeri 1")
+            with ExitStack() as stack:
+                a = await enrol(srv, kode, tmp_path / "a", stack)
+                b = await enrol(srv, kode, tmp_path / "b", stack)
+                [row] = add_tanah(b, 1, "Tanah")
+                assert (await run_sync(b.store, b.identity, mode="sync", **FAST)).ok
+                assert (await run_sync(a.store, a.identity, mode="pull", **FAST)).ok
+                # A's PC clock runs three years ahead: its edit and its sync say so.
+                monkeypatch.setattr(client_sync, "now_ms", lambda: now_ms() + three_years_ms)
+                a.replica.edit("tanah", row, {"nama": "from A"}, now_ms() + three_years_ms)
+                r = await run_sync(a.store, a.identity, mode="sync", **FAST)
+                assert r.ok and r.vectors_equal and r.checksums_equal
+                assert r.sent["tanah"] == {"events": 1, "neutralised": 1}
+                assert r.clock_warning and "1 perubahan dari komputer ini" in r.clock_warning
+                monkeypatch.undo()
+                # Later, B (a right clock) edits the same field: B's write wins everywhere.
+                b.replica.edit("tanah", row, {"nama": "from B"}, now_ms())
+                assert (await run_sync(b.store, b.identity, mode="sync", **FAST)).ok
+                r = await run_sync(a.store, a.identity, mode="sync", **FAST)
+                assert r.ok and r.vectors_equal and r.checksums_equal
+                [(nama,)] = await centre_query(srv, f"SELECT nama FROM tanah WHERE tanah_id = "
+                                                    f"'{row}'")
+                assert nama == a.store.rows("tanah")[row]["nama"] == "from B"
+                assert local_state(a) == local_state(b) == await centre_state(srv)
+    run(main())
+
+
 def test_history_command_lists_sessions(tmp_path: Path) -> None:
     async def main() -> None:
         async with running_server(tmp_path / "centre") as srv:
