@@ -28,6 +28,7 @@ from contextlib import contextmanager
 from typing import Any
 
 import duckdb
+import msgspec
 import pyarrow.compute as pc
 
 from .clocks import MAX_AHEAD_MS, VersionVector, hlc_from_ms, local_clock, origin_rank
@@ -399,9 +400,10 @@ class DuckDBStore:
             self._materialise(e)
 
     def _clock_bound(self, centre: str, held: VersionVector, limit: int, now_ms: int,
-                     ) -> Event | None:
+                     ) -> tuple[Event, int] | None:
         """The centre's koreksi_jam event bounding the new events past ``limit`` of
-        one school origin, at our clock, after that origin's previous event."""
+        one school origin, at our clock, after that origin's previous event; and
+        how many events it bounds."""
         union = " UNION ALL ".join(
             f"SELECT origin, seq FROM {self.log}.{e.slug} WHERE hlc > {limit}" for e in ENTITIES)
         held_sql = " UNION ALL ".join(
@@ -426,7 +428,8 @@ class DuckDBStore:
                      row_id=str(uuid.uuid4()), author="pusat", role="pusat",
                      changes={"install_id": origin, "seq_from": first, "seq_to": last,
                               "hlc_from": hlc_from},
-                     context=context if context != self.context(centre) else None)
+                     context=context if context != self.context(centre) else None), \
+            last - first + 1
 
     def neutralised(self, origin: str, after: int, upto: int) -> dict[str, dict[str, int]]:
         """Per entity, the events of ``origin`` with ``after < seq <= upto`` that the
@@ -806,7 +809,9 @@ class DuckDBCentre:
         if ahead:
             bound = store._clock_bound(centre_origin(npsn), held, limit, now_ms)
             if bound is not None:
-                self._append_centre(npsn, [bound])
+                event, n = bound
+                self._append_centre(npsn, [event])
+                return msgspec.structs.replace(report, clock_bounded=n)
         return report
 
     def close(self) -> None:

@@ -105,6 +105,7 @@ class AppendReport(msgspec.Struct, frozen=True):
     applied: int = 0
     duplicates: int = 0
     held_back: int = 0
+    clock_bounded: int = 0  # of the applied, how many the centre bounded (merge rule 5)
 
 
 class Store(Protocol):

@@ -247,6 +247,7 @@ class SyncConnection:
         self.npsn = self.install = ""
         self.outcome = "dropped"
         self.events_in = self.events_out = self.bytes_in = self.bytes_out = 0
+        self.clock_bounded = 0  # events of this session's pushes with a clock far ahead
         self._reads: set[asyncio.Future[Any]] = set()
 
     async def read(self, fn: Callable[..., T], *args: Any) -> T:
@@ -539,6 +540,7 @@ class SyncConnection:
                 if not isinstance(result, AppendReport):
                     await self.refuse(Code.INTERNAL_ERROR)
                     return
+                self.clock_bounded += result.clock_bounded
                 if self.proto.state is State.CLOSED:
                     return
                 self.proto.ack(n, vector)
@@ -588,7 +590,7 @@ class SyncConnection:
         with contextlib.suppress(Exception):
             await self.server.write(lambda _, r: r.record_session(record))
         log.info("session", **{k: v for k, v in record.items() if not k.endswith("_ms")},
-                 duration_s=round(seconds, 3))
+                 clock_bounded=self.clock_bounded, duration_s=round(seconds, 3))
 
 
 def valid_vector(vector: dict[str, int]) -> bool:

@@ -35,12 +35,14 @@ class WriterStats:
     commits: int = 0  # append transactions (groups)
     largest_group: int = 0  # most batches in one commit
     schools_in_one_commit: int = 0  # most distinct schools in one commit
+    clock_bounded: int = 0  # events admitted with a clock far ahead, bounded (merge rule 5)
 
     def as_dict(self) -> dict[str, float]:
         return {"batches": self.batches, "events": self.events, "commits": self.commits,
                 "events_per_commit": round(self.events / self.commits, 1) if self.commits else 0,
                 "largest_group": self.largest_group,
-                "schools_in_one_commit": self.schools_in_one_commit}
+                "schools_in_one_commit": self.schools_in_one_commit,
+                "clock_bounded": self.clock_bounded}
 
 
 @dataclass
@@ -133,6 +135,7 @@ class CentreWriter:
         s.commits += 1
         s.batches += len(jobs)
         s.events += sum(r.applied for r in results if isinstance(r, AppendReport))
+        s.clock_bounded += sum(r.clock_bounded for r in results if isinstance(r, AppendReport))
         s.largest_group = max(s.largest_group, len(jobs))
         s.schools_in_one_commit = max(s.schools_in_one_commit, len(vectors))
         for j, r in zip(jobs, results, strict=True):

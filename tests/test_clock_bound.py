@@ -42,7 +42,7 @@ def bounds(store):
 def test_a_clock_far_ahead_is_bounded_and_later_writes_win(centre):
     [report] = centre.append_group([(NPSN, edits(A, 1, 3, NOW + YEARS, value="a"))], NOW)
     school = centre.school(NPSN)
-    assert report.applied == 3
+    assert (report.applied, report.clock_bounded) == (3, 3)
     [(origin, first, last, hlc_from)] = bounds(school)
     assert (origin, first, last) == (A, 1, 3)
     assert hlc_ms(hlc_from) == NOW  # A's writes count as made when the centre admitted them

@@ -263,6 +263,7 @@ def test_a_pc_clock_years_ahead_does_not_beat_later_writes(
                 assert r.ok and r.vectors_equal and r.checksums_equal
                 assert r.sent["tanah"] == {"events": 1, "neutralised": 1}
                 assert r.clock_warning and "1 perubahan dari komputer ini" in r.clock_warning
+                assert srv.stats()["clock_bounded"] == 1
                 monkeypatch.undo()
                 # Later, B (a right clock) edits the same field: B's write wins everywhere.
                 b.replica.edit("tanah", row, {"nama": "from B"}, now_ms())
