@@ -248,15 +248,22 @@ def main() -> None:
 @click.option("--user", default="operator", show_default=True,
               help="Who writes from this install (an e-mail).")
 @click.option("--timeout", type=float, default=None, help="Give up the first pull after SECONDS.")
+@click.option("--reregister", is_flag=True,
+              help="Register the install already in the data folder again, as a new install, "
+                   "keeping its unsent changes (after its sync was refused as a copied or "
+                   "restored folder, or for a reset code; with --server).")
 @json_option
 @pass_install
 def init(install: Install, offline: bool, server_url: str | None, npsn: str, kode: str | None,
          password: str | None, nama: str | None, bentuk: str, user: str, timeout: float | None,
-         as_json: bool) -> None:
+         reregister: bool, as_json: bool) -> None:
     """Create an install of school NPSN in the data folder."""
     if offline == bool(server_url):
         raise click.UsageError("give either --server URL (with --kode, --user, --password) "
                                "or --offline")
+    if offline and reregister:
+        raise click.UsageError("--reregister registers with a centre: give --server, "
+                               "not --offline")
     if offline:
         identity = install.init_offline(npsn, nama=nama, bentuk=bentuk, user=user)
         emit(as_json, {"folder": str(install.folder), "npsn": identity.npsn,
@@ -268,8 +275,12 @@ def init(install: Install, offline: bool, server_url: str | None, npsn: str, kod
     if not kode or not password:
         raise click.UsageError("--server needs --kode and --password")
     assert server_url is not None
+    if reregister:
+        _reregister(install, server_url, npsn, kode, user, password, timeout, as_json)
+        return
     if install.exists():
-        raise ClientError(f"{install.folder} already holds an install; use another --data")
+        raise ClientError(f"{install.folder} already holds an install; use another --data "
+                          "(or --reregister it after its sync was refused)")
     from .sync import register
 
     answer = asyncio.run(register(server_url, npsn, kode, user, password))
@@ -284,6 +295,34 @@ def init(install: Install, offline: bool, server_url: str | None, npsn: str, kod
         click.echo(output.to_json({"folder": str(install.folder), "npsn": npsn,
                                    "origin": identity.origin, "role": identity.role,
                                    "pull": report.as_json()}))
+
+
+def _reregister(install: Install, url: str, npsn: str, kode: str, user: str, password: str,
+                timeout: float | None, as_json: bool) -> None:
+    """init --reregister: a new install in place of the folder's, losing nothing of it."""
+    from .reregister import reregistering
+    from .sync import register
+
+    if not install.exists():
+        raise ClientError(f"no install in {install.folder} to register again; "
+                          "give --data, or run 'selaras init' without --reregister")
+    with reregistering(install, npsn) as rereg:
+        before = rereg.old.identity.origin
+        answer = asyncio.run(register(url, npsn, kode, user, password))
+        session = rereg.start(origin=answer.install, token=answer.token, url=url, user=user,
+                              role=answer.role, centre_key=answer.centre_key)
+        if not as_json:
+            click.echo(f"registered install {answer.install} of school {npsn} in place of "
+                       f"{before}; pulling the school's data")
+        report = _run_sync(session, "pull", None, timeout, False, as_json)
+        carried = rereg.carry_over()
+    emit(as_json, {"folder": str(install.folder), "npsn": npsn, "origin": answer.install,
+                   "previous_origin": before, "role": answer.role,
+                   "reissued": carried.reissued, "kept": carried.kept,
+                   "dropped": carried.dropped, "backup": str(rereg.backup),
+                   "pull": report.as_json()},
+         output.reregister_text(carried.reissued, carried.kept, carried.dropped,
+                                rereg.backup))
 
 
 def _run_sync(session: Session, mode: str, url: str | None, timeout: float | None,

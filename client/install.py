@@ -106,6 +106,10 @@ class Install:
         finally:
             store.close()
 
+    def forget_identity(self) -> None:
+        """The folder holds another install now (re-registered): read it again."""
+        self._identity.clear()
+
     def identity(self) -> Identity:
         """Who this install is (from the store's meta)."""
         if not self._identity:
@@ -143,7 +147,7 @@ class Install:
             store.set_meta(npsn=npsn, origin=identity.origin, user=user, role=identity.role)
         except BaseException:
             store.close()
-            _remove(aside)
+            remove_db(aside)
             raise
         store.close()
         wal = aside.with_name(aside.name + ".wal")
@@ -175,7 +179,7 @@ class Install:
                            url=url, centre_key=centre_key)
         except BaseException:
             store.close()
-            _remove(aside)
+            remove_db(aside)
             raise
         store.close()
         os.replace(aside, self.db)
@@ -203,7 +207,7 @@ def _identity_from(meta: Mapping[str, str], db: Path) -> Identity:
         raise ClientError(f"{db} is not a selaras install (it records no identity)") from None
 
 
-def _remove(path: Path) -> None:
+def remove_db(path: Path) -> None:
     for p in (path, path.with_name(path.name + ".wal")):
         with suppress(FileNotFoundError):
             p.unlink()

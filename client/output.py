@@ -181,3 +181,15 @@ def sync_text(r: Mapping[str, Any]) -> str:
     elif r.get("note"):
         lines.append(f"check: {r['note']}")
     return "\n".join(lines)
+
+
+def reregister_text(reissued: int, kept: int, dropped: Mapping[str, int], backup: object) -> str:
+    lines = [f"re-issued {reissued} change{'s' if reissued != 1 else ''} of this folder that "
+             "the centre lacked, as this install's: run 'selaras sync' to send them"]
+    if kept:
+        lines.append(f"kept {kept} changes of other installs that the centre lacks")
+    for origin, n in sorted(dropped.items()):
+        lines.append(f"left out {n} changes of install {short(origin)}: they differ from the "
+                     "centre's copy of that install")
+    lines.append(f"the previous data is kept in {backup}")
+    return "\n".join(lines)

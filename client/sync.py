@@ -11,11 +11,20 @@ centre acknowledged is never sent again.
 All DuckDB work runs off the event loop (``asyncio.to_thread``), one call at
 a time on the store (``_StoreWorker``).
 
+A copied or restored data folder writes under an origin that has moved on
+elsewhere. To let the centre see that, the push starts at ``acked_seq`` (in
+the store's meta: the top of this install's events the centre acknowledged)
+whenever the centre holds more of our origin than that: events it holds are
+then compared, and a different one is refused with ``event_collision``
+(docs/protocol.md R7, R12). The refusal names the command that mends it,
+``selaras init --reregister`` (client/reregister.py).
+
 Errors (each a ``ClientError``: one line for the operator)::
 
     SyncError          the sync did not complete
     ├── SyncRefused    the centre refused the session (final; ``code``)
-    │   └── SyncUntrusted  we refused the centre's data: a bad signature or a new key (R18)
+    │   ├── SyncUntrusted  we refused the centre's data: a bad signature or a new key (R18)
+    │   └── RegistrationRefused   ... refused to register (wrong kode, password)
     ├── SyncDiverged   equal vectors but different checksums (a bug: loud)
     └── SyncTimedOut   --timeout passed before a session completed
 """
@@ -80,7 +89,7 @@ BACKOFF_CAP_S = 30.0
 REFUSAL_TEXT: dict[str, str] = {
     Code.VERSION_MISMATCH: "versi aplikasi tidak cocok dengan server pusat: perbarui aplikasi",
     Code.BAD_CREDENTIAL: "instalasi ini tidak dikenal server pusat (kredensial salah)",
-    Code.CODE_RESET: "kode registrasi sudah direset: daftarkan ulang instalasi ini",
+    Code.CODE_RESET: "kode registrasi sudah direset: daftarkan ulang instalasi ini dengan",
     Code.INSTALL_REVOKED: "instalasi ini sudah dicabut oleh admin: hubungi dinas",
     Code.NOT_PRINCIPAL: "pengiriman data harus oleh kepala sekolah",
     Code.INVALID_DATA_PENDING: "masih ada data invalid di Validasi Lokal: perbaiki dulu",
@@ -89,11 +98,15 @@ REFUSAL_TEXT: dict[str, str] = {
     Code.UNEXPECTED_MESSAGE: "pesan tidak diharapkan",
     Code.FORBIDDEN: "data ini tidak boleh dikirim dari instalasi ini",
     Code.WINDOW_OVERRUN: "batch melebihi jendela yang disepakati",
-    Code.EVENT_COLLISION: "data folder ini salinan/pemulihan: daftarkan ulang",
+    Code.EVENT_COLLISION: ("data folder ini salinan atau pemulihan dari cadangan: "
+                           "daftarkan ulang folder ini dengan"),
     Code.BAD_SIGNATURE: "tanda tangan data pusat tidak sah",
     Code.INTERNAL_ERROR: "server pusat gagal memproses",
 }
 RETRYABLE = {Code.SERVER_BUSY, Code.INTERNAL_ERROR}
+# Refusals that re-registering the data folder mends; their text ends with the command.
+REREGISTER = {Code.EVENT_COLLISION, Code.CODE_RESET}
+ACKED_SEQ = "acked_seq"  # meta: the top of our own events the centre acknowledged
 
 
 class SyncError(ClientError):
@@ -101,12 +114,16 @@ class SyncError(ClientError):
 
 
 class SyncRefused(SyncError):
-    def __init__(self, code: str, message: str) -> None:
+    def __init__(self, code: str, message: str, command: str = "") -> None:
         super().__init__(code, message)
         self.code, self.message = code, message
+        self.command = command  # what mends it (``reregister_command``), if anything
 
     def __str__(self) -> str:
         text = REFUSAL_TEXT.get(self.code, self.message)
+        if self.code in REREGISTER:
+            text += f" '{self.command or reregister_command('URL', 'NPSN', 'EMAIL')}'"
+            text += "; data yang belum terkirim tidak hilang"
         return f"ditolak server pusat ({self.code}): {text}"
 
 
@@ -120,6 +137,18 @@ class SyncUntrusted(SyncRefused):
     def __str__(self) -> str:
         return (f"data dari server pusat ditolak: {self.reason}; tidak ada yang diubah, "
                 "laporkan ke dinas")
+
+
+class RegistrationRefused(SyncRefused):
+    def __str__(self) -> str:
+        # The centre's own message says which part was wrong (R15: it is for the school).
+        return f"pendaftaran ditolak server pusat ({self.code}): {self.message}"
+
+
+def reregister_command(url: str, npsn: str, user: str) -> str:
+    """The command that re-registers this data folder (client/reregister.py)."""
+    return (f"selaras init --reregister --server {url} --npsn {npsn} "
+            f"--kode <kode registrasi> --user {user} --password <kata sandi>")
 
 
 class SyncDiverged(SyncError):
@@ -284,6 +313,7 @@ class SyncConnection:
         self.received_deleted: dict[str, int] = {}
         self._send_lock = asyncio.Lock()
         self._acked = asyncio.Event()
+        self._tops: dict[int, int] = {}  # our batch number -> the top seq it carried
         self._ws: ClientConnection | None = None
 
     async def run(self) -> SessionResult:
@@ -322,7 +352,12 @@ class SyncConnection:
                 await self._check_centre_key(welcome.centre_key)
             case BatchReceived(batch, count, payload):
                 await self._store_batch(batch, count, payload)
-            case BatchAcked():
+            case BatchAcked(batch):
+                top = self._tops.pop(batch, 0)
+                if top:
+                    # Everything of ours up to ``top`` is now held by the centre as we hold it.
+                    store = self.worker.store
+                    await self.worker(lambda: store.set_meta(**{ACKED_SEQ: str(top)}))
                 self._acked.set()
             case PeerSent():
                 pass
@@ -406,9 +441,12 @@ class SyncConnection:
             await self._recv()
         if self.mode == "sync":
             me = self.identity.origin
-            # R7: our events above the centre's seq for us, up to what we hold now.
-            outbox = Outbox(store, me, self.their_vector.get(me, 0), vector.get(me, 0),
-                            self.proto.limits)
+            # R7: our events above the centre's seq for us, up to what we hold now; and
+            # again those it holds but never acknowledged to us, so that it compares them
+            # (a copied folder's events collide; a resumed push's are duplicates, R12).
+            acked = int((await self.worker(store.meta)).get(ACKED_SEQ, 0))
+            outbox = Outbox(store, me, min(acked, self.their_vector.get(me, 0)),
+                            vector.get(me, 0), self.proto.limits)
         else:
             outbox = None
         sender = asyncio.create_task(self._send_all(outbox))
@@ -463,7 +501,7 @@ class SyncConnection:
                 self._acked.clear()
                 await self._acked.wait()
             payload, count = await self.worker(outbox.next)  # one batch read at a time
-            self.proto.send_batch(payload, count)
+            self._tops[self.proto.send_batch(payload, count)] = outbox.pos
             self.counters.events_up += count
             await self._flush()
             self._report()
@@ -532,6 +570,7 @@ async def run_sync(store: DuckDBStore, identity: Identity, *, mode: Mode,
         except SyncRefused as exc:
             outcome, detail = f"refused:{exc.code}", {"code": str(exc.code),
                                                       "message": exc.message}
+            exc.command = reregister_command(url, identity.npsn, identity.author)
             await _record(worker, conn, mode, started, outcome, counters, detail)
             _add(report.totals, counters)
             raise
@@ -690,5 +729,5 @@ async def register(url: str, npsn: str, kode: str, user: str, password: str) -> 
             case Answered(answer) if isinstance(answer, Registered):
                 return answer
             case Refused(refuse, _):
-                raise SyncRefused(refuse.code, refuse.message)
+                raise RegistrationRefused(refuse.code, refuse.message)
     raise SyncError("server pusat tidak menjawab pendaftaran")
