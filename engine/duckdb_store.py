@@ -70,14 +70,18 @@ def connect(path: str | os.PathLike[str], *, read_only: bool = False,
             memory_limit: str = MEMORY_LIMIT) -> duckdb.DuckDBPyConnection:
     """Open a DuckDB file as every store here wants it; DataInUse if another process has it."""
     try:
-        return duckdb.connect(str(path), read_only=read_only,
-                              config={"memory_limit": memory_limit,
-                                      # UUIDs cross Arrow as 16 bytes, not text
-                                      "arrow_lossless_conversion": True})
+        con = duckdb.connect(str(path), read_only=read_only,
+                             config={"memory_limit": memory_limit,
+                                     # UUIDs cross Arrow as 16 bytes, not text
+                                     "arrow_lossless_conversion": True})
     except duckdb.IOException as exc:
         if "lock" in str(exc).lower():
             raise DataInUse() from exc
         raise
+    # Else any query over 2 s draws a progress bar on stdout (a pipe too), into --json
+    # output. Cursors have no progress bar by default.
+    con.execute("SET enable_progress_bar_print = false")
+    return con
 
 
 def _fields(e: Entity, prefix: str = "") -> str:

@@ -50,15 +50,19 @@ data_option = click.option(
               help="concurrent sync sessions; beyond it: server busy")
 @click.option("--window", type=int, default=Limits().window_batches, show_default=True,
               help="unacknowledged batches per direction")
+@click.option("--batch-events", type=click.IntRange(min=1),
+              default=Limits().max_batch_events, show_default=True,
+              help="most events per batch; smaller batches resend less after a dropped link")
 def server(data: Path, host: str, port: int, tls_cert: Path | None, tls_key: Path | None,
-           max_sessions: int, window: int) -> None:
+           max_sessions: int, window: int, batch_events: int) -> None:
     """Run the central server until SIGTERM or Ctrl-C (then drain and stop)."""
     if bool(tls_cert) != bool(tls_key):
         raise click.UsageError("--tls-cert and --tls-key go together")
     structlog.configure(logger_factory=structlog.PrintLoggerFactory(sys.stderr),
                         wrapper_class=structlog.make_filtering_bound_logger(logging.INFO))
     options = ServerOptions(host=host, port=port, tls_cert=tls_cert, tls_key=tls_key,
-                            max_sessions=max_sessions, limits=Limits(window_batches=window))
+                            max_sessions=max_sessions,
+                            limits=Limits(window_batches=window, max_batch_events=batch_events))
     try:
         asyncio.run(_serve(data, options))
     except DataInUse as exc:

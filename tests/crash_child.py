@@ -53,8 +53,12 @@ def import_rows(store: DuckDBStore, path: str | Path) -> AppendReport:
 
 
 def say(word: str) -> None:
-    """Print ``word`` and when it was said (monotonic clocks are system-wide)."""
-    print(word, time.monotonic(), flush=True)
+    """Print ``word`` and when it was said (monotonic clocks are system-wide).
+
+    One write: with PYTHONUNBUFFERED, print(a, b) makes four, and a SIGKILL between
+    them left the parent half a line."""
+    sys.stdout.write(f"{word} {time.monotonic()}\n")
+    sys.stdout.flush()
 
 
 def main(argv: list[str]) -> None:

@@ -41,7 +41,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
-from crash_child import ME, import_rows, seed_batch
+from crash_child import ME, import_rows, say, seed_batch
 
 from selaras.bench.generate import generate, write
 from selaras.engine.clocks import VersionVector
@@ -299,3 +299,23 @@ def test_sigkill_leaves_all_or_nothing(op: str, window: str, mode: str, i: int, 
         assert store.conflicts() == clean.conflicts
     finally:
         store.close()
+
+
+def test_the_child_says_each_word_in_one_write(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A SIGKILL cannot cut a line the parent reads in half: with PYTHONUNBUFFERED,
+    print(a, b) writes each piece on its own."""
+    writes: list[str] = []
+
+    class Pipe:
+        def write(self, text: str) -> int:
+            writes.append(text)
+            return len(text)
+
+        def flush(self) -> None:
+            pass
+
+    monkeypatch.setattr(sys, "stdout", Pipe())
+    say("committed")
+    (line,) = writes
+    word, said_at = line.split()
+    assert (word, line[-1]) == ("committed", "\n") and float(said_at) > 0
