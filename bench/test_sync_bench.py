@@ -45,7 +45,7 @@ from typing import Any
 import pytest
 
 from selaras.bench.generate import generate, write
-from selaras.bench.test_baseline_bench import Round as BareRound
+from selaras.bench.test_baseline_bench import start_round as start_bare_round
 from selaras.engine.events import Batch, Event
 
 MODULE = "selaras.bench.test_sync_bench"
@@ -260,7 +260,7 @@ def mib(n: int | None) -> str:
 def test_push_and_pull_large_school(benchmark: Any, folder: Path, rows_file: Path,
                                     bench_results: list[dict[str, Any]]) -> None:
     """(a) Push the large school to an empty centre, pull it into a second install."""
-    bare = BareRound(rows_file, folder / "bare.duckdb")
+    bare = start_bare_round(rows_file, folder / "bare.duckdb")
     bare.go()
     bare_result = bare.finish()
     bare_rate = bare_result["rows"] / bare_result["seconds"]
