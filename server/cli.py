@@ -43,13 +43,14 @@ data_option = click.option(
 @click.command()
 @data_option
 @click.option("--host", default="127.0.0.1", show_default=True)
-@click.option("--port", type=int, default=8765, show_default=True, help="0: any free port")
+@click.option("--port", type=click.IntRange(0, 65535), default=8765, show_default=True,
+              help="0: any free port")
 @click.option("--tls-cert", type=click.Path(dir_okay=False, exists=True, path_type=Path))
 @click.option("--tls-key", type=click.Path(dir_okay=False, exists=True, path_type=Path))
-@click.option("--max-sessions", type=int, default=64, show_default=True,
+@click.option("--max-sessions", type=click.IntRange(min=1), default=64, show_default=True,
               help="concurrent sync sessions; beyond it: server busy")
-@click.option("--window", type=int, default=Limits().window_batches, show_default=True,
-              help="unacknowledged batches per direction")
+@click.option("--window", type=click.IntRange(min=1), default=Limits().window_batches,
+              show_default=True, help="unacknowledged batches per direction")
 @click.option("--batch-events", type=click.IntRange(min=1),
               default=Limits().max_batch_events, show_default=True,
               help="most events per batch; smaller batches resend less after a dropped link")

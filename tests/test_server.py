@@ -368,3 +368,15 @@ def test_compression_is_off_unless_the_client_offers_it(tmp_path: Path) -> None:
             return negotiated
 
     assert asyncio.run(main()) == [["PerMessageDeflate"], []]
+
+
+@pytest.mark.parametrize("option, value", [("--window", "0"), ("--max-sessions", "-3"),
+                                           ("--batch-events", "0"), ("--port", "70000")])
+def test_server_options_out_of_range_are_refused(tmp_path: Path, option: str, value: str,
+                                                 ) -> None:
+    data = tmp_path / "centre"
+    run = subprocess.run([SELARAS, "server", "--data", str(data), option, value],
+                         capture_output=True, text=True, timeout=60)
+    assert run.returncode == 2
+    assert f"Invalid value for '{option}'" in run.stderr
+    assert not data.exists()  # refused before anything was made
