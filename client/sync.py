@@ -583,33 +583,29 @@ async def run_sync(store: DuckDBStore, identity: Identity, *, mode: Mode,
                 pushed_after = conn.their_vector.get(identity.origin, 0)
         if outcome == "ok":
             assert pushed_after is not None
+            _merge_counts(report.sent, {k: {"events": v} for k, v in result.sent.items()})
             if result.centre_ahead and not followed_up:
                 # What the centre made of our push (a clock bound, say) comes in one more
-                # session, so that this sync ends with equal vectors and tells the school.
-                followed_up = True
+                # session at once, so that this sync ends with equal vectors and tells the
+                # school.
+                followed_up, detail = True, {"follow_up": True}
+            else:
                 _add(report.totals, counters)
+                report.ok = True
                 report.sessions.append(result.session)
-                _merge_counts(report.sent, {k: {"events": v} for k, v in result.sent.items()})
-                _merge_counts(report.received,
-                              {k: {"events": v} for k, v in result.received_events.items()})
-                await _record(worker, conn, mode, started, "ok", counters, {"follow_up": True})
-                continue
-            _add(report.totals, counters)
-            report.ok = True
-            report.sessions.append(result.session)
-            report.vectors_equal = result.vectors_equal
-            report.checksums_equal = result.checksums_equal
-            if not result.vectors_equal:
-                report.note = ("vektor berbeda: ada perubahan lain di server pusat atau di "
-                               "instalasi ini sejak sesi dimulai; sinkronkan lagi nanti")
-            _merge_counts(report.sent, {k: {"events": v} for k, v in result.sent.items()})
-            await _finish(worker, store, report, conn, result, rows_before, conflicts_before,
-                          pushed_after)
-            await _record(worker, conn, mode, started, "ok", counters,
-                          {"vectors_equal": result.vectors_equal,
-                           "checksums_equal": result.checksums_equal,
-                           "attempts": report.attempts, "busy_retries": report.busy_retries})
-            return report
+                report.vectors_equal = result.vectors_equal
+                report.checksums_equal = result.checksums_equal
+                if not result.vectors_equal:
+                    report.note = ("vektor berbeda: ada perubahan lain di server pusat atau "
+                                   "di instalasi ini sejak sesi dimulai; sinkronkan lagi nanti")
+                await _finish(worker, store, report, conn, result, rows_before,
+                              conflicts_before, pushed_after)
+                await _record(worker, conn, mode, started, "ok", counters,
+                              {"vectors_equal": result.vectors_equal,
+                               "checksums_equal": result.checksums_equal,
+                               "attempts": report.attempts,
+                               "busy_retries": report.busy_retries})
+                return report
         if conn.session:
             report.sessions.append(conn.session)
         _add(report.totals, counters)

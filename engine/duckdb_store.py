@@ -438,10 +438,10 @@ class DuckDBStore:
                                      ).fetchall()[0]
         clock = local_clock(self.max_hlc(centre), self.max_hlc(), now_ms)
         hlc_from = max(hlc_from_ms(now_ms), int(before) + 1)
-        seq = self.vector().get(centre, 0) + 1
-        context = {o: s for o, s in self.vector().items() if o != centre}
-        return Event(origin=centre, seq=seq, hlc=clock.tick(now_ms), entity=CLOCK_BOUND,
-                     row_id=str(uuid.uuid4()), author="pusat", role="pusat",
+        vector = self.vector()
+        context = {o: s for o, s in vector.items() if o != centre}
+        return Event(origin=centre, seq=vector.get(centre, 0) + 1, hlc=clock.tick(now_ms),
+                     entity=CLOCK_BOUND, row_id=str(uuid.uuid4()), author="pusat", role="pusat",
                      changes={"install_id": origin, "seq_from": first, "seq_to": last,
                               "hlc_from": hlc_from},
                      context=context if context != self.context(centre) else None), \
