@@ -117,26 +117,9 @@ def describe(exc: Exception) -> str:
     # Anything else is a bug: say what, and how to see where.
     if os.environ.get(DEBUG_ENV):
         traceback.print_exception(exc)
-    what = (f"the store failed: {sql_error_text(exc)}" if is_duckdb_error(exc)
-            else f"{type(exc).__name__}: {exc}")
-    return f"internal error: {what} (set {DEBUG_ENV}=1 for the traceback, and please report it)"
-
-
-def is_duckdb_error(exc: Exception) -> bool:
-    # client/ may not import duckdb (only the storage module does); recognise its errors
-    # by their class, as DuckDBStore.query lets them through.
-    return any(c.__name__ == "Error" and c.__module__ in ("duckdb", "_duckdb")
-               for c in type(exc).__mro__)
-
-
-def sql_error_text(exc: Exception) -> str:
-    """DuckDB's message in one line: its first line and any 'Did you mean' hint."""
-    lines = [s.strip() for s in str(exc).splitlines() if s.strip()]
-    hints = [s for s in lines[1:] if s.startswith("Did you mean")]
-    first = lines[0] if lines else "error"
-    if "read-only mode" in first:
-        first += " (selaras query only reads)"
-    return " ".join([first, *hints])
+    first = (str(exc).splitlines() or [""])[0]
+    return (f"internal error: {type(exc).__name__}: {first} (set {DEBUG_ENV}=1 for the "
+            "traceback, and please report it)")
 
 
 def _plugins() -> dict[str, Any]:
@@ -436,12 +419,7 @@ def delete(session: Session, entity: str, row_id: str) -> None:
 @with_session(read_only=True)
 def query(session: Session, sql: str, as_json: bool) -> None:
     """Run read-only SQL on the install's data (tables are named like the entities)."""
-    try:
-        columns, rows = session.store.query(sql)
-    except Exception as exc:
-        if not is_duckdb_error(exc):
-            raise
-        raise ClientError("SQL: " + sql_error_text(exc)) from None
+    columns, rows = session.store.query(sql)
     if as_json:
         click.echo(output.to_json([dict(zip(columns, r, strict=True)) for r in rows]))
     else:

@@ -399,9 +399,9 @@ class NetworkDemo:
 def first_student(inst: Install) -> tuple[str, str]:
     """The id and name of the install's first student by name."""
     with inst.open(read_only=True) as s:
-        _, rows = s.store.query(
-            "SELECT peserta_didik_id::VARCHAR, nama FROM peserta_didik ORDER BY nama LIMIT 1")
-    return str(rows[0][0]), str(rows[0][1])
+        rows = s.store.rows("peserta_didik")
+    row_id, row = min(rows.items(), key=lambda item: (str(item[1]["nama"]), item[0]))
+    return row_id, str(row["nama"])
 
 
 def edit_student(inst: Install, name: str, row_id: str, fields: dict[str, str]) -> str:

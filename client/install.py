@@ -225,10 +225,8 @@ def import_rows(session: Session, path: Path) -> dict[str, int]:
     before = session.store.vector().get(me.origin, 0)
     session.store.import_jsonl(str(path), origin=me.origin, author=me.author, role=me.role,
                                sekolah_id=me.sekolah_id, now_ms=now_ms())
-    _, counts = session.store.query(
-        f"SELECT entity, count(*) FROM log.event WHERE origin = '{uuid.UUID(me.origin)}' "
-        f"AND seq > {int(before)} GROUP BY entity ORDER BY entity")
-    return {str(name): int(n) for name, n in counts}
+    counts: dict[str, int] = session.store.event_counts(me.origin, before)
+    return counts
 
 
 def export_bundle(session: Session, their_vector: VersionVector) -> tuple[bytes, int]:

@@ -70,7 +70,7 @@ from selaras.engine.protocol import (
     Welcomed,
 )
 from selaras.engine.replica import Identity
-from selaras.engine.schema import BY_NAME, ENTITIES, SCHEMA_VERSION
+from selaras.engine.schema import BY_NAME, SCHEMA_VERSION
 from selaras.engine.store import BadSignature
 
 from .install import ClientError
@@ -255,12 +255,6 @@ class _StoreWorker:
     def _locked(self, fn: Callable[..., Any], *args: Any) -> Any:
         with self._lock:
             return fn(*args)
-
-
-def row_counts(store: DuckDBStore) -> dict[str, int]:
-    union = " UNION ALL ".join(f"SELECT '{e.name}', count(*) FROM {store.table(e)}"
-                               for e in ENTITIES)
-    return {str(n): int(c) for n, c in store.query(union)[1]}
 
 
 def conflict_counts(store: DuckDBStore) -> dict[str, int]:
@@ -532,7 +526,7 @@ async def run_sync(store: DuckDBStore, identity: Identity, *, mode: Mode,
     worker = _StoreWorker(store)
     report = SyncReport(mode)
     rows_before, conflicts_before = await worker(
-        lambda: (row_counts(store), conflict_counts(store)))
+        lambda: (store.row_counts(), conflict_counts(store)))
     deadline = None if timeout_s is None else time.monotonic() + timeout_s
     failures = 0  # consecutive sessions that ended without progress
     followed_up = False
@@ -624,7 +618,7 @@ async def _finish(worker: _StoreWorker, store: DuckDBStore, report: SyncReport,
                   conflicts_before: dict[str, int], pushed_after: int) -> None:
     me = conn.identity.origin
     rows_after, conflicts_after, neutralised = await worker(lambda: (
-        row_counts(store), conflict_counts(store),
+        store.row_counts(), conflict_counts(store),
         store.neutralised(me, pushed_after, store.vector().get(me, 0))
         if report.mode == "sync" else {}))
     _merge_counts(report.received,

@@ -33,6 +33,7 @@ import pyarrow.compute as pc
 
 from .clocks import MAX_AHEAD_MS, VersionVector, hlc_from_ms, local_clock, origin_rank
 from .events import (
+    REFERENSI_ORIGIN,
     SIGNATURE_SCHEMA,
     Batch,
     Event,
@@ -49,8 +50,6 @@ from .schema import (
     SQL_TYPES,
     Entity,
     Owner,
-    log_ddl,
-    materialised_ddl,
 )
 from .signatures import CentreKey
 from .store import (
@@ -58,6 +57,7 @@ from .store import (
     DataInUse,
     EventCollision,
     ImportRefused,
+    QueryRefused,
     StoreError,
     check_signatures,
 )
@@ -86,6 +86,47 @@ def connect(path: str | os.PathLike[str], *, read_only: bool = False,
     return con
 
 
+ANY_SCHOOL = ""  # the school of Referensi's events and rows (every school's), and an install's
+
+
+def create_tables(con: duckdb.DuckDBPyConnection) -> None:
+    """The tables of every store, if missing: one set, whatever the number of schools.
+
+    ``school`` leads every key, so registering a school adds rows, never tables.
+    """
+    c = con
+    c.execute("BEGIN")
+    for schema in ("log", "ref", "replica"):
+        c.execute(f"CREATE SCHEMA IF NOT EXISTS {schema}")
+    c.execute("""CREATE TABLE IF NOT EXISTS log.event (school VARCHAR, origin UUID, seq BIGINT,
+        entity VARCHAR NOT NULL, PRIMARY KEY (school, origin, seq))""")
+    c.execute("""CREATE TABLE IF NOT EXISTS log.context (school VARCHAR NOT NULL,
+        origin UUID NOT NULL, seq BIGINT NOT NULL, peer UUID NOT NULL, held BIGINT NOT NULL)""")
+    c.execute("""CREATE TABLE IF NOT EXISTS log.signature (school VARCHAR, origin UUID,
+        seq BIGINT, sig BLOB NOT NULL, PRIMARY KEY (school, origin, seq))""")
+    c.execute("CREATE TABLE IF NOT EXISTS replica.meta (key VARCHAR PRIMARY KEY, value VARCHAR)")
+    c.execute("""CREATE TABLE IF NOT EXISTS replica.conflict (school VARCHAR NOT NULL,
+        entity VARCHAR, row_id UUID, field VARCHAR, origin UUID, seq BIGINT,
+        value VARCHAR, author VARCHAR, role VARCHAR, winner BOOLEAN)""")
+    c.execute("""CREATE TABLE IF NOT EXISTS replica.sync_history (
+        session VARCHAR, mode VARCHAR, started TIMESTAMPTZ, ended TIMESTAMPTZ,
+        outcome VARCHAR, clock_offset_ms BIGINT, events_up BIGINT, events_down BIGINT,
+        bytes_up BIGINT, bytes_down BIGINT, detail JSON)""")
+    c.execute("""CREATE TABLE IF NOT EXISTS replica.validation (
+        rule_id VARCHAR, tab VARCHAR, severity VARCHAR, entity VARCHAR, row_id UUID,
+        field VARCHAR, message VARCHAR, detail VARCHAR)""")
+    for e in ENTITIES:
+        values = [f"{f.name} {SQL_TYPES[f.type]}" for f in e.fields]
+        # The change log: one row per event; lww packs the LWW order (hlc, origin) in one integer.
+        c.execute(f"""CREATE TABLE IF NOT EXISTS log.{e.slug} (school VARCHAR NOT NULL,
+            origin UUID NOT NULL, seq BIGINT NOT NULL, hlc BIGINT NOT NULL,
+            lww HUGEINT NOT NULL, row_id UUID NOT NULL, author VARCHAR NOT NULL,
+            role VARCHAR NOT NULL, mask UBIGINT NOT NULL, {", ".join(values)})""")
+        c.execute(f"CREATE TABLE IF NOT EXISTS {e.table} (school VARCHAR NOT NULL, "
+                  f"{e.key} UUID, {', '.join(values)})")
+    c.execute("COMMIT")
+
+
 def _fields(e: Entity, prefix: str = "") -> str:
     return ", ".join(prefix + f.name for f in e.fields)
 
@@ -95,62 +136,35 @@ def _q(s: str) -> str:
 
 
 class DuckDBStore:
-    """A replica's store in one DuckDB file (or ``:memory:``).
+    """One school's replica in a DuckDB file (or ``:memory:``).
 
-    ``tenant`` places the store's tables in schemas of their own
-    (``t<tenant>_log``, ...) on a connection shared with other tenants: that
-    is how the centre keeps every school in one file, so that one transaction
-    can commit batches of many schools (``DuckDBCentre``).
+    Every table is keyed by ``school`` (an NPSN): the centre keeps all its
+    schools in one set of tables (``DuckDBCentre``), an install keeps its one
+    school under ``""``. Referensi's events and rows belong to every school and
+    are kept once, under ``""`` (``ANY_SCHOOL``). A store reads and writes its
+    school and Referensi, nothing else.
     """
 
     def __init__(self, path: str | os.PathLike[str], central: frozenset[str],
                  *, read_only: bool = False, memory_limit: str = MEMORY_LIMIT,
-                 tenant: str | None = None,
+                 school: str = ANY_SCHOOL,
                  con: duckdb.DuckDBPyConnection | None = None) -> None:
         self.central = central
-        self.con = con or connect(path, read_only=read_only, memory_limit=memory_limit)
-        prefix = f"t{tenant}_" if tenant else ""
-        self.log, self.replica = f"{prefix}log", f"{prefix}replica"
-        self._data, self._ref = (f"t{tenant}", f"{prefix}ref") if tenant else ("main", "ref")
-        if not read_only:
-            self._create()
+        if con is None:
+            con = connect(path, read_only=read_only, memory_limit=memory_limit)
+            if not read_only:
+                create_tables(con)
+        self.con = con
+        self.school = school
+        self._scope = f"school IN ({_q(school)}, {_q(ANY_SCHOOL)})"
         self._central_sql = ", ".join(f"'{o}'::UUID" for o in sorted(central)) or "NULL"
 
-    def table(self, e: Entity) -> str:
-        """The materialised table of ``e`` (``ref.*`` in the ref schema)."""
-        if e.is_reference:
-            return f"{self._ref}.{e.name.removeprefix('ref.')}"
-        return f"{self._data}.{e.name}"
-
-    # -- schema -----------------------------------------------------------------
-
-    def _create(self) -> None:
-        c = self.con
-        c.execute("BEGIN")
-        for schema in (self.log, self._ref, self.replica, self._data):
-            c.execute(f"CREATE SCHEMA IF NOT EXISTS {schema}")
-        c.execute(f"""CREATE TABLE IF NOT EXISTS {self.log}.event (
-            origin UUID, seq BIGINT, entity VARCHAR NOT NULL, PRIMARY KEY (origin, seq))""")
-        c.execute(f"""CREATE TABLE IF NOT EXISTS {self.log}.context (
-            origin UUID NOT NULL, seq BIGINT NOT NULL, peer UUID NOT NULL, held BIGINT NOT NULL)""")
-        c.execute(f"""CREATE TABLE IF NOT EXISTS {self.log}.signature (
-            origin UUID, seq BIGINT, sig BLOB NOT NULL, PRIMARY KEY (origin, seq))""")
-        c.execute(f"CREATE TABLE IF NOT EXISTS {self.replica}.meta "
-                  "(key VARCHAR PRIMARY KEY, value VARCHAR)")
-        c.execute(f"""CREATE TABLE IF NOT EXISTS {self.replica}.conflict (
-            entity VARCHAR, row_id UUID, field VARCHAR, origin UUID, seq BIGINT,
-            value VARCHAR, author VARCHAR, role VARCHAR, winner BOOLEAN)""")
-        c.execute(f"""CREATE TABLE IF NOT EXISTS {self.replica}.sync_history (
-            session VARCHAR, mode VARCHAR, started TIMESTAMPTZ, ended TIMESTAMPTZ,
-            outcome VARCHAR, clock_offset_ms BIGINT, events_up BIGINT, events_down BIGINT,
-            bytes_up BIGINT, bytes_down BIGINT, detail JSON)""")
-        c.execute(f"""CREATE TABLE IF NOT EXISTS {self.replica}.validation (
-            rule_id VARCHAR, tab VARCHAR, severity VARCHAR, entity VARCHAR, row_id UUID,
-            field VARCHAR, message VARCHAR, detail VARCHAR)""")
-        for e in ENTITIES:
-            c.execute(log_ddl(e, f"{self.log}.{e.slug}"))
-            c.execute(materialised_ddl(e, self.table(e)))
-        c.execute("COMMIT")
+    def _school_of(self, x: str) -> str:
+        """SQL: the school an event ``x`` belongs to (Referensi's belong to every school)."""
+        if self.school == ANY_SCHOOL:
+            return _q(ANY_SCHOOL)
+        return (f"CASE WHEN {x}.origin = '{REFERENSI_ORIGIN}'::UUID THEN {_q(ANY_SCHOOL)} "
+                f"ELSE {_q(self.school)} END")
 
     @contextmanager
     def transaction(self) -> Iterator[duckdb.DuckDBPyConnection]:
@@ -168,17 +182,17 @@ class DuckDBStore:
     # -- meta ---------------------------------------------------------------------
 
     def meta(self) -> dict[str, str]:
-        return dict(self.con.execute(f"SELECT key, value FROM {self.replica}.meta").fetchall())
+        return dict(self.con.execute("SELECT key, value FROM replica.meta").fetchall())
 
     def set_meta(self, **values: str) -> None:
         with self.transaction() as c:
             for k, v in values.items():
-                c.execute(f"INSERT OR REPLACE INTO {self.replica}.meta VALUES (?, ?)", [k, v])
+                c.execute("INSERT OR REPLACE INTO replica.meta VALUES (?, ?)", [k, v])
 
     @property
     def centre_key(self) -> str | None:
         """The centre's public key from the meta (an install registered with a centre)."""
-        row = self.con.execute(f"SELECT value FROM {self.replica}.meta "
+        row = self.con.execute("SELECT value FROM replica.meta "
                                "WHERE key = 'centre_key'").fetchall()
         return str(row[0][0]) if row and row[0][0] else None
 
@@ -186,11 +200,11 @@ class DuckDBStore:
         """Keep one sync session in the history (keys: the sync_history columns)."""
         record = {**record, "detail": json.dumps(record.get("detail"))}
         with self.transaction() as c:
-            c.execute(f"INSERT INTO {self.replica}.sync_history ({', '.join(record)}) "
+            c.execute(f"INSERT INTO replica.sync_history ({', '.join(record)}) "
                       f"VALUES ({', '.join('?' * len(record))})", list(record.values()))
 
     def history(self, limit: int = 20) -> list[dict[str, Any]]:
-        cur = self.con.execute(f"SELECT * FROM {self.replica}.sync_history "
+        cur = self.con.execute("SELECT * FROM replica.sync_history "
                                "ORDER BY started DESC LIMIT ?", [limit])
         names = [d[0] for d in cur.description or []]
         return [dict(zip(names, r, strict=True)) for r in cur.fetchall()]
@@ -199,21 +213,23 @@ class DuckDBStore:
 
     def vector(self) -> VersionVector:
         return dict(self.con.execute(
-            f"SELECT origin::VARCHAR, max(seq) FROM {self.log}.event GROUP BY origin").fetchall())
+            f"SELECT origin::VARCHAR, max(seq) FROM log.event WHERE {self._scope} "
+            "GROUP BY origin").fetchall())
 
     def max_hlc(self, origin: str | None = None) -> int:
-        col, where = ("hlc", f"WHERE origin = '{uuid.UUID(origin)}'") if origin else (
+        col, where = ("hlc", f"AND origin = '{uuid.UUID(origin)}'") if origin else (
             "lww >> 64", "")
-        union = " UNION ALL ".join(f"SELECT max({col}) h FROM {self.log}.{e.slug} {where}"
-                                   for e in ENTITIES)
+        union = " UNION ALL ".join(
+            f"SELECT max({col}) h FROM log.{e.slug} WHERE {self._scope} {where}"
+            for e in ENTITIES)
         (h,) = self.con.execute(f"SELECT coalesce(max(h), 0) FROM ({union})").fetchall()[0]
         return int(h)
 
     def context(self, origin: str) -> VersionVector:
         """The last causal context ``origin`` carried (contexts only grow)."""
         return dict(self.con.execute(
-            f"SELECT peer::VARCHAR, max(held) FROM {self.log}.context WHERE origin = ? "
-            "GROUP BY peer",
+            f"SELECT peer::VARCHAR, max(held) FROM log.context WHERE {self._scope} "
+            "AND origin = ? GROUP BY peer",
             [origin]).fetchall())
 
     def events_after(self, vector: VersionVector) -> Batch:
@@ -231,27 +247,28 @@ class DuckDBStore:
     def _events(self, join: str, where: str) -> Batch:
         """Held events as a Batch: each log table ``x`` with ``join`` and ``where``."""
         c = self.con
+        where = f"x.{self._scope} AND {where}"
         # Only the entities that have events there: a small batch touches few of them.
         present = {name for (name,) in c.execute(
-            f"SELECT DISTINCT x.entity FROM {self.log}.event x {join} WHERE {where}").fetchall()}
+            f"SELECT DISTINCT x.entity FROM log.event x {join} WHERE {where}").fetchall()}
         tables = {}
         for e in (e for e in ENTITIES if e.name in present):
             t = c.sql(f"""
                 SELECT x.origin, x.seq, x.hlc, x.row_id, x.author, x.role, x.mask,
                        {_fields(e, 'x.')}
-                FROM {self.log}.{e.slug} x {join} WHERE {where}
+                FROM log.{e.slug} x {join} WHERE {where}
                 ORDER BY x.origin, x.seq""").to_arrow_table()
             if t.num_rows:
                 tables[e.name] = t.cast(arrow_schema(e))
         contexts = c.sql(f"""SELECT x.origin, x.seq, x.peer, x.held
-            FROM {self.log}.context x {join} WHERE {where} ORDER BY ALL""").to_arrow_table()
+            FROM log.context x {join} WHERE {where} ORDER BY ALL""").to_arrow_table()
         signatures = c.sql(f"""SELECT x.origin, x.seq, x.sig
-            FROM {self.log}.signature x {join} WHERE {where} ORDER BY ALL""").to_arrow_table()
+            FROM log.signature x {join} WHERE {where} ORDER BY ALL""").to_arrow_table()
         return Batch(tables, contexts, signatures.cast(SIGNATURE_SCHEMA))
 
     def rows(self, entity: str) -> dict[str, dict[str, object]]:
         e = BY_NAME[entity]
-        cur = self.con.execute(f"SELECT * FROM {self.table(e)}")
+        cur = self.con.execute(f"SELECT * EXCLUDE (school) FROM {e.table} WHERE {self._scope}")
         out = {}
         for r in cur.fetchall():
             row: dict[str, object] = {e.key: str(r[0])}
@@ -263,7 +280,7 @@ class DuckDBStore:
         out = []
         for entity, row_id, field, origin, seq, value, author, role, winner in self.con.execute(
                 "SELECT entity, row_id::VARCHAR, field, origin::VARCHAR, seq, value, author, "
-                f"role, winner FROM {self.replica}.conflict").fetchall():
+                f"role, winner FROM replica.conflict WHERE {self._scope}").fetchall():
             if value is not None and BY_NAME[entity].by_name[field].type == "int":
                 value = int(value)
             out.append(Sibling(entity, row_id, field, origin, seq, value, author, role, winner))
@@ -273,7 +290,8 @@ class DuckDBStore:
         """Per entity, a digest of the materialised values (values.table_digest in SQL)."""
         # An empty table's digest needs no query (the one per entity costs a few ms).
         filled = {name for (name,) in self.con.execute(" UNION ALL ".join(
-            f"SELECT '{e.name}' FROM (FROM {self.table(e)} LIMIT 1)" for e in ENTITIES),
+            f"SELECT '{e.name}' FROM (FROM {e.table} WHERE {self._scope} LIMIT 1)"
+            for e in ENTITIES),
         ).fetchall()}
         out = {}
         for e in ENTITIES:
@@ -286,15 +304,27 @@ class DuckDBStore:
                 for c in e.columns)
             (digest,) = self.con.execute(f"""
                 SELECT md5(coalesce(string_agg(d, ',' ORDER BY k), ''))
-                FROM (SELECT {e.key}::VARCHAR AS k, md5(concat({enc})) AS d FROM {self.table(e)})
+                FROM (SELECT {e.key}::VARCHAR AS k, md5(concat({enc})) AS d
+                      FROM {e.table} WHERE {self._scope})
                 """).fetchall()[0]
             out[e.name] = digest
         return out
 
     def query(self, sql: str) -> tuple[list[str], list[tuple[Any, ...]]]:
-        """Run read-only SQL (the caller opened the store read-only)."""
-        cur = self.con.execute(sql)
-        return [d[0] for d in cur.description or []], cur.fetchall()
+        """Run one read statement over this school's data (``query_school``)."""
+        return query_school(self.con, self.school, sql)
+
+    def row_counts(self) -> dict[str, int]:
+        """Per entity, the rows materialised."""
+        union = " UNION ALL ".join(
+            f"SELECT '{e.name}', count(*) FROM {e.table} WHERE {self._scope}" for e in ENTITIES)
+        return {str(n): int(c) for n, c in self.con.execute(union).fetchall()}
+
+    def event_counts(self, origin: str, after: int = 0) -> dict[str, int]:
+        """Per entity, the events of ``origin`` held past seq ``after``."""
+        return {str(n): int(c) for n, c in self.con.execute(
+            f"SELECT entity, count(*) FROM log.event WHERE {self._scope} AND origin = ? "
+            "AND seq > ? GROUP BY entity ORDER BY entity", [origin, after]).fetchall()}
 
     # -- appending ------------------------------------------------------------------
 
@@ -310,7 +340,8 @@ class DuckDBStore:
         if not staged:
             return AppendReport()
         c.execute("CREATE OR REPLACE TEMP TABLE ours AS "
-                  f"SELECT origin, max(seq) AS seq FROM {self.log}.event GROUP BY origin")
+                  f"SELECT origin, max(seq) AS seq FROM log.event WHERE {self._scope} "
+                  "GROUP BY origin")
         key = self.centre_key
         if key:
             held = dict(c.execute("SELECT origin::VARCHAR, seq FROM ours").fetchall())
@@ -354,18 +385,20 @@ class DuckDBStore:
         (applied,) = c.execute(f"SELECT count(*) FROM ({accepted})").fetchall()[0]
         if not applied:
             return AppendReport(0, duplicates, fresh)
-        c.execute(f"INSERT INTO {self.log}.event {accepted}")
+        c.execute(f"INSERT INTO log.event SELECT {self._school_of('a')}, a.* FROM ({accepted}) a")
         c.register("incoming_context", batch.contexts)
         try:
-            c.execute(f"""INSERT INTO {self.log}.context SELECT c.* FROM incoming_context c
+            c.execute(f"""INSERT INTO log.context
+                          SELECT {self._school_of('c')}, c.* FROM incoming_context c
                           SEMI JOIN ({accepted}) a ON a.origin = c.origin AND a.seq = c.seq""")
         finally:
             c.unregister("incoming_context")
         if batch.signatures.num_rows:
             c.register("incoming_signature", batch.signatures)
             try:  # only centre events' signatures mean anything; one per event is kept
-                c.execute(f"""INSERT INTO {self.log}.signature
-                    SELECT s.origin, s.seq, any_value(s.sig) FROM incoming_signature s
+                c.execute(f"""INSERT INTO log.signature
+                    SELECT {self._school_of('s')}, s.origin, s.seq, any_value(s.sig)
+                    FROM incoming_signature s
                     SEMI JOIN ({accepted}) a ON a.origin = s.origin AND a.seq = s.seq
                     WHERE s.origin IN ({self._central_sql}) AND s.sig IS NOT NULL
                     GROUP BY s.origin, s.seq""")
@@ -374,7 +407,7 @@ class DuckDBStore:
         ranks = " UNION ALL ".join(f"SELECT '{o}'::UUID AS origin, {origin_rank(o)} AS rank"
                                    for o in runs)
         for e in staged:
-            new = f"""SELECT s.origin, s.seq, s.hlc,
+            new = f"""SELECT {self._school_of('s')} AS school, s.origin, s.seq, s.hlc,
                              ({self._effective_hlc('s')}::HUGEINT << 64) | r.rank::HUGEINT
                              AS lww, s.row_id, s.author, s.role, s.mask, {_fields(e, 's.')}
                       FROM s_{e.slug} s JOIN ({ranks}) r ON r.origin = s.origin {only_accepted}"""
@@ -388,30 +421,34 @@ class DuckDBStore:
 
     def _effective_hlc(self, x: str) -> str:
         """SQL: the effective hlc of event ``x``: its own, or the least a bound gives it."""
-        bounds = self.table(BY_NAME[CLOCK_BOUND])
-        if not self.con.execute(f"SELECT 1 FROM {bounds} LIMIT 1").fetchall():
+        bounds = BY_NAME[CLOCK_BOUND].table
+        if not self.con.execute(f"SELECT 1 FROM {bounds} WHERE {self._scope} LIMIT 1",
+                                ).fetchall():
             return f"{x}.hlc"  # the usual case, and the bulk path: nothing to look up
         return f"""coalesce((SELECT min(b.hlc_from + {x}.seq - b.seq_from) FROM {bounds} b
-                             WHERE b.install_id = {x}.origin AND {x}.seq BETWEEN b.seq_from
+                             WHERE b.{self._scope} AND b.install_id = {x}.origin
+                             AND {x}.seq BETWEEN b.seq_from
                              AND b.seq_to AND {x}.origin NOT IN ({self._central_sql})),
                             {x}.hlc)"""
 
     def _rebound(self) -> None:
         """Rewrite the LWW keys of held events the bounds cover, and remerge their rows."""
         c = self.con
-        bounds = self.table(BY_NAME[CLOCK_BOUND])
+        bounds = BY_NAME[CLOCK_BOUND].table
         for e in ENTITIES:
             c.execute(f"""CREATE OR REPLACE TEMP TABLE rebound AS
-                SELECT origin, seq, {self._effective_hlc('x')} AS hlc FROM {self.log}.{e.slug} x
-                WHERE origin IN (SELECT install_id FROM {bounds})""")
-            c.execute(f"""CREATE OR REPLACE TEMP TABLE touched AS SELECT DISTINCT x.row_id
-                FROM {self.log}.{e.slug} x JOIN rebound r USING (origin, seq)
+                SELECT school, origin, seq, {self._effective_hlc('x')} AS hlc
+                FROM log.{e.slug} x WHERE {self._scope}
+                AND origin IN (SELECT install_id FROM {bounds} WHERE {self._scope})""")
+            c.execute(f"""CREATE OR REPLACE TEMP TABLE touched AS SELECT DISTINCT x.school, x.row_id
+                FROM log.{e.slug} x JOIN rebound r USING (school, origin, seq)
                 WHERE x.lww >> 64 <> r.hlc""")
             if not c.execute("SELECT 1 FROM touched LIMIT 1").fetchall():
                 continue
-            c.execute(f"""UPDATE {self.log}.{e.slug} x
+            c.execute(f"""UPDATE log.{e.slug} x
                 SET lww = (r.hlc::HUGEINT << 64) | (x.lww % (1::HUGEINT << 64))
-                FROM rebound r WHERE x.origin = r.origin AND x.seq = r.seq
+                FROM rebound r WHERE x.school = r.school AND x.origin = r.origin
+                AND x.seq = r.seq
                 AND x.lww >> 64 <> r.hlc""")
             self._materialise(e)
 
@@ -421,7 +458,8 @@ class DuckDBStore:
         one school origin, at our clock, after that origin's previous event; and
         how many events it bounds."""
         union = " UNION ALL ".join(
-            f"SELECT origin, seq FROM {self.log}.{e.slug} WHERE hlc > {limit}" for e in ENTITIES)
+            f"SELECT origin, seq FROM log.{e.slug} WHERE {self._scope} AND hlc > {limit}"
+            for e in ENTITIES)
         held_sql = " UNION ALL ".join(
             [f"SELECT '{uuid.UUID(o)}'::UUID AS origin, {int(s)} AS seq" for o, s in held.items()]
             or ["SELECT NULL::UUID AS origin, 0 AS seq"])
@@ -433,8 +471,9 @@ class DuckDBStore:
             return None
         origin, first, last = found[0]
         (before,) = self.con.execute(f"""SELECT coalesce(max(lww >> 64), 0) FROM ({
-            " UNION ALL ".join(f"SELECT lww FROM {self.log}.{e.slug} WHERE origin = "
-                               f"'{origin}' AND seq = {first - 1}" for e in ENTITIES)})""",
+            " UNION ALL ".join(f"SELECT lww FROM log.{e.slug} WHERE {self._scope} AND "
+                               f"origin = '{origin}' AND seq = {first - 1}" for e in ENTITIES)
+            })""",
                                      ).fetchall()[0]
         clock = local_clock(self.max_hlc(centre), self.max_hlc(), now_ms)
         hlc_from = max(hlc_from_ms(now_ms), int(before) + 1)
@@ -456,10 +495,11 @@ class DuckDBStore:
         for e in ENTITIES:
             guarded = self._centre_mask(e) | sum(
                 e.bit(f.name) for f in e.fields if f.owner is Owner.VERVAL)
-            mine = (f"origin = '{o}' AND seq > {int(after)} AND seq <= {int(upto)} "
+            mine = (f"{self._scope} AND origin = '{o}' "
+                    f"AND seq > {int(after)} AND seq <= {int(upto)} "
                     f"AND (mask & {guarded} <> 0 OR lww >> 64 <> hlc)")
             n, clock = self.con.execute(f"""SELECT count(*), count(*) FILTER (lww >> 64 <> hlc)
-                FROM ({self._effective(e, f"SELECT row_id FROM {self.log}.{e.slug} WHERE {mine}")})
+                FROM ({self._effective(e, f"SELECT school, row_id FROM log.{e.slug} WHERE {mine}")})
                 WHERE {mine} AND (eff <> mask OR lww >> 64 <> hlc)""").fetchall()[0]
             if n:
                 out[e.name] = {"neutralised": int(n), "clock": int(clock)}
@@ -495,7 +535,8 @@ class DuckDBStore:
         (held, clash) = c.execute(f"""
             SELECT count(*), arg_min((s.origin::VARCHAR, s.seq), s.seq)
                              FILTER (WHERE l.seq IS NULL OR {differs})
-            FROM {old} s LEFT JOIN {self.log}.{e.slug} l USING (origin, seq)""").fetchall()[0]
+            FROM {old} s LEFT JOIN (FROM log.{e.slug} WHERE {self._scope}) l USING (origin, seq)
+            """).fetchall()[0]
         if clash:
             raise EventCollision(*clash)
         return int(held)
@@ -550,16 +591,18 @@ class DuckDBStore:
         first = local_clock(self.max_hlc(origin), self.max_hlc(), now_ms).tick(now_ms, n)
         context = {o: s for o, s in vector.items() if o != origin}
         if context != self.context(origin):
-            c.executemany(f"INSERT INTO {self.log}.context VALUES (?, ?, ?, ?)",
-                          [(origin, base + 1, peer, held) for peer, held in context.items()])
+            c.executemany("INSERT INTO log.context VALUES (?, ?, ?, ?, ?)",
+                          [(self.school, origin, base + 1, peer, held)
+                           for peer, held in context.items()])
         lww = f"(({first - 1} + line)::HUGEINT << 64) | {origin_rank(origin)}::HUGEINT"
         for e in entities:
             mask = " + ".join(f"CASE WHEN {f.name} IS NOT NULL THEN {e.bit(f.name)} ELSE 0 END"
                               for f in e.fields)
-            c.execute(f"INSERT INTO {self.log}.event SELECT '{origin}', {base} + line, '{e.name}' "
-                      f"FROM t_{e.slug}")
+            c.execute(f"INSERT INTO log.event SELECT {_q(self.school)}, '{origin}', "
+                      f"{base} + line, '{e.name}' FROM t_{e.slug}")
             self._write(e, f"""
-                SELECT '{origin}'::UUID AS origin, {base} + line AS seq, {first - 1} + line AS hlc,
+                SELECT {_q(self.school)} AS school, '{origin}'::UUID AS origin,
+                       {base} + line AS seq, {first - 1} + line AS hlc,
                        {lww} AS lww, row_id, {_q(author)} AS author, {_q(role)} AS role,
                        ({mask})::UBIGINT AS mask, {_fields(e)}
                 FROM t_{e.slug}""")
@@ -614,32 +657,33 @@ class DuckDBStore:
         if e.verified_by:
             vb = e.bit(e.verified_by)
             lock = (f"min(lww) FILTER (WHERE {is_central} AND mask & {vb} <> 0 "
-                    f"AND {e.verified_by} = 1) OVER (PARTITION BY row_id)")
+                    f"AND {e.verified_by} = 1) OVER (PARTITION BY school, row_id)")
         return f"""
             SELECT *, CASE WHEN {is_central} THEN mask
                            WHEN lww > lock THEN mask & ~{centre | verval}::UBIGINT
                            ELSE mask & ~{centre}::UBIGINT END AS eff
-            FROM (SELECT *, {lock} AS lock FROM {self.log}.{e.slug}
-                  WHERE row_id IN ({rows_sql}))"""
+            FROM (SELECT *, {lock} AS lock FROM log.{e.slug}
+                  SEMI JOIN ({rows_sql}) USING (school, row_id))"""
 
     def _write(self, e: Entity, new: str) -> None:
         """Append the new events of ``e`` (a query in log column order) to its log,
         and bring the materialised rows and conflicts they touch up to date."""
         c = self.con
-        c.execute(f"""CREATE OR REPLACE TEMP TABLE prior AS SELECT DISTINCT row_id
-                      FROM {self.log}.{e.slug} WHERE row_id IN (SELECT row_id FROM ({new}))""")
-        c.execute(f"INSERT INTO {self.log}.{e.slug} {new}")
+        c.execute(f"""CREATE OR REPLACE TEMP TABLE prior AS SELECT DISTINCT school, row_id
+                      FROM log.{e.slug} SEMI JOIN (SELECT school, row_id FROM ({new}))
+                      USING (school, row_id)""")
+        c.execute(f"INSERT INTO log.{e.slug} {new}")
         c.execute(f"""CREATE OR REPLACE TEMP TABLE touched AS
-            SELECT row_id FROM ({new}) GROUP BY row_id HAVING count(*) > 1
-            UNION SELECT row_id FROM prior""")
+            SELECT school, row_id FROM ({new}) GROUP BY ALL HAVING count(*) > 1
+            UNION SELECT school, row_id FROM prior""")
         # A row this replica has never seen, written once (most of a bulk load): its
         # values are the event's, less what authority takes away; nothing to merge.
         once = ", ".join(f"CASE WHEN eff & {e.bit(f.name)} <> 0 THEN {f.name} END"
                          for f in e.fields)
-        c.execute(f"""INSERT INTO {self.table(e)} SELECT row_id, {once}
+        c.execute(f"""INSERT INTO {e.table} SELECT school, row_id, {once}
             FROM (SELECT *, CASE WHEN origin IN ({self._central_sql}) THEN mask
                                  ELSE mask & ~{self._centre_mask(e)}::UBIGINT END AS eff
-                  FROM ({new}) WHERE row_id NOT IN (FROM touched))
+                  FROM ({new}) ANTI JOIN touched USING (school, row_id))
             WHERE eff <> 0""")
         if c.execute("SELECT 1 FROM touched LIMIT 1").fetchall():
             self._materialise(e)
@@ -648,54 +692,57 @@ class DuckDBStore:
         """Recompute the ``touched`` rows of ``e`` and their conflicts from the log."""
         c = self.con
         c.execute(f"CREATE OR REPLACE TEMP TABLE eff AS {self._effective(e, 'FROM touched')}")
-        c.execute(f"DELETE FROM {self.table(e)} WHERE {e.key} IN (FROM touched)")
+        c.execute(f"DELETE FROM {e.table} x USING touched t "
+                  f"WHERE x.school = t.school AND x.{e.key} = t.row_id")
         winners = ", ".join(
             f"arg_max_null({f.name}, lww) FILTER (WHERE eff & {e.bit(f.name)} <> 0)"
             for f in e.fields)
-        c.execute(f"""INSERT INTO {self.table(e)} SELECT row_id, {winners} FROM eff
-                      GROUP BY row_id HAVING bit_or(eff) <> 0""")
+        c.execute(f"""INSERT INTO {e.table} SELECT school, row_id, {winners} FROM eff
+                      GROUP BY school, row_id HAVING bit_or(eff) <> 0""")
         self._find_conflicts(e)
 
     def _find_conflicts(self, e: Entity) -> None:
         """Merge rule 4, for the touched rows written by more than one origin."""
         c = self.con
-        c.execute(f"DELETE FROM {self.replica}.conflict WHERE entity = '{e.name}' "
-                  "AND row_id IN (FROM touched)")
+        c.execute(f"DELETE FROM replica.conflict x USING touched t WHERE x.entity = '{e.name}' "
+                  "AND x.school = t.school AND x.row_id = t.row_id")
         c.execute("""CREATE OR REPLACE TEMP TABLE multi AS SELECT * FROM eff
-                     WHERE row_id IN (SELECT row_id FROM eff WHERE eff <> 0
-                                      GROUP BY row_id HAVING count(DISTINCT origin) > 1)""")
+                     SEMI JOIN (SELECT school, row_id FROM eff WHERE eff <> 0 GROUP BY ALL
+                                HAVING count(DISTINCT origin) > 1) USING (school, row_id)""")
         (n,) = c.execute("SELECT count(*) FROM multi").fetchall()[0]
         if not n:
             return
         writes = " UNION ALL ".join(
-            f"SELECT row_id, '{f.name}' AS field, origin, seq, lww, {f.name}::VARCHAR AS value, "
-            f"author, role FROM multi WHERE eff & {e.bit(f.name)} <> 0" for f in e.fields)
+            f"SELECT school, row_id, '{f.name}' AS field, origin, seq, lww, "
+            f"{f.name}::VARCHAR AS value, author, role FROM multi "
+            f"WHERE eff & {e.bit(f.name)} <> 0" for f in e.fields)
         c.execute(f"CREATE OR REPLACE TEMP TABLE w AS {writes}")
-        c.execute(f"""INSERT INTO {self.replica}.conflict
+        c.execute(f"""INSERT INTO replica.conflict
             WITH siblings AS (
                 SELECT * FROM w WHERE NOT EXISTS (
-                    SELECT 1 FROM w AS w2 WHERE w2.row_id = w.row_id AND w2.field = w.field
+                    SELECT 1 FROM w AS w2 WHERE w2.school = w.school AND w2.row_id = w.row_id
+                    AND w2.field = w.field
                     AND (w2.origin = w.origin AND w2.seq > w.seq
                          OR w2.origin <> w.origin AND w.seq <= (
-                             SELECT coalesce(max(held), 0) FROM {self.log}.context x
-                             WHERE x.origin = w2.origin AND x.peer = w.origin
-                               AND x.seq <= w2.seq)))),
-            winners AS (SELECT row_id, field, max(lww) AS lww FROM w GROUP BY ALL)
-            SELECT '{e.name}', s.row_id, s.field, s.origin, s.seq, s.value, s.author, s.role,
-                   s.lww = win.lww
-            FROM siblings s JOIN winners win USING (row_id, field)
-            WHERE (s.row_id, s.field) IN (
-                SELECT (row_id, field) FROM siblings GROUP BY ALL
+                             SELECT coalesce(max(held), 0) FROM log.context x
+                             WHERE x.school = w2.school AND x.origin = w2.origin
+                               AND x.peer = w.origin AND x.seq <= w2.seq)))),
+            winners AS (SELECT school, row_id, field, max(lww) AS lww FROM w GROUP BY ALL)
+            SELECT s.school, '{e.name}', s.row_id, s.field, s.origin, s.seq, s.value, s.author,
+                   s.role, s.lww = win.lww
+            FROM siblings s JOIN winners win USING (school, row_id, field)
+            WHERE (s.school, s.row_id, s.field) IN (
+                SELECT (school, row_id, field) FROM siblings GROUP BY ALL
                 HAVING count(DISTINCT value) + max((value IS NULL)::INT) > 1)""")
 
     def rebuild(self) -> None:
         """Recompute every materialised table and conflict from the log."""
         with self.transaction() as c:
-            c.execute(f"DELETE FROM {self.replica}.conflict")
+            c.execute(f"DELETE FROM replica.conflict WHERE {self._scope}")
             for e in ENTITIES:
-                c.execute(f"DELETE FROM {self.table(e)}")
+                c.execute(f"DELETE FROM {e.table} WHERE {self._scope}")
                 c.execute(f"CREATE OR REPLACE TEMP TABLE touched AS "
-                          f"SELECT DISTINCT row_id FROM {self.log}.{e.slug}")
+                          f"SELECT DISTINCT school, row_id FROM log.{e.slug} WHERE {self._scope}")
                 self._materialise(e)
 
     # -- validation ----------------------------------------------------------------------
@@ -708,8 +755,8 @@ class DuckDBStore:
             f"({_q(r.id)}, {_q(r.tab)}, {_q(r.severity)}, {_q(r.entity)}, "
             f"{_q(r.field) if r.field else 'NULL'}, {_q(r.message)})" for r in RULES)
         with self.transaction() as c:
-            c.execute(f"DELETE FROM {self.replica}.validation")
-            c.execute(f"""INSERT INTO {self.replica}.validation
+            c.execute("DELETE FROM replica.validation")
+            c.execute(f"""INSERT INTO replica.validation
                 SELECT r.rule_id, r.tab, r.severity, r.entity, f.row_id, r.field, r.message,
                        f.detail
                 FROM ({validation_sql()}) f
@@ -719,7 +766,7 @@ class DuckDBStore:
     def findings(self, tab: str | None = None) -> list[dict[str, Any]]:
         cur = self.con.execute(
             "SELECT rule_id, tab, severity, entity, row_id::VARCHAR AS row_id, field, message, "
-            f"detail FROM {self.replica}.validation WHERE ? IS NULL OR tab = ? "
+            "detail FROM replica.validation WHERE ? IS NULL OR tab = ? "
             "ORDER BY severity, rule_id, row_id", [tab, tab])
         names = [d[0] for d in cur.description or []]
         return [dict(zip(names, r, strict=True)) for r in cur.fetchall()]
@@ -756,25 +803,19 @@ class DuckDBCentre:
     def __init__(self, path: str | os.PathLike[str], *, key: CentreKey | None = None,
                  memory_limit: str = MEMORY_LIMIT) -> None:
         self.con = connect(path, memory_limit=memory_limit)
-        # A checkpoint writes the whole catalogue (about 70 tables per school: 0.3 s and
-        # more at 200 schools), and at the default 16 MB DuckDB's estimate makes nearly
-        # every group commit of ten small batches one. The WAL is as durable.
+        create_tables(self.con)
+        # Fewer, larger checkpoints: at DuckDB's default 16 MB of WAL nearly every group
+        # commit was one. The WAL is as durable.
         self.con.execute(f"SET checkpoint_threshold = '{CENTRE_CHECKPOINT}'")
         self.key = key  # signs the centre's own events (R18)
-        self._schools: dict[str, DuckDBStore] = {}
 
     def school(self, npsn: str) -> DuckDBStore:
-        """The writer's store of one school (made on first use)."""
-        if npsn not in self._schools:
-            self._schools[npsn] = DuckDBStore("", central_origins(npsn), tenant=npsn,
-                                              con=self.con)
-        return self._schools[npsn]
+        """One school's store on the writer's connection (rows of the shared tables)."""
+        return DuckDBStore("", central_origins(npsn), school=npsn, con=self.con)
 
     def reader(self, npsn: str) -> DuckDBStore:
-        """A store of one school on a cursor of its own, for another thread."""
-        self.school(npsn)  # its tables exist
-        return DuckDBStore("", central_origins(npsn), tenant=npsn, con=self.con.cursor(),
-                           read_only=True)
+        """One school's store on a cursor of its own, for another thread."""
+        return DuckDBStore("", central_origins(npsn), school=npsn, con=self.con.cursor())
 
     def append_centre(self, npsn: str, events: list[Event]) -> AppendReport:
         """Append the centre's own events for school ``npsn``, signed with ``key`` (R18).
@@ -971,23 +1012,45 @@ class DuckDBRegistry:
                          "ORDER BY started_ms DESC LIMIT ?", [npsn, limit])
 
 
-def query_tenant(con: duckdb.DuckDBPyConnection, npsn: str, sql: str,
+def query_school(con: duckdb.DuckDBPyConnection, npsn: str, sql: str,
                  ) -> tuple[list[str], list[tuple[Any, ...]]]:
-    """Run one SELECT over school ``npsn``'s tables, read-only, on ``con`` (a cursor).
+    """Run one SELECT over school ``npsn``'s data (``ANY_SCHOOL`` on an install).
 
-    Unqualified names find the school's entity tables, then its ``log`` tables
-    (``event``, ``peserta_didik`` ...); Referensi is ``t<npsn>_ref.<name>``. Only a
-    single SELECT is allowed, and it runs in a transaction that is rolled back.
+    Unqualified names are views of the school's rows and Referensi's events, made
+    on ``con`` for this query alone: the entity tables and the log's ``event``,
+    ``context`` and ``signature``, without the ``school`` column; Referensi's rows
+    are ``ref.<name>``.
+    Only a single SELECT runs, in a transaction that is rolled back.
+    QueryRefused for anything else, or SQL that DuckDB rejects (one line).
     """
-    statements = con.extract_statements(sql)
-    if len(statements) != 1 or statements[0].type is not duckdb.StatementType.SELECT:
-        raise RegistryError("admin query runs exactly one SELECT statement")
-    tenant = f"t{npsn}"
-    con.execute(f"SET search_path = '{tenant},{tenant}_log,{tenant}_ref,{tenant}_replica'")
-    con.execute("BEGIN")
     try:
-        cur = con.execute(sql)
-        return [d[0] for d in cur.description or []], cur.fetchall()
-    finally:
-        con.execute("ROLLBACK")
-        con.execute("RESET search_path")
+        statements = con.extract_statements(sql)
+    except duckdb.Error as exc:
+        raise QueryRefused(f"SQL: {_sql_error_text(exc)}") from None
+    if len(statements) != 1 or statements[0].type is not duckdb.StatementType.SELECT:
+        raise QueryRefused("queries are read-only: give exactly one SELECT statement")
+    (db,) = con.execute("SELECT current_database()").fetchall()[0]
+    views = [(e.name, f"main.{e.name}") for e in ENTITIES if not e.is_reference] + [
+        (name, f"log.{name}") for name in ("event", "context", "signature")]
+    try:
+        for name, table in views:
+            con.execute(f'CREATE OR REPLACE TEMP VIEW {name} AS SELECT * EXCLUDE (school) '
+                        f'FROM "{db}".{table} WHERE school IN ({_q(npsn)}, {_q(ANY_SCHOOL)})')
+        con.execute("BEGIN")
+        try:
+            cur = con.execute(sql)
+            return [d[0] for d in cur.description or []], cur.fetchall()
+        except duckdb.Error as exc:
+            raise QueryRefused(f"SQL: {_sql_error_text(exc)}") from None
+        finally:
+            con.execute("ROLLBACK")
+    finally:  # the writer's own SQL names these tables unqualified
+        for name, _ in views:
+            con.execute(f"DROP VIEW IF EXISTS temp.main.{name}")
+
+
+def _sql_error_text(exc: duckdb.Error) -> str:
+    """DuckDB's message in one line: its first line and any 'Did you mean' hint."""
+    lines = [s.strip() for s in str(exc).splitlines() if s.strip()]
+    hints = [s for s in lines[1:] if s.startswith("Did you mean")]
+    return " ".join([lines[0] if lines else type(exc).__name__, *hints])

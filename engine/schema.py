@@ -420,21 +420,3 @@ def field_types() -> dict[str, str]:
         for f in e.fields:
             types.setdefault(f.name, f.type)
     return types
-
-
-def materialised_ddl(e: Entity, table: str | None = None) -> str:
-    cols = ", ".join([f"{e.key} UUID"] + [f"{f.name} {SQL_TYPES[f.type]}" for f in e.fields])
-    return f"CREATE TABLE IF NOT EXISTS {table or e.table} ({cols})"
-
-
-def log_ddl(e: Entity, table: str) -> str:
-    """The entity's change log: one row per event, a mask of the fields it sets.
-
-    ``lww`` packs the last-writer-wins order (hlc, origin) into one integer.
-    """
-    cols = ", ".join(
-        ["origin UUID NOT NULL", "seq BIGINT NOT NULL", "hlc BIGINT NOT NULL",
-         "lww HUGEINT NOT NULL", "row_id UUID NOT NULL", "author VARCHAR NOT NULL",
-         "role VARCHAR NOT NULL", "mask UBIGINT NOT NULL"]
-        + [f"{f.name} {SQL_TYPES[f.type]}" for f in e.fields])
-    return f"CREATE TABLE IF NOT EXISTS {table} ({cols})"

@@ -6,6 +6,7 @@ Errors::
     ├── EventCollision    a different event under an (origin, seq) already held
     ├── BadSignature      a new centre event without the centre's good signature (R18)
     ├── ImportRefused     a rows file with problems: nothing of it was imported
+    ├── QueryRefused      a query that is not one read statement, or SQL the store rejects
     └── DataInUse         another process holds the install's file (duckdb_store)
 
 A store that knows the centre's public key (``centre_key``: an install
@@ -91,6 +92,17 @@ class ImportRefused(StoreError):
                  for n, msg in self.problems[:10]]
         more = len(self.problems) - 10
         return "\n".join(lines + ([f"... and {more} more"] if more > 0 else []))
+
+
+class QueryRefused(StoreError):
+    """An operator's or admin's query that did not run; ``reason`` says why, in one line."""
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(reason)
+        self.reason = reason
+
+    def __str__(self) -> str:
+        return self.reason
 
 
 class DataInUse(StoreError):

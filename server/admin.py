@@ -16,7 +16,7 @@ from collections.abc import Mapping
 from decimal import Decimal
 from typing import Any
 
-from selaras.engine.duckdb_store import DuckDBCentre, DuckDBRegistry, query_tenant
+from selaras.engine.duckdb_store import DuckDBCentre, DuckDBRegistry, query_school
 from selaras.engine.protocol import AdminReply
 from selaras.engine.replica import (
     EditError,
@@ -104,8 +104,7 @@ def _run(centre: DuckDBCentre, registry: DuckDBRegistry, command: str,
             return table([], [], f"install {args['install']} revoked")
         case "query":
             npsn = _known(registry, args["npsn"])
-            centre.school(npsn)
-            cols, rows = query_tenant(centre.con.cursor(), npsn, args["sql"])
+            cols, rows = query_school(centre.con.cursor(), npsn, args["sql"])
             return table(cols, rows)
         case "checksum":
             npsn = _known(registry, args["npsn"])

@@ -148,9 +148,6 @@ class SelarasServer:
         self._registry_lock = threading.Lock()
         # Each session reads its school on a cursor of its own, from a pool made here,
         # before the writer thread runs (cursors are made on the writer's connection).
-        # Known schools' tables are made now too; new ones by the writer (school add).
-        for school in self.registry.schools():
-            self.centre.school(school["npsn"])
         self._cursors: asyncio.Queue[Any] = asyncio.Queue()
         for _ in range(o.max_sessions + 1):
             self._cursors.put_nowait(self.centre.con.cursor())
@@ -432,8 +429,8 @@ class SyncConnection:
             await self.refuse(Code.MALFORMED_MESSAGE, "vektor versi tidak valid")
             return
         cursor = await server._cursors.get()
-        self.reader = DuckDBStore("", central_origins(hello.npsn), tenant=hello.npsn, con=cursor,
-                                  read_only=True)
+        self.reader = DuckDBStore("", central_origins(hello.npsn), school=hello.npsn,
+                                  con=cursor)
         try:
             vector = await self.read(self.reader.vector)
             server.stats.sessions += 1

@@ -19,6 +19,7 @@ import duckdb
 import pytest
 
 from selaras.engine import schema
+from selaras.engine.duckdb_store import create_tables
 from selaras.engine.validation import (
     INVALID,
     RULES,
@@ -237,7 +238,7 @@ _SCHOOL: list[tuple[str, str, dict[str, Any]]] = [
 def _insert(con: duckdb.DuckDBPyConnection, entity: str, name: str,
             fields: dict[str, Any]) -> None:
     e = schema.entity(entity)
-    row = {e.key: uid(name)}
+    row = {"school": "", e.key: uid(name)}
     for k, v in fields.items():
         f = e.by_name[k]
         row[k] = uid(v) if f.type == "uuid" else v
@@ -250,9 +251,7 @@ def _insert(con: duckdb.DuckDBPyConnection, entity: str, name: str,
 
 def build_school() -> duckdb.DuckDBPyConnection:
     con = duckdb.connect()
-    con.execute("CREATE SCHEMA ref")
-    for e in schema.ENTITIES:
-        con.execute(schema.materialised_ddl(e))
+    create_tables(con)
     for entity, rows in REF.items():
         for name, fields in rows:
             _insert(con, entity, name, fields)
@@ -309,8 +308,8 @@ def update(entity: str, row: str, **changes: str) -> str:
 
 def insert(entity: str, name: str, **fields: str) -> str:
     e = schema.entity(entity)
-    cols = [e.key, *fields, *([] if e.is_reference else ["soft_delete"])]
-    vals = [f"{{{name}}}", *fields.values(), *([] if e.is_reference else ["0"])]
+    cols = ["school", e.key, *fields, *([] if e.is_reference else ["soft_delete"])]
+    vals = ["''", f"{{{name}}}", *fields.values(), *([] if e.is_reference else ["0"])]
     return f"INSERT INTO {e.table} ({', '.join(cols)}) VALUES ({', '.join(vals)})"
 
 
