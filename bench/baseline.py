@@ -71,8 +71,8 @@ from websockets.asyncio.client import connect
 from websockets.asyncio.server import ServerConnection, serve
 from websockets.exceptions import ConnectionClosed
 
-from selaras.engine.duckdb_store import DuckDBStore
 from selaras.engine.schema import BY_NAME
+from selaras.engine.storage import DuckDBStore
 
 TABLE = "bare_rows"
 BATCH_ROWS = 10_000

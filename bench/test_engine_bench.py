@@ -42,9 +42,9 @@ import pytest
 
 from selaras.bench.generate import generate, sekolah_row, write
 from selaras.bench.rounds import Round
-from selaras.engine.duckdb_store import DuckDBStore
 from selaras.engine.events import Batch
 from selaras.engine.replica import Identity, referensi_events, school_identity_event
+from selaras.engine.storage import DuckDBStore
 from selaras.engine.store import AppendReport
 
 MODULE = "selaras.bench.test_engine_bench"

@@ -25,7 +25,6 @@ import msgspec
 
 from selaras.engine import bundle
 from selaras.engine.clocks import VersionVector
-from selaras.engine.duckdb_store import DuckDBStore
 from selaras.engine.events import REFERENSI_ORIGIN, Batch, centre_origin
 from selaras.engine.replica import (
     Identity,
@@ -35,6 +34,7 @@ from selaras.engine.replica import (
     school_fields,
     school_identity_event,
 )
+from selaras.engine.storage import DuckDBStore
 from selaras.engine.store import AppendReport, DataInUse, EventCollision
 
 DB_FILE = "selaras.duckdb"

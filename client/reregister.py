@@ -29,9 +29,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from selaras.engine.clocks import VersionVector, merge_vectors
-from selaras.engine.duckdb_store import DuckDBStore
 from selaras.engine.events import Batch, Event
 from selaras.engine.replica import Identity
+from selaras.engine.storage import DuckDBStore
 from selaras.engine.store import EventCollision
 
 from .install import DB_FILE, ClientError, Install, Session, remove_db

@@ -47,7 +47,6 @@ from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidURI
 
 from selaras.engine.clocks import VersionVector
-from selaras.engine.duckdb_store import DuckDBStore
 from selaras.engine.events import Batch, MalformedBatch
 from selaras.engine.outbox import Outbox
 from selaras.engine.protocol import (
@@ -71,6 +70,7 @@ from selaras.engine.protocol import (
 )
 from selaras.engine.replica import Identity
 from selaras.engine.schema import BY_NAME, SCHEMA_VERSION
+from selaras.engine.storage import DuckDBStore
 from selaras.engine.store import BadSignature
 
 from .install import ClientError

@@ -315,6 +315,11 @@ class SyncProtocol:
                 and self._sent_batches - len(self._acked) < self.limits.window_batches)
 
     @property
+    def finished_sending(self) -> bool:
+        """True once ``finish_sending`` was called: no more batches go out."""
+        return self._we_finished
+
+    @property
     def all_acked(self) -> bool:
         return len(self._acked) == self._sent_batches
 

@@ -7,7 +7,9 @@ Errors::
     ├── BadSignature      a new centre event without the centre's good signature (R18)
     ├── ImportRefused     a rows file with problems: nothing of it was imported
     ├── QueryRefused      a query that is not one read statement, or SQL the store rejects
-    └── DataInUse         another process holds the install's file (duckdb_store)
+    ├── DataInUse         another process holds the install's file
+    ├── StoreFailure      the database failed (out of memory, disk full, I/O): nothing kept
+    └── RegistryError     a registry change that cannot be made (an unknown or duplicate key)
 
 A store that knows the centre's public key (``centre_key``: an install
 registered with a centre) checks the signature of every new centre event
@@ -108,6 +110,32 @@ class QueryRefused(StoreError):
 class DataInUse(StoreError):
     def __str__(self) -> str:
         return "the data folder is in use by another selaras process (a sync?); try again soon"
+
+
+class StoreFailure(StoreError):
+    """The database under a store failed; the change was rolled back whole.
+
+    ``reason`` says what happened in plain words (out of memory, disk full ...);
+    ``detail`` is the database's own first line, for the log.
+    """
+
+    def __init__(self, reason: str, detail: str = "") -> None:
+        super().__init__(reason, detail)
+        self.reason, self.detail = reason, detail
+
+    def __str__(self) -> str:
+        return f"{self.reason}; nothing was changed"
+
+
+class RegistryError(StoreError):
+    """A registry change that cannot be made (an unknown or duplicate key)."""
+
+    def __init__(self, what: str) -> None:
+        super().__init__(what)
+        self.what = what
+
+    def __str__(self) -> str:
+        return self.what
 
 
 class AppendReport(msgspec.Struct, frozen=True):

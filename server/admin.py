@@ -16,7 +16,6 @@ from collections.abc import Mapping
 from decimal import Decimal
 from typing import Any
 
-from selaras.engine.duckdb_store import DuckDBCentre, DuckDBRegistry, query_school
 from selaras.engine.protocol import AdminReply
 from selaras.engine.replica import (
     EditError,
@@ -24,6 +23,7 @@ from selaras.engine.replica import (
     school_fields,
     school_identity_event,
 )
+from selaras.engine.storage import DuckDBCentre, DuckDBRegistry
 from selaras.engine.store import StoreError
 
 from . import credentials
@@ -81,10 +81,11 @@ def _run(centre: DuckDBCentre, registry: DuckDBRegistry, command: str,
             except EditError as exc:
                 raise AdminError(str(exc)) from None
             kode = credentials.new_kode()
-            # The school's first centre event and Referensi, so a new install pulls everything.
-            centre.append_centre(npsn, [*refs, school_identity_event(npsn, fields)])
-            registry.add_school(npsn, str(fields["nama"]), credentials.slow_hash(
-                credentials.normal_kode(kode)), now_ms)
+            kode_hash = credentials.slow_hash(credentials.normal_kode(kode))
+            with centre.transaction():  # all of it, or nothing (a failed add leaves no trace)
+                # The school's first centre event and Referensi, so a new install pulls it all.
+                centre.append_centre(npsn, [*refs, school_identity_event(npsn, fields)])
+                registry.add_school(npsn, str(fields["nama"]), kode_hash, now_ms)
             return table(["npsn", "nama", "kode"], [[npsn, fields["nama"], kode]],
                          f"school {npsn} added; registration code (shown once): {kode}")
         case "reset_kode":
@@ -104,7 +105,11 @@ def _run(centre: DuckDBCentre, registry: DuckDBRegistry, command: str,
             return table([], [], f"install {args['install']} revoked")
         case "query":
             npsn = _known(registry, args["npsn"])
-            cols, rows = query_school(centre.con.cursor(), npsn, args["sql"])
+            reader = centre.reader()
+            try:
+                cols, rows = reader.school(npsn).query(args["sql"])
+            finally:
+                reader.close()
             return table(cols, rows)
         case "checksum":
             npsn = _known(registry, args["npsn"])

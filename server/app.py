@@ -38,8 +38,7 @@ import structlog
 from websockets.asyncio.server import Server, ServerConnection, serve
 from websockets.exceptions import ConnectionClosed
 
-from selaras.engine.duckdb_store import DuckDBCentre, DuckDBRegistry, DuckDBStore, RegistryError
-from selaras.engine.events import Batch, MalformedBatch, central_origins
+from selaras.engine.events import Batch, MalformedBatch
 from selaras.engine.outbox import Outbox
 from selaras.engine.protocol import (
     AdminRequest,
@@ -59,7 +58,8 @@ from selaras.engine.protocol import (
     Welcome,
 )
 from selaras.engine.schema import SCHEMA_VERSION
-from selaras.engine.store import AppendReport, EventCollision
+from selaras.engine.storage import CentreReader, DuckDBCentre, DuckDBRegistry
+from selaras.engine.store import AppendReport, EventCollision, RegistryError
 
 from . import credentials
 from .admin import AdminError, run_admin, table
@@ -142,15 +142,15 @@ class SelarasServer:
         self.key = credentials.centre_key(self.data)
         self.centre = DuckDBCentre(self.data / DB_FILE, key=self.key,
                                    memory_limit=o.memory_limit)
-        self.registry = DuckDBRegistry(self.centre.con)
-        # Reads of the registry (authentication) use a cursor of their own, one at a time.
-        self._registry_reader = DuckDBRegistry(self.centre.con.cursor(), create=False)
+        self.registry = self.centre.registry
+        # Reads of the registry (authentication) use a reader of their own, one at a time.
+        self._registry_reader = self.centre.reader()
         self._registry_lock = threading.Lock()
-        # Each session reads its school on a cursor of its own, from a pool made here,
-        # before the writer thread runs (cursors are made on the writer's connection).
-        self._cursors: asyncio.Queue[Any] = asyncio.Queue()
+        # Each session reads its school on a reader of its own, from a pool made here,
+        # before the writer thread runs (readers are cursors of the writer's connection).
+        self.readers: asyncio.Queue[CentreReader] = asyncio.Queue()
         for _ in range(o.max_sessions + 1):
-            self._cursors.put_nowait(self.centre.con.cursor())
+            self.readers.put_nowait(self.centre.reader())
         self.writer = CentreWriter(self.centre, self.registry)
         self.writer.start()
         tls = None
@@ -182,9 +182,9 @@ class SelarasServer:
         await self._server.wait_closed()
         self._server = None
         await asyncio.to_thread(self.writer.stop)
-        self._registry_reader.con.close()
-        while not self._cursors.empty():
-            self._cursors.get_nowait().close()
+        self._registry_reader.close()
+        while not self.readers.empty():
+            self.readers.get_nowait().close()
         self.centre.close()
         with contextlib.suppress(FileNotFoundError):
             (self.data / SERVER_JSON).unlink()
@@ -213,7 +213,7 @@ class SelarasServer:
             # A thread lock, not an asyncio one: a cancelled caller must not free the cursor
             # while its thread still uses it.
             with self._registry_lock:
-                return fn(self._registry_reader)
+                return fn(self._registry_reader.registry)
         return await asyncio.to_thread(locked)
 
     def busy_retry(self) -> float:
@@ -428,9 +428,8 @@ class SyncConnection:
         if not valid_vector(hello.vector):
             await self.refuse(Code.MALFORMED_MESSAGE, "vektor versi tidak valid")
             return
-        cursor = await server._cursors.get()
-        self.reader = DuckDBStore("", central_origins(hello.npsn), school=hello.npsn,
-                                  con=cursor)
+        reader = await server.readers.get()
+        self.reader = reader.school(hello.npsn)
         try:
             vector = await self.read(self.reader.vector)
             server.stats.sessions += 1
@@ -461,7 +460,7 @@ class SyncConnection:
         finally:
             if self._reads:
                 await asyncio.wait(set(self._reads))
-            server._cursors.put_nowait(cursor)
+            server.readers.put_nowait(reader)
 
     async def _receiving(self) -> None:
         """Frames in: feed the protocol, queue batches for the writer in order."""

@@ -23,8 +23,8 @@ from typing import Any
 import click
 import structlog
 
-from selaras.engine.duckdb_store import DuckDBCentre, DuckDBRegistry
 from selaras.engine.protocol import AdminReply, Limits
+from selaras.engine.storage import DuckDBCentre
 from selaras.engine.store import DataInUse
 
 from . import credentials
@@ -126,7 +126,7 @@ def dispatch(data: Path, command: str, **args: str) -> AdminReply:
             f"{data / DB_FILE} is in use by another process and no server answers "
             f"at the URL in {SERVER_JSON}") from None
     try:
-        return run_admin(centre, DuckDBRegistry(centre.con), command, args, now_ms())
+        return run_admin(centre, centre.registry, command, args, now_ms())
     except AdminError as exc:
         raise click.ClickException(str(exc)) from None
     except Exception as exc:  # SQL errors of admin query: one line

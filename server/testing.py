@@ -175,7 +175,7 @@ class ProtocolClient:
                         while todo and proto.can_send_batch:
                             b = todo.pop(0)
                             proto.send_batch(b.to_bytes(), len(b))
-                        if not todo and not proto._we_finished:
+                        if not todo and not proto.finished_sending:
                             proto.finish_sending()
                         if proto.ready_for_done:
                             proto.send_done(ours, {})

@@ -20,8 +20,8 @@ from dataclasses import dataclass
 from typing import Any, TypeVar
 
 from selaras.engine.clocks import VersionVector
-from selaras.engine.duckdb_store import DuckDBCentre, DuckDBRegistry
 from selaras.engine.events import Batch, MalformedBatch
+from selaras.engine.storage import DuckDBCentre, DuckDBRegistry
 from selaras.engine.store import AppendReport, StoreError
 
 T = TypeVar("T")

@@ -30,9 +30,9 @@ import time
 from pathlib import Path
 
 from selaras.bench.generate import sekolah_row
-from selaras.engine.duckdb_store import DuckDBStore
 from selaras.engine.events import Batch
 from selaras.engine.replica import Identity, referensi_events, school_identity_event
+from selaras.engine.storage import DuckDBStore
 from selaras.engine.store import AppendReport
 
 NPSN = "20219151"

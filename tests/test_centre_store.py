@@ -2,10 +2,11 @@
 
 import pytest
 
-from selaras.engine.duckdb_store import DuckDBCentre
-from selaras.engine.events import Batch, Event
+from selaras.engine.events import REFERENSI_ORIGIN, Batch, Event
 from selaras.engine.signatures import CentreKey
+from selaras.engine.storage import DuckDBCentre
 from selaras.engine.store import EventCollision
+from selaras.server.admin import AdminError, run_admin
 
 A = "a0000000-0000-4000-8000-000000000001"
 PD = "d0000000-0000-4000-8000-00000000000d"
@@ -51,7 +52,56 @@ def test_a_bad_batch_in_a_group_costs_only_itself(centre):
 
 def test_readers_see_committed_data_on_their_own_cursor(centre, tmp_path):
     centre.append_group([("20100001", batch(A, 1, 2))], NOW)
-    reader = centre.reader("20100001")
+    reader = centre.reader().school("20100001")
     assert reader.vector() == {A: 2}
     assert len(reader.events_after({A: 1})) == 1
     assert reader.checksums() == centre.school("20100001").checksums()
+
+
+def tables(centre):
+    return centre.db.con.execute(
+        "SELECT count(*) FROM duckdb_tables() WHERE NOT temporary").fetchall()[0][0]
+
+
+def test_registering_schools_adds_rows_never_tables(centre):
+    before = tables(centre)
+    for npsn in ("20100001", "20100002", "20100003"):
+        run_admin(centre, centre.registry, "school_add", {"npsn": npsn}, NOW)
+    assert tables(centre) == before
+    assert [s["npsn"] for s in centre.registry.schools()] == ["20100001", "20100002", "20100003"]
+    # Referensi is kept once for all of them, and each school's log holds it.
+    vectors = [centre.school(n).vector() for n in ("20100001", "20100002")]
+    assert vectors[0][REFERENSI_ORIGIN] == vectors[1][REFERENSI_ORIGIN] > 200
+    (held,) = centre.db.con.execute(
+        f"SELECT count(*) FROM log.event WHERE origin = '{REFERENSI_ORIGIN}'").fetchall()[0]
+    assert held == vectors[0][REFERENSI_ORIGIN]
+    assert centre.school("20100001").checksums() != centre.school("20100002").checksums()
+
+
+def test_a_school_add_that_runs_out_of_memory_leaves_nothing_and_says_so(tmp_path):
+    starved = DuckDBCentre(tmp_path / "starved.duckdb", key=CentreKey(bytes(32)),
+                           memory_limit="1MB")
+    try:
+        with pytest.raises(AdminError, match="ran out of memory .*; nothing was changed"):
+            run_admin(starved, starved.registry, "school_add", {"npsn": "20100001"}, NOW)
+        assert starved.registry.schools() == []
+        assert starved.school("20100001").vector() == {}
+    finally:
+        starved.close()
+
+
+def test_admin_query_sees_one_school(centre):
+    centre.append_group([("20100001", batch(A, 1, 3)), ("20100002", batch(A, 1, 1, nik="7"))],
+                        NOW)
+    for npsn in ("20100001", "20100002"):
+        centre.registry.add_school(npsn, "SMA", "-", NOW)
+
+    def query(npsn, sql):
+        return run_admin(centre, centre.registry, "query", {"npsn": npsn, "sql": sql}, NOW).rows
+
+    assert query("20100001", "SELECT nik FROM peserta_didik") == [["13"]]
+    assert query("20100002", "SELECT nik FROM peserta_didik") == [["71"]]
+    assert query("20100002", "SELECT count(*) FROM event") == [[1]]
+    with pytest.raises(AdminError, match="exactly one SELECT"):
+        query("20100001", "DELETE FROM peserta_didik")
+    assert centre.school("20100001").rows("peserta_didik")[PD]["nik"] == "13"

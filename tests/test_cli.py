@@ -497,7 +497,7 @@ def test_a_busy_data_folder_is_reported(school: Path, monkeypatch: pytest.Monkey
                                         ) -> None:
     holder = subprocess.Popen(
         [sys.executable, "-c",
-         "import sys\nfrom selaras.engine.duckdb_store import DuckDBStore\n"
+         "import sys\nfrom selaras.engine.storage import DuckDBStore\n"
          f"s = DuckDBStore({str(school / 'selaras.duckdb')!r}, frozenset())\n"
          "print('holding', flush=True)\nsys.stdin.read()\n"],
         stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)

@@ -3,10 +3,10 @@
 import pytest
 
 from selaras.engine.clocks import MAX_AHEAD_MS, hlc_from_ms, hlc_ms
-from selaras.engine.duckdb_store import DuckDBCentre, DuckDBStore
 from selaras.engine.events import Batch, Event, central_origins, centre_origin
 from selaras.engine.replica import Identity, Replica
 from selaras.engine.signatures import CentreKey
+from selaras.engine.storage import DuckDBCentre, DuckDBStore
 from selaras.engine.store import verify
 
 NPSN = "20100001"

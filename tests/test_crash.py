@@ -45,9 +45,9 @@ from crash_child import ME, import_rows, say, seed_batch
 
 from selaras.bench.generate import generate, write
 from selaras.engine.clocks import VersionVector
-from selaras.engine.duckdb_store import DuckDBStore
 from selaras.engine.events import Batch
 from selaras.engine.merge import Sibling
+from selaras.engine.storage import DuckDBStore
 from selaras.engine.store import verify
 
 pytestmark = [

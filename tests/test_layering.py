@@ -2,7 +2,8 @@
 
 - engine/ (but its storage module) is sans-I/O: no event loop, sockets,
   clocks, threads, logging framework or DuckDB.
-- engine/duckdb_store.py is the only module that imports duckdb.
+- engine/storage/ is the only package that imports duckdb (or any database).
+- no module reaches into another object's private attributes (``x._name``).
 - client/ and server/ never import each other; client/ never imports bench/
   (bench plugs its commands in through an entry point).
 """
@@ -17,7 +18,7 @@ import pytest
 ROOT = Path(__file__).resolve().parent.parent
 PACKAGES = {"engine": "selaras.engine", "server": "selaras.server",
             "client": "selaras.client", "bench": "selaras.bench"}
-STORAGE = "engine/duckdb_store.py"
+STORAGE = "engine/storage/"
 IO_MODULES = {"asyncio", "websockets", "duckdb", "structlog", "socket", "time", "threading"}
 
 
@@ -64,7 +65,7 @@ def rel(p: Path) -> str:
 
 @pytest.mark.parametrize("path", modules("engine"), ids=rel)
 def test_engine_is_sans_io(path: Path) -> None:
-    forbidden = IO_MODULES - {"duckdb"} if rel(path) == STORAGE else IO_MODULES
+    forbidden = IO_MODULES - {"duckdb"} if rel(path).startswith(STORAGE) else IO_MODULES
     forbidden |= {"selaras.server", "selaras.client", "selaras.bench"}
     assert offending(path, forbidden) == []
 
@@ -82,6 +83,28 @@ def test_client_imports_neither_server_nor_bench(path: Path) -> None:
 @pytest.mark.parametrize("path", modules("server"), ids=rel)
 def test_server_never_imports_client(path: Path) -> None:
     assert offending(path, {"selaras.client", "client"}) == []
+
+
+# NamedTuple's public API is spelled with an underscore.
+PUBLIC_UNDERSCORED = {"_replace", "_asdict", "_fields", "_make"}
+
+
+def private_reaches(source: str) -> list[str]:
+    """Every ``x._name`` in ``source`` where x is not self or cls."""
+    return [ast.unparse(node) for node in ast.walk(ast.parse(source))
+            if isinstance(node, ast.Attribute) and node.attr.startswith("_")
+            and not node.attr.startswith("__") and node.attr not in PUBLIC_UNDERSCORED
+            and not (isinstance(node.value, ast.Name) and node.value.id in ("self", "cls"))]
+
+
+@pytest.mark.parametrize("path", modules("engine", "server", "client"), ids=rel)
+def test_no_module_uses_anothers_private_attributes(path: Path) -> None:
+    assert private_reaches(path.read_text(encoding="utf-8")) == []
+
+
+def test_the_private_checker_sees_a_reach() -> None:
+    assert private_reaches("store._append(b)\nself._x = 1\nr._replace(a=1)\n") == [
+        "store._append"]
 
 
 def test_the_checker_sees_relative_and_aliased_imports() -> None:

@@ -10,9 +10,9 @@ import random
 from hypothesis import given
 from hypothesis import strategies as st
 
-from selaras.engine.duckdb_store import DuckDBStore
 from selaras.engine.events import Batch, central_origins
 from selaras.engine.merge import fold
+from selaras.engine.storage import DuckDBStore
 from selaras.engine.store import MemoryStore
 from selaras.engine.testing import Simulation
 

@@ -21,8 +21,8 @@ from structlog.testing import capture_logs
 
 from selaras.client.cli import cli
 from selaras.client.reregister import reissue
-from selaras.engine.duckdb_store import DuckDBStore
 from selaras.engine.events import Event
+from selaras.engine.storage import DuckDBStore
 from selaras.server.testing import RunningServer, running_server
 
 NPSN = "20100001"

@@ -22,10 +22,10 @@ from pathlib import Path
 import pytest
 from structlog.testing import capture_logs
 
-from selaras.engine.duckdb_store import DuckDBCentre, DuckDBRegistry
 from selaras.engine.events import Batch, Event, centre_origin
 from selaras.engine.protocol import Code, Limits, Registered, Sent
 from selaras.engine.protocol import encode as encode_message
+from selaras.engine.storage import DuckDBCentre
 from selaras.server.remote import admin_request
 from selaras.server.testing import ProtocolClient, events_frame, running_server
 
@@ -328,7 +328,7 @@ def test_server_process_drains_on_sigterm_and_admin_works_on_and_off(tmp_path):
     selaras("admin", "--data", data, "revoke", "--install", install)
     centre = DuckDBCentre(tmp_path / "centre" / "centre.duckdb")
     try:
-        assert DuckDBRegistry(centre.con).install(install)["revoked"] is True
+        assert centre.registry.install(install)["revoked"] is True
     finally:
         centre.close()
     if os.name == "posix":

@@ -23,10 +23,10 @@ from selaras.client.cli import cli
 from selaras.client.install import Install
 from selaras.client.sync import SyncUntrusted, register, run_sync
 from selaras.engine import bundle
-from selaras.engine.duckdb_store import DuckDBCentre
 from selaras.engine.events import Batch, Event, central_origins, centre_origin
 from selaras.engine.replica import SEED_HLC, school_row_id
 from selaras.engine.signatures import CentreKey, first_unsigned
+from selaras.engine.storage import DuckDBCentre
 from selaras.server import credentials
 from selaras.server.testing import RunningServer, running_server
 

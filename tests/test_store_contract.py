@@ -5,9 +5,9 @@ import uuid
 import msgspec
 import pytest
 
-from selaras.engine.duckdb_store import DuckDBStore
 from selaras.engine.events import Batch, Event, centre_origin
 from selaras.engine.signatures import CentreKey
+from selaras.engine.storage import DuckDBStore
 from selaras.engine.store import BadSignature, EventCollision, MemoryStore, verify
 
 NPSN = "20100001"

@@ -19,7 +19,7 @@ import duckdb
 import pytest
 
 from selaras.engine import schema
-from selaras.engine.duckdb_store import create_tables
+from selaras.engine.storage.database import create_tables
 from selaras.engine.validation import (
     INVALID,
     RULES,

@@ -1,138 +1,38 @@
-"""The DuckDB store: the only module that talks to DuckDB (DESIGN.md section 5).
+"""One school's log, its set-based merge and what is read from it (``DuckDBStore``).
 
-One file per install holds:
-
-- ``log.event``      (origin, seq) -> entity: the primary key makes a second
-                     event under one id impossible.
-- ``log.<entity>``   the events of one entity, columnar: metadata, the LWW key
-                     packed into one integer (derived: a clock bound arriving
-                     later rewrites it), the change mask, the field values.
-- ``log.context``    causal contexts, one row per peer, only where they changed.
-- ``log.signature``  the centre's signature of each centre event that came with one.
-- ``<entity>``       the materialised tables (``ref.*`` in schema ref).
-- ``replica.*``      replica-local state: meta, conflicts, validation results
-                     (not ``selaras.*``: a file named selaras.duckdb is catalog
-                     ``selaras``, and ``selaras.meta`` would be ambiguous).
-
-Every append is one explicit transaction: a crash leaves all of it or none.
-The merge here is set-based SQL equal to ``merge.fold`` (property-tested).
+Every append is one transaction: a crash leaves all of it or none. The merge
+here is set-based SQL equal to ``merge.fold`` (property-tested).
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import uuid
-from collections.abc import Iterator
-from contextlib import contextmanager
 from typing import Any
 
 import duckdb
-import msgspec
-import pyarrow.compute as pc
 
-from .clocks import MAX_AHEAD_MS, VersionVector, hlc_from_ms, local_clock, origin_rank
-from .events import (
-    REFERENSI_ORIGIN,
-    SIGNATURE_SCHEMA,
-    Batch,
-    Event,
-    MalformedBatch,
-    arrow_schema,
-    central_origins,
-    centre_origin,
+from ..clocks import VersionVector, hlc_from_ms, local_clock, origin_rank
+from ..events import REFERENSI_ORIGIN, SIGNATURE_SCHEMA, Batch, Event, MalformedBatch, arrow_schema
+from ..merge import Sibling
+from ..schema import BY_NAME, CLOCK_BOUND, ENTITIES, Entity, Owner
+from ..store import AppendReport, EventCollision, check_signatures
+from ..values import from_python, table_digest
+from . import bulk
+from .database import (
+    ANY_SCHOOL,
+    MEMORY_LIMIT,
+    Database,
+    connect,
+    create_tables,
+    fields_sql,
+    quote,
 )
-from .merge import Sibling
-from .schema import (
-    BY_NAME,
-    CLOCK_BOUND,
-    ENTITIES,
-    SQL_TYPES,
-    Entity,
-    Owner,
-)
-from .signatures import CentreKey
-from .store import (
-    AppendReport,
-    DataInUse,
-    EventCollision,
-    ImportRefused,
-    QueryRefused,
-    StoreError,
-    check_signatures,
-)
-from .values import EXPECTED, MAX_TEXT, from_python, table_digest
+from .query import query_school
 
-MEMORY_LIMIT = "1GB"
-CENTRE_CHECKPOINT = "256MB"  # WAL size that makes the centre checkpoint
 EMPTY_DIGEST = table_digest([])  # checksums() of an empty table
-
-
-def connect(path: str | os.PathLike[str], *, read_only: bool = False,
-            memory_limit: str = MEMORY_LIMIT) -> duckdb.DuckDBPyConnection:
-    """Open a DuckDB file as every store here wants it; DataInUse if another process has it."""
-    try:
-        con = duckdb.connect(str(path), read_only=read_only,
-                             config={"memory_limit": memory_limit,
-                                     # UUIDs cross Arrow as 16 bytes, not text
-                                     "arrow_lossless_conversion": True})
-    except duckdb.IOException as exc:
-        if "lock" in str(exc).lower():
-            raise DataInUse() from exc
-        raise
-    # Else any query over 2 s draws a progress bar on stdout (a pipe too), into --json
-    # output. Cursors have no progress bar by default.
-    con.execute("SET enable_progress_bar_print = false")
-    return con
-
-
-ANY_SCHOOL = ""  # the school of Referensi's events and rows (every school's), and an install's
-
-
-def create_tables(con: duckdb.DuckDBPyConnection) -> None:
-    """The tables of every store, if missing: one set, whatever the number of schools.
-
-    ``school`` leads every key, so registering a school adds rows, never tables.
-    """
-    c = con
-    c.execute("BEGIN")
-    for schema in ("log", "ref", "replica"):
-        c.execute(f"CREATE SCHEMA IF NOT EXISTS {schema}")
-    c.execute("""CREATE TABLE IF NOT EXISTS log.event (school VARCHAR, origin UUID, seq BIGINT,
-        entity VARCHAR NOT NULL, PRIMARY KEY (school, origin, seq))""")
-    c.execute("""CREATE TABLE IF NOT EXISTS log.context (school VARCHAR NOT NULL,
-        origin UUID NOT NULL, seq BIGINT NOT NULL, peer UUID NOT NULL, held BIGINT NOT NULL)""")
-    c.execute("""CREATE TABLE IF NOT EXISTS log.signature (school VARCHAR, origin UUID,
-        seq BIGINT, sig BLOB NOT NULL, PRIMARY KEY (school, origin, seq))""")
-    c.execute("CREATE TABLE IF NOT EXISTS replica.meta (key VARCHAR PRIMARY KEY, value VARCHAR)")
-    c.execute("""CREATE TABLE IF NOT EXISTS replica.conflict (school VARCHAR NOT NULL,
-        entity VARCHAR, row_id UUID, field VARCHAR, origin UUID, seq BIGINT,
-        value VARCHAR, author VARCHAR, role VARCHAR, winner BOOLEAN)""")
-    c.execute("""CREATE TABLE IF NOT EXISTS replica.sync_history (
-        session VARCHAR, mode VARCHAR, started TIMESTAMPTZ, ended TIMESTAMPTZ,
-        outcome VARCHAR, clock_offset_ms BIGINT, events_up BIGINT, events_down BIGINT,
-        bytes_up BIGINT, bytes_down BIGINT, detail JSON)""")
-    c.execute("""CREATE TABLE IF NOT EXISTS replica.validation (
-        rule_id VARCHAR, tab VARCHAR, severity VARCHAR, entity VARCHAR, row_id UUID,
-        field VARCHAR, message VARCHAR, detail VARCHAR)""")
-    for e in ENTITIES:
-        values = [f"{f.name} {SQL_TYPES[f.type]}" for f in e.fields]
-        # The change log: one row per event; lww packs the LWW order (hlc, origin) in one integer.
-        c.execute(f"""CREATE TABLE IF NOT EXISTS log.{e.slug} (school VARCHAR NOT NULL,
-            origin UUID NOT NULL, seq BIGINT NOT NULL, hlc BIGINT NOT NULL,
-            lww HUGEINT NOT NULL, row_id UUID NOT NULL, author VARCHAR NOT NULL,
-            role VARCHAR NOT NULL, mask UBIGINT NOT NULL, {", ".join(values)})""")
-        c.execute(f"CREATE TABLE IF NOT EXISTS {e.table} (school VARCHAR NOT NULL, "
-                  f"{e.key} UUID, {', '.join(values)})")
-    c.execute("COMMIT")
-
-
-def _fields(e: Entity, prefix: str = "") -> str:
-    return ", ".join(prefix + f.name for f in e.fields)
-
-
-def _q(s: str) -> str:
-    return "'" + s.replace("'", "''") + "'"
 
 
 class DuckDBStore:
@@ -147,34 +47,27 @@ class DuckDBStore:
 
     def __init__(self, path: str | os.PathLike[str], central: frozenset[str],
                  *, read_only: bool = False, memory_limit: str = MEMORY_LIMIT,
-                 school: str = ANY_SCHOOL,
-                 con: duckdb.DuckDBPyConnection | None = None) -> None:
+                 school: str = ANY_SCHOOL, db: Database | None = None) -> None:
         self.central = central
-        if con is None:
-            con = connect(path, read_only=read_only, memory_limit=memory_limit)
+        if db is None:
+            db = Database(connect(path, read_only=read_only, memory_limit=memory_limit))
             if not read_only:
-                create_tables(con)
-        self.con = con
+                create_tables(db.con)
+        self.db, self.con = db, db.con
         self.school = school
-        self._scope = f"school IN ({_q(school)}, {_q(ANY_SCHOOL)})"
+        self._scope = f"school IN ({quote(school)}, {quote(ANY_SCHOOL)})"
         self._central_sql = ", ".join(f"'{o}'::UUID" for o in sorted(central)) or "NULL"
 
     def _school_of(self, x: str) -> str:
         """SQL: the school an event ``x`` belongs to (Referensi's belong to every school)."""
         if self.school == ANY_SCHOOL:
-            return _q(ANY_SCHOOL)
-        return (f"CASE WHEN {x}.origin = '{REFERENSI_ORIGIN}'::UUID THEN {_q(ANY_SCHOOL)} "
-                f"ELSE {_q(self.school)} END")
+            return quote(ANY_SCHOOL)
+        return (f"CASE WHEN {x}.origin = '{REFERENSI_ORIGIN}'::UUID THEN {quote(ANY_SCHOOL)} "
+                f"ELSE {quote(self.school)} END")
 
-    @contextmanager
-    def transaction(self) -> Iterator[duckdb.DuckDBPyConnection]:
-        self.con.execute("BEGIN")
-        try:
-            yield self.con
-        except BaseException:
-            self.con.execute("ROLLBACK")
-            raise
-        self.con.execute("COMMIT")
+    def transaction(self) -> contextlib.AbstractContextManager[duckdb.DuckDBPyConnection]:
+        """The database's transaction (a part of one already open)."""
+        return self.db.transaction()
 
     def close(self) -> None:
         self.con.close()
@@ -255,7 +148,7 @@ class DuckDBStore:
         for e in (e for e in ENTITIES if e.name in present):
             t = c.sql(f"""
                 SELECT x.origin, x.seq, x.hlc, x.row_id, x.author, x.role, x.mask,
-                       {_fields(e, 'x.')}
+                       {fields_sql(e, 'x.')}
                 FROM log.{e.slug} x {join} WHERE {where}
                 ORDER BY x.origin, x.seq""").to_arrow_table()
             if t.num_rows:
@@ -409,9 +302,9 @@ class DuckDBStore:
         for e in staged:
             new = f"""SELECT {self._school_of('s')} AS school, s.origin, s.seq, s.hlc,
                              ({self._effective_hlc('s')}::HUGEINT << 64) | r.rank::HUGEINT
-                             AS lww, s.row_id, s.author, s.role, s.mask, {_fields(e, 's.')}
+                             AS lww, s.row_id, s.author, s.role, s.mask, {fields_sql(e, 's.')}
                       FROM s_{e.slug} s JOIN ({ranks}) r ON r.origin = s.origin {only_accepted}"""
-            self._write(e, new)
+            self.write(e, new)
             if e.name == CLOCK_BOUND:
                 self._rebound()
             c.execute(f"DROP TABLE s_{e.slug}")
@@ -452,7 +345,7 @@ class DuckDBStore:
                 AND x.lww >> 64 <> r.hlc""")
             self._materialise(e)
 
-    def _clock_bound(self, centre: str, held: VersionVector, limit: int, now_ms: int,
+    def clock_bound(self, centre: str, held: VersionVector, limit: int, now_ms: int,
                      ) -> tuple[Event, int] | None:
         """The centre's koreksi_jam event bounding the new events past ``limit`` of
         one school origin, at our clock, after that origin's previous event; and
@@ -551,95 +444,11 @@ class DuckDBStore:
 
     def import_jsonl(self, path: str, *, origin: str, author: str, role: str,
                      sekolah_id: str, now_ms: int) -> AppendReport:
-        """Import a JSON-lines rows file as this origin's events: one event per row.
-
-        Each line is ``{"entity": NAME, <key>: UUID, field: value, ...}``. The file
-        is parsed by DuckDB and goes in columnar, in one transaction; any problem
-        (unknown entity or field, a value of the wrong type, a row of another
-        school, centre data) refuses the whole file with ImportRefused.
-        """
+        """Import a JSON-lines rows file as ``origin``'s events (``bulk.import_jsonl``)."""
         with self.transaction():
-            return self._import(str(path), origin, author, role, sekolah_id, now_ms)
+            return bulk.import_jsonl(self, str(path), origin=origin, author=author, role=role,
+                                     sekolah_id=sekolah_id, now_ms=now_ms)
 
-    def _import(self, path: str, origin: str, author: str, role: str, sekolah_id: str,
-                now_ms: int) -> AppendReport:
-        c = self.con
-        try:
-            c.execute("""CREATE OR REPLACE TEMP TABLE raw AS
-                SELECT row_number() OVER () AS line, json->>'entity' AS entity, json
-                FROM read_ndjson_objects(?, maximum_object_size = 1048576)""", [path])
-            keysets = c.execute("""SELECT entity, any_value(keys), min(line) FROM (
-                SELECT entity, json_keys(json) AS keys, line FROM raw)
-                GROUP BY entity, hash(keys)""").fetchall()
-        except duckdb.Error as exc:
-            reason = str(exc).splitlines()[0]
-            raise ImportRefused(path, [(0, f"not a JSON-lines rows file ({reason})")]) from None
-        problems = _keyset_problems(keysets)
-        if problems:
-            raise ImportRefused(path, problems)
-        entities = [BY_NAME[name] for name in sorted({k[0] for k in keysets})]
-        for e in entities:
-            problems += self._typed_rows(e, sekolah_id)
-        if problems:
-            raise ImportRefused(path, sorted(problems))
-        (n,) = c.execute("SELECT count(*) FROM raw").fetchall()[0]
-        c.execute("DROP TABLE raw")
-        if not n:
-            return AppendReport()
-        vector = self.vector()
-        base = vector.get(origin, 0)
-        first = local_clock(self.max_hlc(origin), self.max_hlc(), now_ms).tick(now_ms, n)
-        context = {o: s for o, s in vector.items() if o != origin}
-        if context != self.context(origin):
-            c.executemany("INSERT INTO log.context VALUES (?, ?, ?, ?, ?)",
-                          [(self.school, origin, base + 1, peer, held)
-                           for peer, held in context.items()])
-        lww = f"(({first - 1} + line)::HUGEINT << 64) | {origin_rank(origin)}::HUGEINT"
-        for e in entities:
-            mask = " + ".join(f"CASE WHEN {f.name} IS NOT NULL THEN {e.bit(f.name)} ELSE 0 END"
-                              for f in e.fields)
-            c.execute(f"INSERT INTO log.event SELECT {_q(self.school)}, '{origin}', "
-                      f"{base} + line, '{e.name}' FROM t_{e.slug}")
-            self._write(e, f"""
-                SELECT {_q(self.school)} AS school, '{origin}'::UUID AS origin,
-                       {base} + line AS seq, {first - 1} + line AS hlc,
-                       {lww} AS lww, row_id, {_q(author)} AS author, {_q(role)} AS role,
-                       ({mask})::UBIGINT AS mask, {_fields(e)}
-                FROM t_{e.slug}""")
-            c.execute(f"DROP TABLE t_{e.slug}")
-        return AppendReport(applied=n)
-
-    def _typed_rows(self, e: Entity, sekolah_id: str) -> list[tuple[int, str]]:
-        """Cast the raw rows of ``e`` into t_<entity> in one pass; the problems found."""
-        c = self.con
-        as_text = json.dumps(dict.fromkeys(e.columns, "VARCHAR"))
-        typed, checks = [f"TRY_CAST({e.key} AS UUID) AS row_id"], [
-            f"WHEN TRY_CAST({e.key} AS UUID) IS NULL THEN "
-            f"'key {e.key}: ' || coalesce({e.key}, 'missing') || ' is not a UUID'"]
-        for f in e.fields:
-            cast = f"TRY_CAST({f.name} AS {SQL_TYPES[f.type]})"
-            if f.name == e.school_field:  # a row without it belongs to this school
-                cast = f"coalesce({cast}, '{sekolah_id}'::UUID)"
-            typed.append(f"{cast} AS {f.name}")
-            bad = f"{f.name} IS NOT NULL AND {cast} IS NULL"
-            if f.type == "int":  # TRY_CAST rounds '5.7' to 6: demand a whole number
-                bad = f"{f.name} IS NOT NULL AND NOT regexp_full_match({f.name}, '-?[0-9]+')"
-            elif f.type == "text":
-                bad = f"length({f.name}) > {MAX_TEXT}"
-            checks.append(f"WHEN {bad} THEN '{e.name}.{f.name}: ' || {f.name} || "
-                          f"' is not {EXPECTED[f.type]}'")
-        if e.school_field:
-            checks.append(
-                f"WHEN {e.school_field}::UUID IS DISTINCT FROM '{sekolah_id}' THEN 'a row of "
-                f"another school ({e.school_field} ' || {e.school_field} || '); this install "
-                f"holds {sekolah_id}'")
-        c.execute(f"""CREATE OR REPLACE TEMP TABLE t_{e.slug} AS
-            SELECT line, {', '.join(typed)}, CASE {' '.join(checks)} END AS problem
-            FROM (SELECT line, unnest(json_transform(json, {_q(as_text)}))
-                  FROM raw WHERE entity = '{e.name}')""")
-        return [(int(n), str(m)) for n, m in c.execute(
-            f"SELECT line, problem FROM t_{e.slug} WHERE problem IS NOT NULL LIMIT 20"
-        ).fetchall()]
 
     # -- the set-based merge -----------------------------------------------------------
 
@@ -665,7 +474,7 @@ class DuckDBStore:
             FROM (SELECT *, {lock} AS lock FROM log.{e.slug}
                   SEMI JOIN ({rows_sql}) USING (school, row_id))"""
 
-    def _write(self, e: Entity, new: str) -> None:
+    def write(self, e: Entity, new: str) -> None:
         """Append the new events of ``e`` (a query in log column order) to its log,
         and bring the materialised rows and conflicts they touch up to date."""
         c = self.con
@@ -749,11 +558,11 @@ class DuckDBStore:
 
     def validate(self) -> None:
         """Run every Validasi Lokal rule over the materialised state; keep the results."""
-        from .validation import RULES, validation_sql
+        from ..validation import RULES, validation_sql
 
         rules = ", ".join(
-            f"({_q(r.id)}, {_q(r.tab)}, {_q(r.severity)}, {_q(r.entity)}, "
-            f"{_q(r.field) if r.field else 'NULL'}, {_q(r.message)})" for r in RULES)
+            f"({quote(r.id)}, {quote(r.tab)}, {quote(r.severity)}, {quote(r.entity)}, "
+            f"{quote(r.field) if r.field else 'NULL'}, {quote(r.message)})" for r in RULES)
         with self.transaction() as c:
             c.execute("DELETE FROM replica.validation")
             c.execute(f"""INSERT INTO replica.validation
@@ -772,285 +581,3 @@ class DuckDBStore:
         return [dict(zip(names, r, strict=True)) for r in cur.fetchall()]
 
 
-def _keyset_problems(keysets: list[tuple[str | None, list[str] | None, int]],
-                     ) -> list[tuple[int, str]]:
-    """What is wrong with the distinct (entity, keys) shapes of a rows file."""
-    problems = []
-    for name, keys, line in keysets:
-        e = BY_NAME.get(name or "")
-        if e is None:
-            problems.append((line, f"unknown entity {name!r}" if name else "no entity"))
-        elif e.is_reference or e.name == "sekolah":
-            problems.append((line, f"{e.name} rows come from the centre"))
-        elif e.key not in (keys or ()):
-            problems.append((line, f"{e.name} row without its key {e.key}"))
-        else:
-            unknown = sorted(set(keys or ()) - {"entity", *e.columns})
-            if unknown:
-                problems.append((line, f"{e.name} has no field {', '.join(unknown)}"))
-    return sorted(problems)
-
-
-class DuckDBCentre:
-    """The centre's embedded store: every school in one DuckDB file.
-
-    One connection writes; ``append_group`` commits the batches of many
-    schools in one transaction (group commit); ``append_centre`` writes the
-    centre's own events, signed. Readers on other threads use
-    ``reader(npsn)``, a store on a cursor of their own.
-    """
-
-    def __init__(self, path: str | os.PathLike[str], *, key: CentreKey | None = None,
-                 memory_limit: str = MEMORY_LIMIT) -> None:
-        self.con = connect(path, memory_limit=memory_limit)
-        create_tables(self.con)
-        # Fewer, larger checkpoints: at DuckDB's default 16 MB of WAL nearly every group
-        # commit was one. The WAL is as durable.
-        self.con.execute(f"SET checkpoint_threshold = '{CENTRE_CHECKPOINT}'")
-        self.key = key  # signs the centre's own events (R18)
-
-    def school(self, npsn: str) -> DuckDBStore:
-        """One school's store on the writer's connection (rows of the shared tables)."""
-        return DuckDBStore("", central_origins(npsn), school=npsn, con=self.con)
-
-    def reader(self, npsn: str) -> DuckDBStore:
-        """One school's store on a cursor of its own, for another thread."""
-        return DuckDBStore("", central_origins(npsn), school=npsn, con=self.con.cursor())
-
-    def append_centre(self, npsn: str, events: list[Event]) -> AppendReport:
-        """Append the centre's own events for school ``npsn``, signed with ``key`` (R18).
-
-        The one way the centre writes events of its origins, so each is signed
-        and installs can check it. ValueError without a key or for an event of
-        another origin (a bug here, not a school's).
-        """
-        with self.school(npsn).transaction():
-            return self._append_centre(npsn, events)
-
-    def _append_centre(self, npsn: str, events: list[Event]) -> AppendReport:
-        if self.key is None:
-            raise ValueError("this centre has no signing key")
-        if not {ev.origin for ev in events} <= central_origins(npsn):
-            raise ValueError(f"append_centre takes only the centre's events for {npsn}")
-        return self.school(npsn)._append(self.key.sign(Batch.from_events(events)))
-
-    def append_group(self, items: list[tuple[str, Batch]], now_ms: int,
-                     ) -> list[AppendReport | StoreError | MalformedBatch]:
-        """Admit each (npsn, batch), all in one transaction when all succeed.
-
-        If one fails, the group is rolled back and each item is retried in a
-        transaction of its own, so a bad batch costs only itself; its error
-        takes its place in the result.
-        """
-        pairs = [(npsn, self.school(npsn), batch) for npsn, batch in items]
-        if not pairs:
-            return []
-        try:
-            with pairs[0][1].transaction():
-                return [self._admit(npsn, store, batch, now_ms) for npsn, store, batch in pairs]
-        except (StoreError, MalformedBatch):
-            pass
-        results: list[AppendReport | StoreError | MalformedBatch] = []
-        for npsn, store, batch in pairs:
-            try:
-                with store.transaction():
-                    results.append(self._admit(npsn, store, batch, now_ms))
-            except (StoreError, MalformedBatch) as exc:
-                results.append(exc)
-        return results
-
-    def _admit(self, npsn: str, store: DuckDBStore, batch: Batch, now_ms: int) -> AppendReport:
-        """Append a school's batch; if its new events carry a clock more than
-        MAX_AHEAD_MS ahead of ours, bound them in the same transaction (merge rule 5)."""
-        limit = hlc_from_ms(now_ms + MAX_AHEAD_MS)
-        ahead = any(t.num_rows and pc.max(t["hlc"]).as_py() > limit
-                    for t in batch.tables.values())
-        held = store.vector() if ahead else {}
-        report = store._append(batch)
-        if ahead:
-            bound = store._clock_bound(centre_origin(npsn), held, limit, now_ms)
-            if bound is not None:
-                event, n = bound
-                self._append_centre(npsn, [event])
-                return msgspec.structs.replace(report, clock_bounded=n)
-        return report
-
-    def close(self) -> None:
-        self.con.close()
-
-
-
-# == the centre's registry ================================================================
-#
-# Schools, accounts, installs and sessions of the central server, in schema ``registry``
-# of the centre's file (beside the tenants' schemas). Only SQL lives here: hashing,
-# secrets and the rules of registration are server/credentials.py's and server/app.py's.
-# Times come in as milliseconds since the epoch (the caller owns the clock).
-
-
-class RegistryError(StoreError):
-    """A registry change that cannot be made (an unknown or duplicate key)."""
-
-    def __init__(self, what: str) -> None:
-        super().__init__(what)
-        self.what = what
-
-    def __str__(self) -> str:
-        return self.what
-
-
-class DuckDBRegistry:
-    """The centre's registry on a connection of the centre's file (its writer's or a cursor)."""
-
-    def __init__(self, con: duckdb.DuckDBPyConnection, *, create: bool = True) -> None:
-        self.con = con
-        if create:
-            self._create()
-
-    def _create(self) -> None:
-        c = self.con
-        c.execute("BEGIN")
-        c.execute("CREATE SCHEMA IF NOT EXISTS registry")
-        c.execute("""CREATE TABLE IF NOT EXISTS registry.school (
-            npsn VARCHAR PRIMARY KEY, nama VARCHAR NOT NULL, kode_hash VARCHAR NOT NULL,
-            generation INTEGER NOT NULL, created_ms BIGINT NOT NULL)""")
-        c.execute("""CREATE TABLE IF NOT EXISTS registry.account (
-            npsn VARCHAR NOT NULL, email VARCHAR NOT NULL, role VARCHAR NOT NULL,
-            password_hash VARCHAR NOT NULL, created_ms BIGINT NOT NULL,
-            PRIMARY KEY (npsn, email))""")
-        c.execute("""CREATE TABLE IF NOT EXISTS registry.install (
-            origin UUID PRIMARY KEY, npsn VARCHAR NOT NULL, email VARCHAR NOT NULL,
-            token_hash VARCHAR NOT NULL, generation INTEGER NOT NULL,
-            revoked BOOLEAN NOT NULL, created_ms BIGINT NOT NULL)""")
-        c.execute("""CREATE TABLE IF NOT EXISTS registry.session (
-            session VARCHAR, npsn VARCHAR, install VARCHAR, mode VARCHAR,
-            started_ms BIGINT, ended_ms BIGINT, outcome VARCHAR,
-            events_in BIGINT, events_out BIGINT, bytes_in BIGINT, bytes_out BIGINT)""")
-        c.execute("COMMIT")
-
-    def _one(self, sql: str, params: list[Any]) -> dict[str, Any] | None:
-        rows = self._all(sql, params)
-        return rows[0] if rows else None
-
-    def _all(self, sql: str, params: list[Any]) -> list[dict[str, Any]]:
-        cur = self.con.execute(sql, params)
-        names = [d[0] for d in cur.description or []]
-        return [dict(zip(names, r, strict=True)) for r in cur.fetchall()]
-
-    # -- schools ------------------------------------------------------------------------
-
-    def add_school(self, npsn: str, nama: str, kode_hash: str, now_ms: int) -> None:
-        if self.school(npsn) is not None:
-            raise RegistryError(f"school {npsn} is already registered")
-        self.con.execute("INSERT INTO registry.school VALUES (?, ?, ?, 1, ?)",
-                         [npsn, nama, kode_hash, now_ms])
-
-    def school(self, npsn: str) -> dict[str, Any] | None:
-        """npsn, nama, kode_hash, generation, created_ms; None if unknown."""
-        return self._one("SELECT * FROM registry.school WHERE npsn = ?", [npsn])
-
-    def schools(self) -> list[dict[str, Any]]:
-        return self._all("SELECT npsn, nama, generation, created_ms FROM registry.school "
-                         "ORDER BY npsn", [])
-
-    def reset_kode(self, npsn: str, kode_hash: str) -> int:
-        """A new registration code: generation + 1 (older installs get code_reset)."""
-        row = self._one("UPDATE registry.school SET kode_hash = ?, generation = generation + 1 "
-                        "WHERE npsn = ? RETURNING generation", [kode_hash, npsn])
-        if row is None:
-            raise RegistryError(f"school {npsn} is not registered")
-        return int(row["generation"])
-
-    # -- accounts -----------------------------------------------------------------------
-
-    def account(self, npsn: str, email: str) -> dict[str, Any] | None:
-        return self._one("SELECT * FROM registry.account WHERE npsn = ? AND email = ?",
-                         [npsn, email])
-
-    def account_count(self, npsn: str) -> int:
-        (n,) = self.con.execute("SELECT count(*) FROM registry.account WHERE npsn = ?",
-                                [npsn]).fetchall()[0]
-        return int(n)
-
-    def add_account(self, npsn: str, email: str, role: str, password_hash: str,
-                    now_ms: int) -> None:
-        self.con.execute("INSERT INTO registry.account VALUES (?, ?, ?, ?, ?)",
-                         [npsn, email, role, password_hash, now_ms])
-
-    # -- installs -----------------------------------------------------------------------
-
-    def add_install(self, origin: str, npsn: str, email: str, token_hash: str, generation: int,
-                    now_ms: int) -> None:
-        self.con.execute("INSERT INTO registry.install VALUES (?, ?, ?, ?, ?, false, ?)",
-                         [origin, npsn, email, token_hash, generation, now_ms])
-
-    def install(self, origin: str) -> dict[str, Any] | None:
-        """origin, npsn, email, token_hash, generation, revoked, created_ms; None if unknown."""
-        return self._one("SELECT * EXCLUDE (origin), origin::VARCHAR AS origin "
-                         "FROM registry.install WHERE origin = TRY_CAST(? AS UUID)", [origin])
-
-    def installs(self, npsn: str) -> list[dict[str, Any]]:
-        return self._all("SELECT origin::VARCHAR AS origin, email, generation, revoked, "
-                         "created_ms FROM registry.install WHERE npsn = ? ORDER BY created_ms",
-                         [npsn])
-
-    def revoke(self, origin: str) -> None:
-        row = self._one("UPDATE registry.install SET revoked = true "
-                        "WHERE origin = TRY_CAST(? AS UUID) RETURNING npsn", [origin])
-        if row is None:
-            raise RegistryError(f"no install {origin}")
-
-    # -- sessions -----------------------------------------------------------------------
-
-    def record_session(self, record: dict[str, Any]) -> None:
-        """Keep one session (keys: the registry.session columns)."""
-        self.con.execute(f"INSERT INTO registry.session ({', '.join(record)}) "
-                         f"VALUES ({', '.join('?' * len(record))})", list(record.values()))
-
-    def sessions(self, npsn: str, limit: int = 20) -> list[dict[str, Any]]:
-        return self._all("SELECT * FROM registry.session WHERE npsn = ? "
-                         "ORDER BY started_ms DESC LIMIT ?", [npsn, limit])
-
-
-def query_school(con: duckdb.DuckDBPyConnection, npsn: str, sql: str,
-                 ) -> tuple[list[str], list[tuple[Any, ...]]]:
-    """Run one SELECT over school ``npsn``'s data (``ANY_SCHOOL`` on an install).
-
-    Unqualified names are views of the school's rows and Referensi's events, made
-    on ``con`` for this query alone: the entity tables and the log's ``event``,
-    ``context`` and ``signature``, without the ``school`` column; Referensi's rows
-    are ``ref.<name>``.
-    Only a single SELECT runs, in a transaction that is rolled back.
-    QueryRefused for anything else, or SQL that DuckDB rejects (one line).
-    """
-    try:
-        statements = con.extract_statements(sql)
-    except duckdb.Error as exc:
-        raise QueryRefused(f"SQL: {_sql_error_text(exc)}") from None
-    if len(statements) != 1 or statements[0].type is not duckdb.StatementType.SELECT:
-        raise QueryRefused("queries are read-only: give exactly one SELECT statement")
-    (db,) = con.execute("SELECT current_database()").fetchall()[0]
-    views = [(e.name, f"main.{e.name}") for e in ENTITIES if not e.is_reference] + [
-        (name, f"log.{name}") for name in ("event", "context", "signature")]
-    try:
-        for name, table in views:
-            con.execute(f'CREATE OR REPLACE TEMP VIEW {name} AS SELECT * EXCLUDE (school) '
-                        f'FROM "{db}".{table} WHERE school IN ({_q(npsn)}, {_q(ANY_SCHOOL)})')
-        con.execute("BEGIN")
-        try:
-            cur = con.execute(sql)
-            return [d[0] for d in cur.description or []], cur.fetchall()
-        except duckdb.Error as exc:
-            raise QueryRefused(f"SQL: {_sql_error_text(exc)}") from None
-        finally:
-            con.execute("ROLLBACK")
-    finally:  # the writer's own SQL names these tables unqualified
-        for name, _ in views:
-            con.execute(f"DROP VIEW IF EXISTS temp.main.{name}")
-
-
-def _sql_error_text(exc: duckdb.Error) -> str:
-    """DuckDB's message in one line: its first line and any 'Did you mean' hint."""
-    lines = [s.strip() for s in str(exc).splitlines() if s.strip()]
-    hints = [s for s in lines[1:] if s.startswith("Did you mean")]
-    return " ".join([lines[0] if lines else type(exc).__name__, *hints])

@@ -1,0 +1,174 @@
+"""The DuckDB database under every store: opening it, its tables, its transactions.
+
+One set of tables holds any number of schools (DESIGN.md section 5); ``school``
+leads every key. The centre keeps every school in them; an install keeps its
+one school under ``ANY_SCHOOL``, which is also where Referensi lives, once,
+for every school:
+
+- ``log.event``      (school, origin, seq) -> entity: the primary key makes a
+                     second event under one id impossible.
+- ``log.<entity>``   the events of one entity, columnar: metadata, the LWW key
+                     packed into one integer (derived: a clock bound arriving
+                     later rewrites it), the change mask, the field values.
+- ``log.context``    causal contexts, one row per peer, only where they changed.
+- ``log.signature``  the centre's signature of each centre event that came with one.
+- ``<entity>``       the materialised tables (``ref.*`` in schema ref).
+- ``replica.*``      replica-local state: meta, conflicts, validation results,
+                     sync history (not ``selaras.*``: a file named selaras.duckdb
+                     is catalog ``selaras``, and ``selaras.meta`` would be ambiguous).
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+import duckdb
+
+from ..schema import ENTITIES, SQL_TYPES, Entity
+from ..store import DataInUse, StoreError, StoreFailure
+
+MEMORY_LIMIT = "1GB"
+
+
+def connect(path: str | os.PathLike[str], *, read_only: bool = False,
+            memory_limit: str = MEMORY_LIMIT) -> duckdb.DuckDBPyConnection:
+    """Open a DuckDB file as every store here wants it; DataInUse if another process has it."""
+    try:
+        con = duckdb.connect(str(path), read_only=read_only,
+                             config={"memory_limit": memory_limit,
+                                     # UUIDs cross Arrow as 16 bytes, not text
+                                     "arrow_lossless_conversion": True})
+    except duckdb.IOException as exc:
+        if "lock" in str(exc).lower():
+            raise DataInUse() from exc
+        raise
+    # Else any query over 2 s draws a progress bar on stdout (a pipe too), into --json
+    # output. Cursors have no progress bar by default.
+    con.execute("SET enable_progress_bar_print = false")
+    return con
+
+
+ANY_SCHOOL = ""  # the school of Referensi's events and rows (every school's), and an install's
+
+
+def create_tables(con: duckdb.DuckDBPyConnection) -> None:
+    """The tables of every store, if missing: one set, whatever the number of schools.
+
+    ``school`` leads every key, so registering a school adds rows, never tables.
+    """
+    c = con
+    c.execute("BEGIN")
+    for schema in ("log", "ref", "replica"):
+        c.execute(f"CREATE SCHEMA IF NOT EXISTS {schema}")
+    c.execute("""CREATE TABLE IF NOT EXISTS log.event (school VARCHAR, origin UUID, seq BIGINT,
+        entity VARCHAR NOT NULL, PRIMARY KEY (school, origin, seq))""")
+    c.execute("""CREATE TABLE IF NOT EXISTS log.context (school VARCHAR NOT NULL,
+        origin UUID NOT NULL, seq BIGINT NOT NULL, peer UUID NOT NULL, held BIGINT NOT NULL)""")
+    c.execute("""CREATE TABLE IF NOT EXISTS log.signature (school VARCHAR, origin UUID,
+        seq BIGINT, sig BLOB NOT NULL, PRIMARY KEY (school, origin, seq))""")
+    c.execute("CREATE TABLE IF NOT EXISTS replica.meta (key VARCHAR PRIMARY KEY, value VARCHAR)")
+    c.execute("""CREATE TABLE IF NOT EXISTS replica.conflict (school VARCHAR NOT NULL,
+        entity VARCHAR, row_id UUID, field VARCHAR, origin UUID, seq BIGINT,
+        value VARCHAR, author VARCHAR, role VARCHAR, winner BOOLEAN)""")
+    c.execute("""CREATE TABLE IF NOT EXISTS replica.sync_history (
+        session VARCHAR, mode VARCHAR, started TIMESTAMPTZ, ended TIMESTAMPTZ,
+        outcome VARCHAR, clock_offset_ms BIGINT, events_up BIGINT, events_down BIGINT,
+        bytes_up BIGINT, bytes_down BIGINT, detail JSON)""")
+    c.execute("""CREATE TABLE IF NOT EXISTS replica.validation (
+        rule_id VARCHAR, tab VARCHAR, severity VARCHAR, entity VARCHAR, row_id UUID,
+        field VARCHAR, message VARCHAR, detail VARCHAR)""")
+    for e in ENTITIES:
+        values = [f"{f.name} {SQL_TYPES[f.type]}" for f in e.fields]
+        # The change log: one row per event; lww packs the LWW order (hlc, origin) in one integer.
+        c.execute(f"""CREATE TABLE IF NOT EXISTS log.{e.slug} (school VARCHAR NOT NULL,
+            origin UUID NOT NULL, seq BIGINT NOT NULL, hlc BIGINT NOT NULL,
+            lww HUGEINT NOT NULL, row_id UUID NOT NULL, author VARCHAR NOT NULL,
+            role VARCHAR NOT NULL, mask UBIGINT NOT NULL, {", ".join(values)})""")
+        c.execute(f"CREATE TABLE IF NOT EXISTS {e.table} (school VARCHAR NOT NULL, "
+                  f"{e.key} UUID, {', '.join(values)})")
+    c.execute("COMMIT")
+
+
+def quote(s: str) -> str:
+    """A SQL string literal."""
+    return "'" + s.replace("'", "''") + "'"
+
+
+def fields_sql(e: Entity, prefix: str = "") -> str:
+    """The field columns of ``e``, in order, each with ``prefix``."""
+    return ", ".join(prefix + f.name for f in e.fields)
+
+
+class Database:
+    """One DuckDB connection and its transaction, shared by the stores that use it.
+
+    The centre's writer and many school stores share one; each reader thread has
+    its own (``cursor``). Not thread-safe: one thread at a time.
+    """
+
+    def __init__(self, con: duckdb.DuckDBPyConnection) -> None:
+        self.con = con
+        self._open = False
+
+    @contextmanager
+    def transaction(self) -> Iterator[duckdb.DuckDBPyConnection]:
+        """BEGIN ... COMMIT; inside a transaction already open, a part of it.
+
+        On any failure the whole transaction is rolled back; a failure of the
+        database itself comes out as StoreFailure, in plain words.
+        """
+        if self._open:
+            yield self.con
+            return
+        self.con.execute("BEGIN")
+        self._open = True
+        try:
+            yield self.con
+            self.con.execute("COMMIT")
+        except BaseException as exc:
+            self.con.execute("ROLLBACK")
+            if isinstance(exc, duckdb.Error):
+                raise failure(exc) from exc
+            raise
+        finally:
+            self._open = False
+
+    def cursor(self) -> Database:
+        """A connection of its own to the same database, for another thread."""
+        return Database(self.con.cursor())
+
+    def close(self) -> None:
+        self.con.close()
+
+
+def failure(exc: duckdb.Error) -> StoreFailure:
+    """What went wrong underneath, in words an admin or operator can act on.
+
+    A statement run after a failure inside a transaction fails again with
+    'transaction is aborted': the cause is the first failure in the chain.
+    """
+    cause: BaseException = exc
+    seen: BaseException | None = exc
+    while seen is not None:
+        if isinstance(seen, duckdb.Error) and "transaction is aborted" not in str(seen):
+            cause = seen
+        seen = seen.__context__
+    detail = (str(cause).splitlines() or [type(cause).__name__])[0]
+    text = detail.lower()
+    if isinstance(cause, duckdb.OutOfMemoryException) or "out of memory" in text:
+        reason = "the database ran out of memory (raise its memory limit, or use fewer sessions)"
+    elif "no space left" in text or "disk is full" in text:
+        reason = "the disk is full (free some space)"
+    elif "read-only" in text or "permission denied" in text:
+        reason = "the data folder cannot be written (read-only, or no permission)"
+    elif isinstance(cause, duckdb.IOException):
+        reason = f"the database could not read or write its file ({detail})"
+    else:
+        reason = f"the database failed ({detail})"
+    return StoreFailure(reason, detail)
+
+
+__all__ = ["ANY_SCHOOL", "MEMORY_LIMIT", "Database", "StoreError", "connect", "create_tables",
+           "failure", "fields_sql", "quote"]
