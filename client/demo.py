@@ -31,7 +31,7 @@ import sys
 import tempfile
 import threading
 import uuid
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 from typing import IO, Any
@@ -422,7 +422,7 @@ def checksums_table(names: tuple[str, ...], sums: list[dict[str, str]]) -> str:
     return output.table(["entity", *names, ""], rows)
 
 
-def history_line(history: list[Mapping[str, Any]]) -> str:
+def history_line(history: Sequence[Mapping[str, Any]]) -> str:
     """Oldest first: mode, outcome, events up and down of each session."""
     return "; ".join(f"{r['mode']} {r['outcome']} ({r['events_up']} up, {r['events_down']} down)"
                      for r in reversed(history))

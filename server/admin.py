@@ -107,10 +107,9 @@ def _run(centre: DuckDBCentre, registry: DuckDBRegistry, command: str,
             npsn = _known(registry, args["npsn"])
             reader = centre.reader()
             try:
-                cols, rows = reader.school(npsn).query(args["sql"])
+                return table(*reader.school(npsn).query(args["sql"]))
             finally:
                 reader.close()
-            return table(cols, rows)
         case "checksum":
             npsn = _known(registry, args["npsn"])
             store = centre.school(npsn)

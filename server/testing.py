@@ -25,7 +25,7 @@ import time
 from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed
@@ -131,18 +131,19 @@ class ProtocolClient:
         answer = await one_shot(self.url, Register(PROTOCOL_VERSION, "test", schema, self.npsn,
                                                     kode, user, password, _ms()),
                                 cafile=self.cafile)
+        assert isinstance(answer, Registered | Refuse), answer
         if isinstance(answer, Registered):
             self.install, self.token = answer.install, answer.token
         return answer
 
-    def hello(self, mode: str = "sync", vector: VersionVector | None = None,
+    def hello(self, mode: Literal["pull", "sync"] = "sync", vector: VersionVector | None = None,
               schema: int = SCHEMA_VERSION) -> Hello:
         return Hello(PROTOCOL_VERSION, "test", schema, self.npsn, self.install, self.token,
                      mode, vector or {}, _ms())
 
-    async def session(self, mode: str = "sync", vector: VersionVector | None = None,
-                      batches: Sequence[Batch] = (), *, hello: Hello | None = None,
-                      ) -> Outcome:
+    async def session(self, mode: Literal["pull", "sync"] = "sync",
+                      vector: VersionVector | None = None, batches: Sequence[Batch] = (),
+                      *, hello: Hello | None = None) -> Outcome:
         """A whole, well-behaved session: push ``batches`` (sync), take what comes, Done."""
         proto = SyncProtocol(Side.CLIENT)
         proto.send_hello(hello or self.hello(mode, vector))
@@ -153,7 +154,7 @@ class ProtocolClient:
             try:
                 await _flush(proto, ws)
                 while proto.state is not State.CLOSED:
-                    proto.receive_data(await ws.recv())
+                    proto.receive_data(await ws.recv(decode=False))
                     for f in proto.facts():
                         match f:
                             case Welcomed(welcome=w):
@@ -184,7 +185,8 @@ class ProtocolClient:
                 out.closed_code = exc.rcvd.code if exc.rcvd else None
         return out
 
-    async def raw_session(self, frames: Sequence[bytes | str], mode: str = "sync",
+    async def raw_session(self, frames: Sequence[bytes | str],
+                          mode: Literal["pull", "sync"] = "sync",
                           vector: VersionVector | None = None, *, hello: Hello | None = None,
                           until: Callable[[list[Message]], bool] | None = None,
                           wait_s: float = 5.0) -> Outcome:
@@ -203,7 +205,7 @@ class ProtocolClient:
             try:
                 async with asyncio.timeout(wait_s):
                     while not (until and until(out.messages)):
-                        msg = decode(await ws.recv())
+                        msg = decode(await ws.recv(decode=False))
                         out.messages.append(msg)
                         if isinstance(msg, Refuse):
                             out.refused = msg
