@@ -242,7 +242,7 @@ class Centre:
 
     def checksums(self, npsn: str) -> dict[str, str]:
         reply = json.loads(self.admin("checksum", "--npsn", npsn, "--json"))
-        return {str(e): str(c) for e, c in reply["rows"]}
+        return {str(e): str(c) for e, c in reply["checksums"].items()}
 
     def stop(self) -> int | None:
         """SIGTERM: the centre drains its sessions and exits; its exit status."""

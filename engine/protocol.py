@@ -107,6 +107,9 @@ class AdminReply(msgspec.Struct, frozen=True, tag="admin_reply"):
     columns: list[str]
     rows: list[list[str | int | float | bool | None]]
     message: str = ""
+    # What --json prints, where a command has a shape of its own (checksum: the same
+    # {"checksums", "vector"} as the install's `selaras checksum --json`).
+    data: dict[str, dict[str, str | int]] = {}
 
 
 class Welcome(msgspec.Struct, frozen=True, tag="welcome"):

@@ -16,6 +16,8 @@ from collections.abc import Mapping
 from decimal import Decimal
 from typing import Any
 
+import msgspec
+
 from selaras.engine.protocol import AdminReply
 from selaras.engine.replica import (
     EditError,
@@ -113,9 +115,10 @@ def _run(centre: DuckDBCentre, registry: DuckDBRegistry, command: str,
         case "checksum":
             npsn = _known(registry, args["npsn"])
             store = centre.school(npsn)
-            vector = store.vector()
-            return table(["entity", "checksum"], sorted(store.checksums().items()),
-                         f"{sum(vector.values())} events from {len(vector)} origins")
+            vector, sums = store.vector(), store.checksums()
+            reply = table(["entity", "checksum"], sorted(sums.items()),
+                          f"{sum(vector.values())} events from {len(vector)} origins")
+            return msgspec.structs.replace(reply, data={"checksums": sums, "vector": vector})
         case "schools":
             rows = registry.schools()
             return table(["npsn", "nama", "generation"],

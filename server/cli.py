@@ -140,8 +140,8 @@ def show(reply: AdminReply, as_json: bool = False) -> None:
     if reply.columns == ["error"]:
         raise click.ClickException(reply.message)
     if as_json:
-        click.echo(json.dumps({"columns": reply.columns, "rows": reply.rows,
-                               "message": reply.message}))
+        click.echo(json.dumps(reply.data or {"columns": reply.columns, "rows": reply.rows,
+                                             "message": reply.message}))
         return
     if reply.columns and reply.rows:
         cells = [[("NULL" if v is None else str(v)) for v in r] for r in reply.rows]

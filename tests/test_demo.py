@@ -68,10 +68,11 @@ def test_networked_demo_converges(tmp_path: Path) -> None:
         assert sums["checksums"] == {e: v[column] for e, v in table.items()}
     centre = json.loads(run("admin", "--data", str(work / "centre"), "checksum",
                             "--npsn", NPSN, "--json").stdout)
-    assert dict(centre["rows"]) == {e: v[2] for e, v in table.items()}
+    assert centre["checksums"] == {e: v[2] for e, v in table.items()}
     a = json.loads(run("--data", str(work / "install-a"), "checksum", "--json").stdout)
     b = json.loads(run("--data", str(work / "install-b"), "checksum", "--json").stdout)
-    assert a["vector"] == b["vector"]
+    assert a["vector"] == b["vector"] == centre["vector"]
+    assert a.keys() == centre.keys()  # selaras checksum and admin checksum: one shape
     assert json.loads(run("--data", str(work / "install-a"), "conflicts", "--json").stdout) == []
 
 
