@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import os
+import shutil
+from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -15,6 +18,14 @@ MiB = 1024 * 1024
 def bench_results(request: pytest.FixtureRequest) -> list[dict[str, Any]]:
     """Each scenario appends one dict: scenario, events, seconds, rss, min_rate, max_rss."""
     return request.config.stash.setdefault(RESULTS, [])
+
+
+@pytest.fixture(scope="session")
+def folder(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
+    """A scratch folder for the whole benchmark run, removed at its end."""
+    path = tmp_path_factory.mktemp("bench")
+    yield path
+    shutil.rmtree(path, ignore_errors=True)
 
 
 def table(results: list[dict[str, Any]]) -> list[str]:

@@ -29,9 +29,7 @@ from __future__ import annotations
 
 import asyncio
 import os
-import shutil
 import sys
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -55,13 +53,6 @@ SIZE, SCALE, SEED = "large", int(os.environ.get("SELARAS_BENCH_SCALE", "40")), 1
 NPSN = "20219151"
 ROUNDS = 3
 MiB = 1024 * 1024
-
-
-@pytest.fixture(scope="session")
-def folder(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
-    path = tmp_path_factory.mktemp("baseline")
-    yield path
-    shutil.rmtree(path, ignore_errors=True)
 
 
 @pytest.fixture(scope="session")

@@ -32,13 +32,11 @@ from __future__ import annotations
 import asyncio
 import json
 import os
-import shutil
 import signal
 import subprocess
 import sys
 import time
 import uuid
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -183,9 +181,10 @@ def child(what: str, *args: str) -> None:
     print(json.dumps(result), flush=True)
 
 
-def run_child(log: Path, *args: str) -> dict[str, Any]:
+def run_child(log: Path, *args: str, module: str = MODULE) -> dict[str, Any]:
+    """Run ``module``'s ``child(*args)`` in a process; the JSON it printed last."""
     with open(log, "wb") as err:
-        proc = subprocess.run([sys.executable, "-m", MODULE, *args], stdout=subprocess.PIPE,
+        proc = subprocess.run([sys.executable, "-m", module, *args], stdout=subprocess.PIPE,
                               stderr=err, text=True, timeout=TIMEOUT_S, check=False)
     assert proc.returncode == 0, log.read_text(errors="replace")[-4000:]
     result: dict[str, Any] = json.loads(proc.stdout.strip().splitlines()[-1])
@@ -232,13 +231,6 @@ class Centre:
             self.proc.stdout.close()
         assert code == 0, self.log.read_text(errors="replace")[-4000:]
         return rss
-
-
-@pytest.fixture(scope="session")
-def folder(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
-    path = tmp_path_factory.mktemp("sync")
-    yield path
-    shutil.rmtree(path, ignore_errors=True)
 
 
 @pytest.fixture(scope="session")
