@@ -25,12 +25,9 @@ from typing import Any, NoReturn, TypeVar
 
 import click
 
-from selaras.engine import bundle
-from selaras.engine.events import MalformedBatch
-from selaras.engine.replica import EditError
-from selaras.engine.schema import TABS, UnknownEntity
+from selaras.engine.errors import InputError
+from selaras.engine.schema import TABS
 from selaras.engine.store import ImportRefused, StoreError, verify
-from selaras.engine.values import BadValue
 
 from . import output
 from .install import (
@@ -59,8 +56,7 @@ NO_ARGS_IS_HELP: type[click.UsageError] | tuple[()] = getattr(
     click.exceptions, "NoArgsIsHelpError", ())
 
 # Errors an operator can act on: their message is the whole story.
-EXPECTED_ERRORS = (ClientError, StoreError, EditError, BadValue, UnknownEntity, MalformedBatch,
-                   bundle.BundleError)
+EXPECTED_ERRORS = (ClientError, InputError, StoreError)
 
 
 class SelarasGroup(click.Group):

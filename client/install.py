@@ -34,8 +34,8 @@ from selaras.engine.replica import (
     school_fields,
     school_identity_event,
 )
-from selaras.engine.storage import DuckDBStore
-from selaras.engine.store import AppendReport, DataInUse, EventCollision
+from selaras.engine.storage import open_install
+from selaras.engine.store import AppendReport, DataInUse, EventCollision, InstallStore
 
 DB_FILE = "selaras.duckdb"
 DEFAULT_DATA = "selaras-data"
@@ -62,7 +62,7 @@ def data_folder(option: str | os.PathLike[str] | None) -> Path:
 class Session:
     """An open install: its store and identity. Close it by leaving ``Install.open``."""
 
-    store: DuckDBStore
+    store: InstallStore
     identity: Identity
 
     @property
@@ -141,7 +141,7 @@ class Install:
         identity = Identity(npsn=npsn, origin=new_origin(), author=user, role="operator")
         self.folder.mkdir(parents=True, exist_ok=True)
         aside = self.folder / f".{DB_FILE}.init-{identity.origin[:8]}"
-        store = DuckDBStore(aside, identity.central)
+        store = open_install(aside, identity.central)
         try:
             store.append(Batch.from_events([*refs, school_identity_event(npsn, fields)]))
             store.set_meta(npsn=npsn, origin=identity.origin, user=user, role=identity.role)
@@ -173,7 +173,7 @@ class Install:
         identity = Identity(npsn=npsn, origin=origin, author=user, role=role)
         self.folder.mkdir(parents=True, exist_ok=True)
         aside = self.folder / f".{DB_FILE}.init-{origin[:8]}"
-        store = DuckDBStore(aside, identity.central)
+        store = open_install(aside, identity.central)
         try:
             store.set_meta(npsn=npsn, origin=origin, user=user, role=role, token=token,
                            url=url, centre_key=centre_key)
@@ -187,12 +187,12 @@ class Install:
         return identity
 
 
-def _connect(path: Path, central: frozenset[str], *, read_only: bool) -> DuckDBStore:
+def _connect(path: Path, central: frozenset[str], *, read_only: bool) -> InstallStore:
     """Open the store, waiting a little while another process (a sync) holds it."""
     deadline = time.monotonic() + BUSY_WAIT_S
     while True:
         try:
-            return DuckDBStore(path, central, read_only=read_only)
+            return open_install(path, central, read_only=read_only)
         except DataInUse:
             if time.monotonic() > deadline:
                 raise

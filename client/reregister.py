@@ -31,7 +31,7 @@ from pathlib import Path
 from selaras.engine.clocks import VersionVector, merge_vectors
 from selaras.engine.events import Batch, Event
 from selaras.engine.replica import Identity
-from selaras.engine.storage import DuckDBStore
+from selaras.engine.storage import open_install
 from selaras.engine.store import EventCollision
 
 from .install import DB_FILE, ClientError, Install, Session, remove_db
@@ -119,7 +119,7 @@ class Reregistration:
         remove_db(self.aside)  # left by an attempt that was killed
         me = self.old.identity
         identity = Identity(npsn=me.npsn, origin=origin, author=user, role=role)
-        store = DuckDBStore(self.aside, identity.central)
+        store = open_install(self.aside, identity.central)
         self.new = Session(store, identity)
         # The credential first: the centre shows it once.
         store.set_meta(npsn=me.npsn, origin=origin, user=user, role=role, token=token,

@@ -68,10 +68,10 @@ from selaras.engine.protocol import (
     Welcome,
     Welcomed,
 )
+from selaras.engine.refusals import text_of
 from selaras.engine.replica import Identity
 from selaras.engine.schema import BY_NAME, SCHEMA_VERSION
-from selaras.engine.storage import DuckDBStore
-from selaras.engine.store import BadSignature
+from selaras.engine.store import BadSignature, InstallStore
 
 from .install import ClientError
 
@@ -85,24 +85,6 @@ MAX_QUEUE = 4  # frames buffered by the websocket layer: about one window
 BACKOFF_BASE_S = 0.5
 BACKOFF_CAP_S = 30.0
 
-# What the operator reads for each final refusal (DESIGN.md section 8: Bahasa Indonesia).
-REFUSAL_TEXT: dict[str, str] = {
-    Code.VERSION_MISMATCH: "versi aplikasi tidak cocok dengan server pusat: perbarui aplikasi",
-    Code.BAD_CREDENTIAL: "instalasi ini tidak dikenal server pusat (kredensial salah)",
-    Code.CODE_RESET: "kode registrasi sudah direset: daftarkan ulang instalasi ini dengan",
-    Code.INSTALL_REVOKED: "instalasi ini sudah dicabut oleh admin: hubungi dinas",
-    Code.NOT_PRINCIPAL: "pengiriman data harus oleh kepala sekolah",
-    Code.INVALID_DATA_PENDING: "masih ada data invalid di Validasi Lokal: perbaiki dulu",
-    Code.MESSAGE_TOO_LARGE: "pesan terlalu besar",
-    Code.MALFORMED_MESSAGE: "pesan tidak dapat dibaca",
-    Code.UNEXPECTED_MESSAGE: "pesan tidak diharapkan",
-    Code.FORBIDDEN: "data ini tidak boleh dikirim dari instalasi ini",
-    Code.WINDOW_OVERRUN: "batch melebihi jendela yang disepakati",
-    Code.EVENT_COLLISION: ("data folder ini salinan atau pemulihan dari cadangan: "
-                           "daftarkan ulang folder ini dengan"),
-    Code.BAD_SIGNATURE: "tanda tangan data pusat tidak sah",
-    Code.INTERNAL_ERROR: "server pusat gagal memproses",
-}
 RETRYABLE = {Code.SERVER_BUSY, Code.INTERNAL_ERROR}
 # Refusals that re-registering the data folder mends; their text ends with the command.
 REREGISTER = {Code.EVENT_COLLISION, Code.CODE_RESET}
@@ -120,9 +102,9 @@ class SyncRefused(SyncError):
         self.command = command  # what mends it (``reregister_command``), if anything
 
     def __str__(self) -> str:
-        text = REFUSAL_TEXT.get(self.code, self.message)
+        text = text_of(self.code, self.message)
         if self.code in REREGISTER:
-            text += f" '{self.command or reregister_command('URL', 'NPSN', 'EMAIL')}'"
+            text += f" dengan '{self.command or reregister_command('URL', 'NPSN', 'EMAIL')}'"
             text += "; data yang belum terkirim tidak hilang"
         return f"ditolak server pusat ({self.code}): {text}"
 
@@ -245,7 +227,7 @@ class _StoreWorker:
     running there, and the next call must wait for it.
     """
 
-    def __init__(self, store: DuckDBStore) -> None:
+    def __init__(self, store: InstallStore) -> None:
         self.store = store
         self._lock = threading.Lock()
 
@@ -257,7 +239,7 @@ class _StoreWorker:
             return fn(*args)
 
 
-def conflict_counts(store: DuckDBStore) -> dict[str, int]:
+def conflict_counts(store: InstallStore) -> dict[str, int]:
     out: dict[str, int] = {}
     for s in store.conflicts():
         out[s.entity] = out.get(s.entity, 0) + 1
@@ -512,7 +494,7 @@ def _nonzero(v: VersionVector) -> VersionVector:
 # -- many sessions: retries, backoff, the record ------------------------------------------------
 
 
-async def run_sync(store: DuckDBStore, identity: Identity, *, mode: Mode,
+async def run_sync(store: InstallStore, identity: Identity, *, mode: Mode,
                    url: str | None = None, timeout_s: float | None = None,
                    compress: bool = False, progress: Progress | None = None,
                    backoff_base_s: float = BACKOFF_BASE_S, backoff_cap_s: float = BACKOFF_CAP_S,
@@ -613,7 +595,7 @@ async def run_sync(store: DuckDBStore, identity: Identity, *, mode: Mode,
         await asyncio.sleep(delay)
 
 
-async def _finish(worker: _StoreWorker, store: DuckDBStore, report: SyncReport,
+async def _finish(worker: _StoreWorker, store: InstallStore, report: SyncReport,
                   conn: SyncConnection, result: SessionResult, rows_before: dict[str, int],
                   conflicts_before: dict[str, int], pushed_after: int) -> None:
     me = conn.identity.origin

@@ -33,6 +33,7 @@ import uuid
 import msgspec
 
 from .clocks import VersionVector
+from .errors import InputError
 from .events import Batch, MalformedBatch
 from .schema import SCHEMA_VERSION
 
@@ -130,7 +131,7 @@ def _is_uuid(s: str) -> bool:
     return True
 
 
-class BundleError(ValueError):
+class BundleError(InputError):
     """A bundle that cannot be imported here; nothing was imported."""
 
 

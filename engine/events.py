@@ -24,6 +24,7 @@ import msgspec
 import pyarrow as pa
 
 from .clocks import VersionVector, vector_of
+from .errors import InputError
 from .schema import BY_NAME, DECIMAL_SCALE, Entity
 from .values import Value, from_python
 
@@ -192,7 +193,7 @@ class Batch:
             raise MalformedBatch(type(exc).__name__) from exc
 
 
-class MalformedBatch(ValueError):
+class MalformedBatch(InputError):
     def __init__(self, reason: str) -> None:
         super().__init__(reason)
         self.reason = reason

@@ -26,28 +26,11 @@ from typing import Literal
 import msgspec
 
 from .clocks import VersionVector
+from .errors import SelarasError, UsageError
+from .refusals import TEXT, Detail, unexpected
+from .refusals import Code as Code  # the protocol speaks it: Refuse.code
 
 PROTOCOL_VERSION = 2  # 2: centre signatures (R18)
-
-
-class Code(enum.StrEnum):
-    """Every refusal code (docs/protocol.md, section 7)."""
-
-    VERSION_MISMATCH = "version_mismatch"
-    BAD_CREDENTIAL = "bad_credential"
-    CODE_RESET = "code_reset"
-    INSTALL_REVOKED = "install_revoked"
-    NOT_PRINCIPAL = "not_principal"
-    INVALID_DATA_PENDING = "invalid_data_pending"
-    SERVER_BUSY = "server_busy"
-    MESSAGE_TOO_LARGE = "message_too_large"
-    MALFORMED_MESSAGE = "malformed_message"
-    UNEXPECTED_MESSAGE = "unexpected_message"
-    FORBIDDEN = "forbidden"
-    WINDOW_OVERRUN = "window_overrun"
-    EVENT_COLLISION = "event_collision"
-    BAD_SIGNATURE = "bad_signature"
-    INTERNAL_ERROR = "internal_error"
 
 
 # -- messages (frozen, tagged; new fields get defaults and go last) ---------------------
@@ -172,7 +155,7 @@ def decode(data: bytes) -> Message:
         message: Message = _decoder.decode(data)
         return message
     except (msgspec.DecodeError, UnicodeDecodeError, ValueError) as exc:
-        raise RemoteError(Code.MALFORMED_MESSAGE, "pesan tidak dapat dibaca") from exc
+        raise RemoteError(Code.MALFORMED_MESSAGE, TEXT[Code.MALFORMED_MESSAGE]) from exc
 
 
 # -- facts handed to the adapter -------------------------------------------------------
@@ -229,11 +212,11 @@ Fact = (Opened | Welcomed | Answered | Refused | BatchReceived | BatchAcked | Pe
 # -- errors -----------------------------------------------------------------------------
 
 
-class ProtocolError(Exception):
+class ProtocolError(UsageError):
     """The adapter used the protocol object wrongly (a bug here, not the peer's)."""
 
 
-class RemoteError(Exception):
+class RemoteError(SelarasError):
     """The peer broke the protocol; the session ends with ``code``."""
 
     def __init__(self, code: Code, message: str) -> None:
@@ -416,7 +399,7 @@ class SyncProtocol:
             return
         try:
             if len(data) > self.limits.max_frame_bytes:
-                raise RemoteError(Code.MESSAGE_TOO_LARGE, "pesan terlalu besar")
+                raise RemoteError(Code.MESSAGE_TOO_LARGE, TEXT[Code.MESSAGE_TOO_LARGE])
             self._receive(decode(data))
         except RemoteError as exc:
             self.refuse(exc.code, exc.message)
@@ -430,12 +413,12 @@ class SyncProtocol:
         after = TRANSITIONS.get((self.side, self.state, type(msg)))
         if after is None:
             raise RemoteError(Code.UNEXPECTED_MESSAGE,
-                              f"pesan {type(msg).__name__} tidak diharapkan di tahap ini")
+                              unexpected(type(msg).__name__))
         match msg:
             case Hello() | Register():
                 if msg.protocol != PROTOCOL_VERSION:
                     raise RemoteError(Code.VERSION_MISMATCH,
-                                      "versi protokol aplikasi tidak cocok; perbarui aplikasi")
+                                      Detail.PROTOCOL_VERSION)
                 if isinstance(msg, Hello):
                     self.mode = msg.mode
                 self._facts.append(Opened(msg))
@@ -450,18 +433,18 @@ class SyncProtocol:
                 self._receive_events(msg)
             case Ack():
                 if msg.batch in self._acked or not 1 <= msg.batch <= self._sent_batches:
-                    raise RemoteError(Code.UNEXPECTED_MESSAGE, "ack untuk batch yang tidak ada")
+                    raise RemoteError(Code.UNEXPECTED_MESSAGE, Detail.ACK_UNKNOWN_BATCH)
                 self._acked.add(msg.batch)
                 self._facts.append(BatchAcked(msg.batch, msg.vector))
             case Sent():
                 if self._peer_sent is not None or msg.batches != self._received:
-                    raise RemoteError(Code.UNEXPECTED_MESSAGE, "jumlah batch tidak sesuai")
+                    raise RemoteError(Code.UNEXPECTED_MESSAGE, Detail.BATCH_TOTAL)
                 self._peer_sent = msg.batches
                 self._facts.append(PeerSent(msg.batches))
             case Done():
                 if not (self.all_acked and self._we_finished and not self._unacked_in
                         and self._peer_sent == self._received):
-                    raise RemoteError(Code.UNEXPECTED_MESSAGE, "sesi belum selesai")
+                    raise RemoteError(Code.UNEXPECTED_MESSAGE, Detail.NOT_FINISHED)
                 self._facts.append(DoneReceived(msg))
             case Summary():
                 self._facts.append(SummaryReceived(msg))
@@ -469,14 +452,14 @@ class SyncProtocol:
 
     def _receive_events(self, msg: Events) -> None:
         if self.side is Side.SERVER and self.mode == "pull":
-            raise RemoteError(Code.FORBIDDEN, "mode Tarik Data tidak boleh mengirim data")
+            raise RemoteError(Code.FORBIDDEN, Detail.PULL_SENDS)
         if self._peer_sent is not None or msg.batch != self._received + 1:
-            raise RemoteError(Code.UNEXPECTED_MESSAGE, "nomor batch tidak berurutan")
+            raise RemoteError(Code.UNEXPECTED_MESSAGE, Detail.BATCH_ORDER)
         if len(self._unacked_in) >= self.limits.window_batches:
-            raise RemoteError(Code.WINDOW_OVERRUN, "batch melebihi jendela yang disepakati")
+            raise RemoteError(Code.WINDOW_OVERRUN, TEXT[Code.WINDOW_OVERRUN])
         if msg.count > self.limits.max_batch_events or \
                 len(msg.payload) > self.limits.max_batch_bytes:
-            raise RemoteError(Code.MESSAGE_TOO_LARGE, "batch melebihi batas")
+            raise RemoteError(Code.MESSAGE_TOO_LARGE, Detail.BATCH_TOO_LARGE)
         self._received = msg.batch
         self._unacked_in.add(msg.batch)
         self._facts.append(BatchReceived(msg.batch, msg.count, msg.payload))

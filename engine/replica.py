@@ -13,6 +13,7 @@ from collections.abc import Mapping
 import msgspec
 
 from .clocks import hlc_from_ms, local_clock
+from .errors import InputError
 from .events import REFERENSI_ORIGIN, Batch, Event, central_origins, centre_origin, stable_row_id
 from .schema import Entity, Owner, entity
 from .store import AppendReport, Store
@@ -23,7 +24,7 @@ from .values import Value, parse
 SEED_HLC = hlc_from_ms(int(dt.datetime(2023, 1, 1, tzinfo=dt.UTC).timestamp() * 1000))
 
 
-class EditError(ValueError):
+class EditError(InputError):
     """A local edit that cannot be made; nothing was written."""
 
 

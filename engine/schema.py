@@ -15,6 +15,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from enum import Enum
 
+from .errors import InputError
+
 SCHEMA_VERSION = 2  # 2: koreksi_jam
 
 
@@ -403,7 +405,7 @@ def entity(name: str) -> Entity:
         raise UnknownEntity(name) from None
 
 
-class UnknownEntity(ValueError):
+class UnknownEntity(InputError):
     def __init__(self, name: str) -> None:
         super().__init__(name)
         self.name = name

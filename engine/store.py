@@ -1,15 +1,16 @@
 """The store seam: what a replica's storage must do, and a plain in-memory store.
 
-Errors::
+Errors (their place in the engine's tree: engine/errors.py)::
 
     StoreError
     ├── EventCollision    a different event under an (origin, seq) already held
     ├── BadSignature      a new centre event without the centre's good signature (R18)
-    ├── ImportRefused     a rows file with problems: nothing of it was imported
-    ├── QueryRefused      a query that is not one read statement, or SQL the store rejects
     ├── DataInUse         another process holds the install's file
     ├── StoreFailure      the database failed (out of memory, disk full, I/O): nothing kept
     └── RegistryError     a registry change that cannot be made (an unknown or duplicate key)
+    InputError
+    ├── ImportRefused     a rows file with problems: nothing of it was imported
+    └── QueryRefused      a query that is not one read statement, or SQL the store rejects
 
 A store that knows the centre's public key (``centre_key``: an install
 registered with a centre) checks the signature of every new centre event
@@ -24,20 +25,22 @@ contract suite (tests/test_store_contract.py).
 from __future__ import annotations
 
 from collections.abc import Iterable
-from typing import Protocol
+from contextlib import AbstractContextManager
+from typing import Any, Protocol
 
 import msgspec
 
 from .clocks import VersionVector, merge_vectors
-from .events import Batch, Event
+from .errors import InputError, SelarasError
+from .events import Batch, Event, MalformedBatch
 from .merge import Rows, Sibling, clock_bounds, effective_hlc, fold
 from .schema import BY_NAME
-from .signatures import first_unsigned
+from .signatures import CentreKey, first_unsigned
 from .values import table_digest
 
 
-class StoreError(Exception):
-    pass
+class StoreError(SelarasError):
+    """The store could not do what was asked; nothing of it was stored."""
 
 
 class EventCollision(StoreError):
@@ -82,7 +85,7 @@ def check_signatures(batch: Batch, centre_key: str | None, vector: VersionVector
             raise BadSignature(*bad)
 
 
-class ImportRefused(StoreError):
+class ImportRefused(InputError):
     """A rows file that cannot be imported; ``problems`` are (line, message) pairs."""
 
     def __init__(self, path: str, problems: list[tuple[int, str]]) -> None:
@@ -96,7 +99,7 @@ class ImportRefused(StoreError):
         return "\n".join(lines + ([f"... and {more} more"] if more > 0 else []))
 
 
-class QueryRefused(StoreError):
+class QueryRefused(InputError):
     """An operator's or admin's query that did not run; ``reason`` says why, in one line."""
 
     def __init__(self, reason: str) -> None:
@@ -148,6 +151,10 @@ class AppendReport(msgspec.Struct, frozen=True):
     clock_bounded: int = 0  # of the applied, how many the centre bounded (merge rule 5)
 
 
+# What admitting one batch came to: its report, or the error that refused it alone.
+Admitted = AppendReport | StoreError | MalformedBatch
+
+
 class Store(Protocol):
     """A replica's log and materialised state. One append is all or nothing."""
 
@@ -191,6 +198,140 @@ class Store(Protocol):
     def conflicts(self) -> list[Sibling]: ...
 
     def checksums(self) -> dict[str, str]: ...
+
+    def close(self) -> None: ...
+
+
+class SchoolStore(Store, Protocol):
+    """One school's replica as the centre and the install both read it."""
+
+    def query(self, sql: str) -> tuple[list[str], list[tuple[Any, ...]]]:
+        """One read statement over this school's data: the columns and rows.
+        QueryRefused for anything else, or SQL the store rejects."""
+        ...
+
+    def row_counts(self) -> dict[str, int]:
+        """Per entity, the rows materialised."""
+        ...
+
+    def event_counts(self, origin: str, after: int = 0) -> dict[str, int]:
+        """Per entity, the events of ``origin`` held past seq ``after``."""
+        ...
+
+    def neutralised(self, origin: str, after: int, upto: int) -> dict[str, dict[str, int]]:
+        """Per entity, ``origin``'s events in (after, upto] that the centre's rules changed:
+        ``neutralised`` (without effect or clock-bounded), and of those ``clock``."""
+        ...
+
+
+class InstallStore(SchoolStore, Protocol):
+    """An install's store: its school's replica, and what is local to the install."""
+
+    def meta(self) -> dict[str, str]: ...
+
+    def set_meta(self, **values: str) -> None: ...
+
+    def record_session(self, record: dict[str, Any]) -> None:
+        """Keep one sync session in the history."""
+        ...
+
+    def history(self, limit: int = 20) -> list[dict[str, Any]]:
+        """The sync sessions kept, newest first."""
+        ...
+
+    def import_jsonl(self, path: str, *, origin: str, author: str, role: str,
+                     sekolah_id: str, now_ms: int) -> AppendReport:
+        """A JSON-lines rows file as ``origin``'s events, all or nothing (ImportRefused)."""
+        ...
+
+    def rebuild(self) -> None:
+        """Recompute the materialised state from the log."""
+        ...
+
+    def validate(self) -> None:
+        """Run Validasi Lokal over the materialised state; keep the findings."""
+        ...
+
+    def findings(self, tab: str | None = None) -> list[dict[str, Any]]:
+        """The findings of the last ``validate``, of one tab or all."""
+        ...
+
+
+class Registry(Protocol):
+    """The centre's schools, accounts, installs and sessions. Rows are dicts of columns;
+    times are milliseconds since the epoch; RegistryError for an unknown or duplicate key."""
+
+    def add_school(self, npsn: str, nama: str, kode_hash: str, now_ms: int) -> None: ...
+
+    def school(self, npsn: str) -> dict[str, Any] | None: ...
+
+    def schools(self) -> list[dict[str, Any]]: ...
+
+    def reset_kode(self, npsn: str, kode_hash: str) -> int: ...
+
+    def account(self, npsn: str, email: str) -> dict[str, Any] | None: ...
+
+    def account_count(self, npsn: str) -> int: ...
+
+    def add_account(self, npsn: str, email: str, role: str, password_hash: str,
+                    now_ms: int) -> None: ...
+
+    def add_install(self, origin: str, npsn: str, email: str, token_hash: str,
+                    generation: int, now_ms: int) -> None: ...
+
+    def install(self, origin: str) -> dict[str, Any] | None: ...
+
+    def installs(self, npsn: str) -> list[dict[str, Any]]: ...
+
+    def revoke(self, origin: str) -> None: ...
+
+    def record_session(self, record: dict[str, Any]) -> None: ...
+
+    def sessions(self, npsn: str, limit: int = 20) -> list[dict[str, Any]]: ...
+
+
+class CentreReader(Protocol):
+    """The centre seen from one reader thread (the writer alone writes)."""
+
+    @property
+    def registry(self) -> Registry: ...
+
+    def school(self, npsn: str) -> SchoolStore: ...
+
+    def close(self) -> None: ...
+
+
+class CentreStore(Protocol):
+    """The centre's store: every school, the registry, the centre's own signed events.
+
+    One writer uses it; readers on other threads use ``reader()``.
+    """
+
+    @property
+    def key(self) -> CentreKey | None:
+        """Signs the centre's own events (R18)."""
+        ...
+
+    @property
+    def registry(self) -> Registry: ...
+
+    def transaction(self) -> AbstractContextManager[object]:
+        """One transaction for what follows: school stores, registry, centre events."""
+        ...
+
+    def school(self, npsn: str) -> SchoolStore: ...
+
+    def reader(self) -> CentreReader: ...
+
+    def append_centre(self, npsn: str, events: list[Event]) -> AppendReport:
+        """The centre's own events for ``npsn``, signed with ``key``."""
+        ...
+
+    def append_group(self, items: list[tuple[str, Batch]], now_ms: int,
+                     ) -> list[Admitted]:
+        """Each (npsn, batch) admitted, in one transaction when all succeed; a bad batch
+        costs only itself (its error takes its place)."""
+        ...
 
     def close(self) -> None: ...
 

@@ -15,6 +15,7 @@ from collections.abc import Iterable, Sequence
 from decimal import Decimal, InvalidOperation
 from typing import Any
 
+from .errors import InputError
 from .schema import DECIMAL_SCALE, Entity, Field
 
 Value = str | int | None
@@ -24,7 +25,7 @@ _MAX_INT = 2**63 - 1
 MAX_TEXT = 4096
 
 
-class BadValue(ValueError):
+class BadValue(InputError):
     """A value that does not fit its field."""
 
     def __init__(self, entity: str, field: str, value: object, expected: str) -> None:

@@ -3,7 +3,7 @@
 ``run_admin(centre, registry, command, args, now_ms)`` runs one command on the
 writer's connection: on the running server it is queued on the writer thread
 (``AdminRequest`` over the websocket), on a stopped store the CLI calls it on a
-``DuckDBCentre`` it opened itself. It returns an ``AdminReply`` (a table and a
+``CentreStore`` it opened itself. It returns an ``AdminReply`` (a table and a
 message); failures an operator can act on raise ``AdminError``.
 """
 
@@ -18,6 +18,7 @@ from typing import Any
 
 import msgspec
 
+from selaras.engine.errors import InputError
 from selaras.engine.protocol import AdminReply
 from selaras.engine.replica import (
     EditError,
@@ -25,8 +26,7 @@ from selaras.engine.replica import (
     school_fields,
     school_identity_event,
 )
-from selaras.engine.storage import DuckDBCentre, DuckDBRegistry
-from selaras.engine.store import StoreError
+from selaras.engine.store import CentreStore, Registry, StoreError
 
 from . import credentials
 
@@ -59,17 +59,17 @@ def table(columns: list[str], rows: list[Any], message: str = "") -> AdminReply:
     return AdminReply(columns, [[cell(v) for v in r] for r in rows], message)
 
 
-def run_admin(centre: DuckDBCentre, registry: DuckDBRegistry, command: str,
+def run_admin(centre: CentreStore, registry: Registry, command: str,
               args: Mapping[str, str], now_ms: int) -> AdminReply:
     try:
         return _run(centre, registry, command, args, now_ms)
     except KeyError as exc:
         raise AdminError(f"{command}: missing argument {exc.args[0]!r}") from None
-    except StoreError as exc:
+    except (InputError, StoreError) as exc:
         raise AdminError(str(exc)) from None
 
 
-def _run(centre: DuckDBCentre, registry: DuckDBRegistry, command: str,
+def _run(centre: CentreStore, registry: Registry, command: str,
          args: Mapping[str, str], now_ms: int) -> AdminReply:
     match command:
         case "school_add":
@@ -131,7 +131,7 @@ def _run(centre: DuckDBCentre, registry: DuckDBRegistry, command: str,
     raise AdminError(f"unknown admin command {command!r}; known: {', '.join(COMMANDS)}")
 
 
-def _known(registry: DuckDBRegistry, npsn: str) -> str:
+def _known(registry: Registry, npsn: str) -> str:
     if registry.school(check_npsn(npsn)) is None:
         raise AdminError(f"school {npsn} is not registered")
     return npsn

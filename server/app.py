@@ -57,9 +57,17 @@ from selaras.engine.protocol import (
     SyncProtocol,
     Welcome,
 )
+from selaras.engine.refusals import TEXT, Detail
 from selaras.engine.schema import SCHEMA_VERSION
-from selaras.engine.storage import CentreReader, DuckDBCentre, DuckDBRegistry
-from selaras.engine.store import AppendReport, EventCollision, RegistryError
+from selaras.engine.storage import open_centre
+from selaras.engine.store import (
+    AppendReport,
+    CentreReader,
+    CentreStore,
+    EventCollision,
+    Registry,
+    RegistryError,
+)
 
 from . import credentials
 from .admin import AdminError, run_admin, table
@@ -72,21 +80,6 @@ DB_FILE = "centre.duckdb"
 SERVER_JSON = "server.json"
 ADMIN_TOKEN = "admin.token"
 SECRET = "secret"
-
-# Messages for schools (Bahasa Indonesia, protocol R15).
-MSG = {
-    Code.VERSION_MISMATCH: "versi skema aplikasi tidak cocok dengan server; perbarui aplikasi",
-    Code.BAD_CREDENTIAL: "kredensial instalasi tidak dikenal untuk sekolah ini",
-    Code.INSTALL_REVOKED: "instalasi ini telah dicabut oleh admin",
-    Code.CODE_RESET: "kode registrasi sekolah telah diganti; daftarkan ulang instalasi ini",
-    Code.SERVER_BUSY: "server sedang sibuk; coba lagi sebentar lagi",
-    Code.MALFORMED_MESSAGE: "pesan tidak dapat dibaca",
-    Code.FORBIDDEN: "instalasi hanya boleh mengirim data miliknya sendiri",
-    Code.EVENT_COLLISION: ("data instalasi ini bertabrakan dengan data di server (folder data "
-                           "disalin atau dipulihkan dari cadangan); daftarkan ulang instalasi"),
-    Code.INTERNAL_ERROR: "terjadi kesalahan di server; coba lagi nanti",
-}
-
 
 def now_ms() -> int:
     return time.time_ns() // 1_000_000
@@ -140,7 +133,7 @@ class SelarasServer:
         self.secret = credentials.private_secret(self.data / SECRET)
         self.admin_token = credentials.private_secret(self.data / ADMIN_TOKEN).decode()
         self.key = credentials.centre_key(self.data)
-        self.centre = DuckDBCentre(self.data / DB_FILE, key=self.key,
+        self.centre = open_centre(self.data / DB_FILE, key=self.key,
                                    memory_limit=o.memory_limit)
         self.registry = self.centre.registry
         # Reads of the registry (authentication) use a reader of their own, one at a time.
@@ -204,11 +197,11 @@ class SelarasServer:
 
     # -- helpers for connections ---------------------------------------------------------
 
-    async def write(self, fn: Callable[[DuckDBCentre, DuckDBRegistry], T]) -> T:
+    async def write(self, fn: Callable[[CentreStore, Registry], T]) -> T:
         """Run ``fn`` on the writer thread."""
         return await asyncio.wrap_future(self.writer.call(fn))
 
-    async def read_registry(self, fn: Callable[[DuckDBRegistry], T]) -> T:
+    async def read_registry(self, fn: Callable[[Registry], T]) -> T:
         def locked() -> T:
             # A thread lock, not an asyncio one: a cancelled caller must not free the cursor
             # while its thread still uses it.
@@ -265,7 +258,7 @@ class SyncConnection:
 
     async def refuse(self, code: Code, message: str | None = None,
                      retry_after_s: float | None = None) -> None:
-        self.proto.refuse(code, message or MSG[code], retry_after_s)
+        self.proto.refuse(code, message or TEXT[code], retry_after_s)
         await self.end_refused()
 
     async def end_refused(self) -> None:
@@ -290,7 +283,7 @@ class SyncConnection:
 
     async def _open(self, first: str | bytes) -> None:
         if isinstance(first, str):
-            await self.refuse(Code.MALFORMED_MESSAGE, "pesan harus berupa frame biner")
+            await self.refuse(Code.MALFORMED_MESSAGE, Detail.TEXT_FRAME)
             return
         self.bytes_in += len(first)
         self.proto.receive_data(first)
@@ -317,7 +310,7 @@ class SyncConnection:
         school = await server.read_registry(lambda r: r.school(reg.npsn))
         if school is None or not await asyncio.to_thread(
                 credentials.slow_verify, credentials.normal_kode(reg.kode), school["kode_hash"]):
-            await self.refuse(Code.BAD_CREDENTIAL, "NPSN atau kode registrasi salah")
+            await self.refuse(Code.BAD_CREDENTIAL, Detail.BAD_KODE)
             return
         email = reg.user.strip().lower()
         account = await server.read_registry(lambda r: r.account(reg.npsn, email))
@@ -326,19 +319,18 @@ class SyncConnection:
             n = await server.read_registry(lambda r: r.account_count(reg.npsn))
             if n or not email or not reg.password:
                 await self.refuse(Code.BAD_CREDENTIAL,
-                                  "akun tidak dikenal untuk sekolah ini; gunakan akun operator "
-                                  "yang sudah terdaftar")
+                                  Detail.UNKNOWN_ACCOUNT)
                 return
             new_hash = await asyncio.to_thread(credentials.slow_hash, reg.password)
         elif not await asyncio.to_thread(credentials.slow_verify, reg.password,
                                          account["password_hash"]):
-            await self.refuse(Code.BAD_CREDENTIAL, "kata sandi salah")
+            await self.refuse(Code.BAD_CREDENTIAL, Detail.BAD_PASSWORD)
             return
         origin, token = str(uuid.uuid4()), credentials.new_token()
         token_hash = credentials.token_hash(server.secret, token)
         t = now_ms()
 
-        def create(_: DuckDBCentre, r: DuckDBRegistry) -> str:
+        def create(_: CentreStore, r: Registry) -> str:
             if new_hash is not None:
                 if r.account_count(reg.npsn):  # another first registration won the race
                     raise RegistryError("account race")
@@ -354,7 +346,7 @@ class SyncConnection:
         try:
             role = await server.write(create)
         except RegistryError:
-            await self.refuse(Code.BAD_CREDENTIAL, "akun tidak dikenal untuk sekolah ini")
+            await self.refuse(Code.BAD_CREDENTIAL, Detail.UNKNOWN_ACCOUNT)
             return
         server.stats.registrations += 1
         self.proto.answer(Registered(origin, token, now_ms(), role, server.key.public))
@@ -366,7 +358,7 @@ class SyncConnection:
     async def _admin(self, req: AdminRequest) -> None:
         server = self.server
         if not credentials.same_secret(req.token, server.admin_token):
-            await self.refuse(Code.BAD_CREDENTIAL, "admin secret is wrong")
+            await self.refuse(Code.BAD_CREDENTIAL, Detail.ADMIN_SECRET)
             return
         if req.command == "stats":
             stats = server.all_stats()
@@ -378,9 +370,10 @@ class SyncConnection:
                     lambda c, r: run_admin(c, r, req.command, req.args, t))
             except AdminError as exc:
                 reply = table(["error"], [[str(exc)]], str(exc))
-            except Exception as exc:  # a SQL error in admin query, say: one line back
-                first = (str(exc).splitlines() or [type(exc).__name__])[0]
-                reply = table(["error"], [[first]], first)
+            except Exception as exc:  # a bug: logged here, not sent
+                log.error("admin_failed", command=req.command, error=repr(exc))
+                text = "internal error at the centre; see its log"
+                reply = table(["error"], [[text]], text)
         self.proto.answer(reply)
         await self.flush()
         log.info("admin", command=req.command, ok=reply.columns != ["error"])
@@ -426,7 +419,7 @@ class SyncConnection:
             await self.refuse(code)
             return
         if not valid_vector(hello.vector):
-            await self.refuse(Code.MALFORMED_MESSAGE, "vektor versi tidak valid")
+            await self.refuse(Code.MALFORMED_MESSAGE, Detail.BAD_VECTOR)
             return
         reader = await server.readers.get()
         self.reader = reader.school(hello.npsn)
@@ -468,7 +461,7 @@ class SyncConnection:
             while self.proto.state is not State.CLOSED:
                 data = await self.ws.recv()
                 if isinstance(data, str):
-                    await self.refuse(Code.MALFORMED_MESSAGE, "pesan harus berupa frame biner")
+                    await self.refuse(Code.MALFORMED_MESSAGE, Detail.TEXT_FRAME)
                     return
                 self.bytes_in += len(data)
                 self.proto.receive_data(data)
@@ -486,10 +479,10 @@ class SyncConnection:
                 try:
                     batch = Batch.from_bytes(payload)
                 except MalformedBatch:
-                    await self.refuse(Code.MALFORMED_MESSAGE, "isi batch tidak dapat dibaca")
+                    await self.refuse(Code.MALFORMED_MESSAGE, Detail.BAD_BATCH)
                     return
                 if len(batch) != count:
-                    await self.refuse(Code.MALFORMED_MESSAGE, "jumlah event batch tidak sesuai")
+                    await self.refuse(Code.MALFORMED_MESSAGE, Detail.BATCH_COUNT)
                     return
                 if not only_origin(batch, self.install):
                     await self.refuse(Code.FORBIDDEN)
@@ -531,7 +524,7 @@ class SyncConnection:
                     await self.refuse(Code.EVENT_COLLISION)
                     return
                 if isinstance(result, MalformedBatch):
-                    await self.refuse(Code.MALFORMED_MESSAGE, "isi batch tidak dapat dibaca")
+                    await self.refuse(Code.MALFORMED_MESSAGE, Detail.BAD_BATCH)
                     return
                 if not isinstance(result, AppendReport):
                     await self.refuse(Code.INTERNAL_ERROR)

@@ -24,7 +24,7 @@ import click
 import structlog
 
 from selaras.engine.protocol import AdminReply, Limits
-from selaras.engine.storage import DuckDBCentre
+from selaras.engine.storage import open_centre
 from selaras.engine.store import DataInUse
 
 from . import credentials
@@ -120,7 +120,7 @@ def dispatch(data: Path, command: str, **args: str) -> AdminReply:
         raise click.ClickException("stats come from a running server only")
     data.mkdir(parents=True, exist_ok=True)
     try:
-        centre = DuckDBCentre(data / DB_FILE, key=credentials.centre_key(data))
+        centre = open_centre(data / DB_FILE, key=credentials.centre_key(data))
     except DataInUse:
         raise click.ClickException(
             f"{data / DB_FILE} is in use by another process and no server answers "
@@ -129,9 +129,6 @@ def dispatch(data: Path, command: str, **args: str) -> AdminReply:
         return run_admin(centre, centre.registry, command, args, now_ms())
     except AdminError as exc:
         raise click.ClickException(str(exc)) from None
-    except Exception as exc:  # SQL errors of admin query: one line
-        first = (str(exc).splitlines() or [type(exc).__name__])[0]
-        raise click.ClickException(first) from None
     finally:
         centre.close()
 

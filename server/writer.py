@@ -1,8 +1,8 @@
-"""The centre's one writer: a thread that owns DuckDBCentre's write connection.
+"""The centre's one writer: a thread that owns CentreStore's write connection.
 
 Sessions submit ``(npsn, batch)`` and await the returned future; the writer
 takes everything queued at once and commits the batches of many schools in one
-transaction (``DuckDBCentre.append_group``: group commit), then resolves each
+transaction (``CentreStore.append_group``: group commit), then resolves each
 future with ``(AppendReport or the batch's error, the school's durable vector)``.
 Other work that must write (registrations, admin commands, session records) is
 queued as a ``call`` and runs on the same thread, in queue order. The writer
@@ -20,12 +20,11 @@ from dataclasses import dataclass
 from typing import Any, TypeVar
 
 from selaras.engine.clocks import VersionVector
-from selaras.engine.events import Batch, MalformedBatch
-from selaras.engine.storage import DuckDBCentre, DuckDBRegistry
-from selaras.engine.store import AppendReport, StoreError
+from selaras.engine.events import Batch
+from selaras.engine.store import Admitted, AppendReport, CentreStore, Registry
 
 T = TypeVar("T")
-AppendResult = tuple[AppendReport | StoreError | MalformedBatch, VersionVector]
+AppendResult = tuple[Admitted, VersionVector]
 
 
 @dataclass
@@ -54,7 +53,7 @@ class _Append:
 
 @dataclass
 class _Call:
-    fn: Callable[[DuckDBCentre, DuckDBRegistry], Any]
+    fn: Callable[[CentreStore, Registry], Any]
     future: concurrent.futures.Future[Any]
 
 
@@ -64,7 +63,7 @@ _STOP = object()
 class CentreWriter:
     """Owns ``centre`` (and the registry on its connection) from its own thread."""
 
-    def __init__(self, centre: DuckDBCentre, registry: DuckDBRegistry) -> None:
+    def __init__(self, centre: CentreStore, registry: Registry) -> None:
         self.centre, self.registry = centre, registry
         self.stats = WriterStats()
         self._queue: queue.SimpleQueue[object] = queue.SimpleQueue()
@@ -83,7 +82,7 @@ class CentreWriter:
         self._queue.put(_Append(npsn, batch, f))
         return f
 
-    def call(self, fn: Callable[[DuckDBCentre, DuckDBRegistry], T],
+    def call(self, fn: Callable[[CentreStore, Registry], T],
              ) -> concurrent.futures.Future[T]:
         f: concurrent.futures.Future[T] = concurrent.futures.Future()
         self._queue.put(_Call(fn, f))

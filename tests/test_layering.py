@@ -3,6 +3,9 @@
 - engine/ (but its storage module) is sans-I/O: no event loop, sockets,
   clocks, threads, logging framework or DuckDB.
 - engine/storage/ is the only package that imports duckdb (or any database).
+- client/ and server/ reach storage through the engine's store Protocols: from
+  engine/storage/ they take only the functions that open a store, and they
+  hold no SQL.
 - no module reaches into another object's private attributes (``x._name``).
 - client/ and server/ never import each other; client/ never imports bench/
   (bench plugs its commands in through an entry point).
@@ -11,6 +14,7 @@
 from __future__ import annotations
 
 import ast
+import re
 from pathlib import Path
 
 import pytest
@@ -83,6 +87,42 @@ def test_client_imports_neither_server_nor_bench(path: Path) -> None:
 @pytest.mark.parametrize("path", modules("server"), ids=rel)
 def test_server_never_imports_client(path: Path) -> None:
     assert offending(path, {"selaras.client", "client"}) == []
+
+
+STORE_OPENERS = {"open_install", "open_centre"}
+SQL = re.compile(r"\b(SELECT\b.+\bFROM|INSERT INTO|DELETE FROM|CREATE (TEMP )?TABLE"
+                 r"|UPDATE \w+ SET)\b", re.IGNORECASE | re.DOTALL)
+
+
+def storage_names(source: str) -> set[str]:
+    """The names a module imports from selaras.engine.storage (or below it)."""
+    return {a.name for node in ast.walk(ast.parse(source)) if isinstance(node, ast.ImportFrom)
+            and under(node.module or "", "selaras.engine.storage") for a in node.names}
+
+
+def sql_strings(source: str) -> list[str]:
+    """String literals (docstrings aside) that read like SQL."""
+    tree = ast.parse(source)
+    docs = {id(n.body[0].value) for n in ast.walk(tree)
+            if isinstance(n, ast.Module | ast.ClassDef | ast.FunctionDef | ast.AsyncFunctionDef)
+            and n.body and isinstance(n.body[0], ast.Expr)}
+    return [n.value for n in ast.walk(tree) if isinstance(n, ast.Constant)
+            and isinstance(n.value, str) and id(n) not in docs and SQL.search(n.value)]
+
+
+@pytest.mark.parametrize("path", modules("server", "client"), ids=rel)
+def test_adapters_use_the_store_protocols(path: Path) -> None:
+    source = path.read_text(encoding="utf-8")
+    assert storage_names(source) <= STORE_OPENERS
+    assert sql_strings(source) == []
+
+
+def test_the_store_checkers_see_concrete_classes_and_sql() -> None:
+    source = ('"""Docs may say SELECT x FROM y."""\n'
+              "from selaras.engine.storage.log import DuckDBStore\n"
+              "q = 'select nama from peserta_didik'\n")
+    assert storage_names(source) == {"DuckDBStore"}
+    assert sql_strings(source) == ["select nama from peserta_didik"]
 
 
 # NamedTuple's public API is spelled with an underscore.

@@ -1,4 +1,10 @@
-"""The store contract: every Store implementation passes these same tests."""
+"""The store contract: every Store implementation passes these same tests.
+
+The stores: the reference ``MemoryStore``, an install's ``DuckDBStore``, and one
+school's store at the centre (``DuckDBCentre.school``), whose tables hold
+another school's rows too (same origins, same row ids: they must not show).
+The bulk import path and the centre's registry have contracts of their own below.
+"""
 
 import uuid
 
@@ -7,8 +13,8 @@ import pytest
 
 from selaras.engine.events import Batch, Event, centre_origin
 from selaras.engine.signatures import CentreKey
-from selaras.engine.storage import DuckDBStore
-from selaras.engine.store import BadSignature, EventCollision, MemoryStore, verify
+from selaras.engine.storage import DuckDBCentre, DuckDBStore
+from selaras.engine.store import BadSignature, EventCollision, MemoryStore, RegistryError, verify
 
 NPSN = "20100001"
 CENTRE = centre_origin(NPSN)
@@ -19,14 +25,25 @@ CENTRAL = frozenset({CENTRE})
 KEY, OTHER_KEY = CentreKey(bytes(range(32))), CentreKey(bytes(32))
 
 
-@pytest.fixture(params=["memory", "duckdb"])
+OTHER_NPSN = "20100002"
+
+
+@pytest.fixture(params=["memory", "duckdb", "centre"])
 def store(request, tmp_path):
     if request.param == "memory":
-        s = MemoryStore(CENTRAL)
-    else:
+        yield MemoryStore(CENTRAL)
+    elif request.param == "duckdb":
         s = DuckDBStore(tmp_path / "s.duckdb", CENTRAL)
-    yield s
-    s.close()
+        yield s
+        s.close()
+    else:
+        centre = DuckDBCentre(tmp_path / "centre.duckdb")
+        # Another school with the same origins and rows: none of it may show in ours.
+        noise = [ev(A, seq, 100 + seq, {"nama": f"Lain {seq}", "nik": str(seq)})
+                 for seq in range(1, 4)] + [ev(B, 1, 50, {"nik": "9"}, row=SEKOLAH)]
+        centre.school(OTHER_NPSN).append(Batch.from_events(noise))
+        yield centre.school(NPSN)
+        centre.close()
 
 
 @pytest.fixture(params=["memory", "duckdb"])
@@ -273,3 +290,64 @@ def test_a_store_with_the_centre_key_takes_signed_events_and_known_ones_unsigned
 def test_a_store_without_the_key_keeps_what_comes(store):
     report = store.append(forged("unsigned"))
     assert report.applied == 2  # an offline install has no centre to check against
+
+
+# -- the bulk import path ------------------------------------------------------------------
+
+
+def test_bulk_import_equals_its_events_appended_one_by_one(tmp_path):
+    """import_jsonl writes events and rows columnar; the reference store, given the
+    very events it logged, must hold the same rows and checksums."""
+    from selaras.bench.generate import generate, write
+    from selaras.engine.replica import school_row_id
+
+    npsn = "20219876"
+    rows = tmp_path / "rows.jsonl"
+    write(rows, generate("small", 1, npsn, 7))
+    store = DuckDBStore(tmp_path / "bulk.duckdb", CENTRAL)
+    try:
+        report = store.import_jsonl(str(rows), origin=A, author="op", role="operator",
+                                    sekolah_id=school_row_id(npsn), now_ms=1_790_000_000_000)
+        logged = store.events_after({})
+        assert report.applied == len(logged) == len(rows.read_text("utf-8").splitlines())
+        reference = MemoryStore(CENTRAL)
+        reference.append(logged)
+        assert store.checksums() == reference.checksums()
+        assert store.rows("peserta_didik") == reference.rows("peserta_didik")
+        assert verify(store) == []
+    finally:
+        store.close()
+
+
+# -- the centre's registry -----------------------------------------------------------------
+
+
+@pytest.fixture(params=["duckdb"])
+def registry(request, tmp_path):
+    centre = DuckDBCentre(tmp_path / "centre.duckdb")
+    yield centre.registry
+    centre.close()
+
+
+def test_registry_schools_accounts_installs_and_sessions(registry):
+    registry.add_school(NPSN, "SMA Satu", "hash-1", 1)
+    with pytest.raises(RegistryError):
+        registry.add_school(NPSN, "again", "hash-x", 2)
+    assert registry.school(NPSN)["generation"] == 1 and registry.school(OTHER_NPSN) is None
+    assert registry.reset_kode(NPSN, "hash-2") == 2
+    with pytest.raises(RegistryError):
+        registry.reset_kode(OTHER_NPSN, "hash")
+    registry.add_account(NPSN, "op@sekolah.id", "operator", "pw", 3)
+    assert registry.account_count(NPSN) == 1 and registry.account_count(OTHER_NPSN) == 0
+    registry.add_install(A, NPSN, "op@sekolah.id", "token", 2, 4)
+    assert registry.install(A)["npsn"] == NPSN and registry.install(A)["revoked"] is False
+    assert registry.install("not a uuid") is None
+    registry.revoke(A)
+    assert registry.install(A)["revoked"] is True
+    with pytest.raises(RegistryError):
+        registry.revoke(B)
+    assert [i["origin"] for i in registry.installs(NPSN)] == [A]
+    for started in (5, 7, 6):
+        registry.record_session({"session": str(started), "npsn": NPSN, "started_ms": started})
+    assert [s["session"] for s in registry.sessions(NPSN, limit=2)] == ["7", "6"]
+    assert [s["npsn"] for s in registry.schools()] == [NPSN]

@@ -13,9 +13,29 @@ One module a job:
 The rest of selaras imports what it needs from here, never ``duckdb``.
 """
 
-from .centre import CentreReader, DuckDBCentre
-from .database import connect
+from __future__ import annotations
+
+import os
+
+from ..signatures import CentreKey
+from ..store import CentreStore, InstallStore
+from .centre import DuckDBCentre
+from .database import MEMORY_LIMIT
 from .log import DuckDBStore
 from .registry import DuckDBRegistry
 
-__all__ = ["CentreReader", "DuckDBCentre", "DuckDBRegistry", "DuckDBStore", "connect"]
+
+def open_install(path: str | os.PathLike[str], central: frozenset[str], *,
+                 read_only: bool = False) -> InstallStore:
+    """An install's store in the DuckDB file at ``path`` (made if missing and writable).
+    DataInUse while another process holds it."""
+    return DuckDBStore(path, central, read_only=read_only)
+
+
+def open_centre(path: str | os.PathLike[str], *, key: CentreKey | None = None,
+                memory_limit: str = MEMORY_LIMIT) -> CentreStore:
+    """The centre's store in the DuckDB file at ``path`` (made if missing)."""
+    return DuckDBCentre(path, key=key, memory_limit=memory_limit)
+
+
+__all__ = ["DuckDBCentre", "DuckDBRegistry", "DuckDBStore", "open_centre", "open_install"]
