@@ -1,6 +1,11 @@
 import os
+import uuid
+from collections.abc import Iterator
+from typing import Any
 
+import pytest
 from hypothesis import HealthCheck, settings
+from postgres import ThrowawayCluster, Unavailable
 
 # A quick profile for `make test`; SELARAS_HYPOTHESIS=thorough digs deeper.
 settings.register_profile("default", max_examples=40, deadline=None,
@@ -8,3 +13,50 @@ settings.register_profile("default", max_examples=40, deadline=None,
 settings.register_profile("thorough", max_examples=500, deadline=None,
                           suppress_health_check=[HealthCheck.too_slow])
 settings.load_profile(os.environ.get("SELARAS_HYPOTHESIS", "default"))
+
+
+# -- PostgreSQL: a throwaway cluster for the whole run (tests/postgres.py) -------------------
+
+REQUIRE_POSTGRES = "SELARAS_REQUIRE_POSTGRES"  # CI sets it: no PostgreSQL is a failure there
+_POSTGRES_MISSING: list[str] = []
+
+
+@pytest.fixture(scope="session")
+def postgres_cluster() -> Iterator[str]:
+    """The URL of a throwaway cluster's maintenance database. Where the machine has no
+    PostgreSQL the tests that need it are skipped (one line says so at the end), unless
+    SELARAS_REQUIRE_POSTGRES=1."""
+    try:
+        cluster = ThrowawayCluster()
+        url = cluster.start()
+    except Unavailable as exc:
+        if os.environ.get(REQUIRE_POSTGRES) == "1":
+            pytest.fail(f"PostgreSQL is required here ({REQUIRE_POSTGRES}=1): {exc}")
+        _POSTGRES_MISSING.append(str(exc))
+        pytest.skip(f"PostgreSQL: {exc}")
+    try:
+        yield url
+    finally:
+        cluster.stop()
+
+
+@pytest.fixture
+def postgres_url(postgres_cluster: str) -> Iterator[str]:
+    """A fresh, empty database for one test, dropped after it."""
+    import psycopg
+
+    name = f"t_{uuid.uuid4().hex}"
+    with psycopg.connect(postgres_cluster, autocommit=True) as admin:
+        admin.execute(f"CREATE DATABASE {name}")
+    try:
+        yield postgres_cluster.rsplit("/", 1)[0] + "/" + name
+    finally:
+        with psycopg.connect(postgres_cluster, autocommit=True) as admin:
+            admin.execute(f"DROP DATABASE {name} WITH (FORCE)")
+
+
+def pytest_terminal_summary(terminalreporter: Any) -> None:
+    if _POSTGRES_MISSING:
+        terminalreporter.write_line(
+            f"PostgreSQL not found ({_POSTGRES_MISSING[0]}): its tests were skipped, "
+            "the rest ran")

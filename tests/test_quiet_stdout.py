@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from selaras.engine.storage import connect
+from selaras.engine.storage.database import connect
 
 
 def test_a_long_query_prints_no_progress_bar(tmp_path: Path,

@@ -14,7 +14,16 @@ import pytest
 from selaras.engine.events import Batch, Event, centre_origin
 from selaras.engine.signatures import CentreKey
 from selaras.engine.storage import DuckDBCentre, DuckDBStore
-from selaras.engine.store import BadSignature, EventCollision, MemoryStore, RegistryError, verify
+from selaras.engine.storage.pg_database import PgDatabase
+from selaras.engine.storage.pg_registry import PostgresRegistry
+from selaras.engine.store import (
+    BadSignature,
+    EventCollision,
+    MemoryStore,
+    RegistryError,
+    StoreFailure,
+    verify,
+)
 
 NPSN = "20100001"
 CENTRE = centre_origin(NPSN)
@@ -322,11 +331,16 @@ def test_bulk_import_equals_its_events_appended_one_by_one(tmp_path):
 # -- the centre's registry -----------------------------------------------------------------
 
 
-@pytest.fixture(params=["duckdb"])
+@pytest.fixture(params=["duckdb", "postgresql"])
 def registry(request, tmp_path):
-    centre = DuckDBCentre(tmp_path / "centre.duckdb")
-    yield centre.registry
-    centre.close()
+    if request.param == "duckdb":
+        centre = DuckDBCentre(tmp_path / "centre.duckdb")
+        yield centre.registry
+        centre.close()
+    else:
+        db = PgDatabase(request.getfixturevalue("postgres_url"))
+        yield PostgresRegistry(db)
+        db.close()
 
 
 def test_registry_schools_accounts_installs_and_sessions(registry):
@@ -351,3 +365,18 @@ def test_registry_schools_accounts_installs_and_sessions(registry):
         registry.record_session({"session": str(started), "npsn": NPSN, "started_ms": started})
     assert [s["session"] for s in registry.sessions(NPSN, limit=2)] == ["7", "6"]
     assert [s["npsn"] for s in registry.schools()] == [NPSN]
+
+
+def test_a_file_made_by_the_older_layout_is_refused_in_words(tmp_path):
+    import duckdb
+
+    old = tmp_path / "old.duckdb"
+    con = duckdb.connect(str(old))
+    con.execute("CREATE SCHEMA log")
+    con.execute("CREATE TABLE log.event (origin UUID, seq BIGINT, entity VARCHAR, "
+                "PRIMARY KEY (origin, seq))")
+    con.close()
+    with pytest.raises(StoreFailure, match="made by an older selaras"):
+        DuckDBStore(old, CENTRAL)
+    with pytest.raises(StoreFailure, match="made by an older selaras"):
+        DuckDBCentre(old)

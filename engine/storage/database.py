@@ -47,6 +47,12 @@ def connect(path: str | os.PathLike[str], *, read_only: bool = False,
     # Else any query over 2 s draws a progress bar on stdout (a pipe too), into --json
     # output. Cursors have no progress bar by default.
     con.execute("SET enable_progress_bar_print = false")
+    if con.execute("""SELECT 1 FROM duckdb_tables() WHERE schema_name = 'log'
+                      AND table_name = 'event' AND NOT contains(sql, 'school')""").fetchall():
+        con.close()
+        raise StoreFailure(f"{path} was made by an older selaras, whose tables have no school "
+                           "column; this version cannot read it (sync it with the version "
+                           "that made it, then make the folder anew)")
     return con
 
 

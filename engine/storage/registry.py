@@ -1,71 +1,57 @@
-"""The centre's registry: schools, accounts, installs and sessions (``DuckDBRegistry``).
+"""The centre's registry: schools, accounts, installs and sessions.
 
-In schema ``registry`` of the centre's file, beside the schools' data. Only SQL
-lives here: hashing, secrets and the rules of registration are
-server/credentials.py's and server/app.py's. Times come in as milliseconds
-since the epoch (the caller owns the clock).
+In schema ``registry`` of the centre's database, beside the schools' data.
+``SqlRegistry`` holds the queries, the same on every database; each store
+makes the tables its way (``DuckDBRegistry`` here, ``PostgresRegistry`` in
+``pg_registry``). Only SQL lives here: hashing, secrets and the rules of
+registration are server/credentials.py's and server/app.py's. Times come in
+as milliseconds since the epoch (the caller owns the clock).
 """
 
 from __future__ import annotations
 
+import uuid
+from collections.abc import Callable
 from typing import Any
 
+import duckdb
+
 from ..store import RegistryError
-from .database import Database
+from .database import Database, failure
+
+# Runs one statement with ``?`` parameters: the column names and the rows.
+Run = Callable[[str, list[Any]], tuple[list[str], list[tuple[Any, ...]]]]
 
 
-class DuckDBRegistry:
-    """The centre's registry on a connection of the centre's file (its writer's or a cursor).
+class SqlRegistry:
+    """The registry's queries over ``run`` (one statement, ``?`` parameters).
 
-    Its changes join the transaction open on ``db``, if any (a school added with
-    its first events is one transaction).
+    Every table is keyed by the school (``npsn``) first: no key spans schools.
     """
 
-    def __init__(self, db: Database, *, create: bool = True) -> None:
-        self.db, self.con = db, db.con
-        if create:
-            with self.db.transaction():
-                self._create()
-
-    def _create(self) -> None:
-        c = self.con
-        c.execute("CREATE SCHEMA IF NOT EXISTS registry")
-        c.execute("""CREATE TABLE IF NOT EXISTS registry.school (
-            npsn VARCHAR PRIMARY KEY, nama VARCHAR NOT NULL, kode_hash VARCHAR NOT NULL,
-            generation INTEGER NOT NULL, created_ms BIGINT NOT NULL)""")
-        c.execute("""CREATE TABLE IF NOT EXISTS registry.account (
-            npsn VARCHAR NOT NULL, email VARCHAR NOT NULL, role VARCHAR NOT NULL,
-            password_hash VARCHAR NOT NULL, created_ms BIGINT NOT NULL,
-            PRIMARY KEY (npsn, email))""")
-        c.execute("""CREATE TABLE IF NOT EXISTS registry.install (
-            origin UUID PRIMARY KEY, npsn VARCHAR NOT NULL, email VARCHAR NOT NULL,
-            token_hash VARCHAR NOT NULL, generation INTEGER NOT NULL,
-            revoked BOOLEAN NOT NULL, created_ms BIGINT NOT NULL)""")
-        c.execute("""CREATE TABLE IF NOT EXISTS registry.session (
-            session VARCHAR, npsn VARCHAR, install VARCHAR, mode VARCHAR,
-            started_ms BIGINT, ended_ms BIGINT, outcome VARCHAR,
-            events_in BIGINT, events_out BIGINT, bytes_in BIGINT, bytes_out BIGINT)""")
+    def __init__(self, run: Run) -> None:
+        self._run = run
 
     def _one(self, sql: str, params: list[Any]) -> dict[str, Any] | None:
         rows = self._all(sql, params)
         return rows[0] if rows else None
 
     def _all(self, sql: str, params: list[Any]) -> list[dict[str, Any]]:
-        cur = self.con.execute(sql, params)
-        names = [d[0] for d in cur.description or []]
-        return [dict(zip(names, r, strict=True)) for r in cur.fetchall()]
+        names, rows = self._run(sql, params)
+        return [dict(zip(names, r, strict=True)) for r in rows]
 
     # -- schools ------------------------------------------------------------------------
 
     def add_school(self, npsn: str, nama: str, kode_hash: str, now_ms: int) -> None:
         if self.school(npsn) is not None:
             raise RegistryError(f"school {npsn} is already registered")
-        self.con.execute("INSERT INTO registry.school VALUES (?, ?, ?, 1, ?)",
-                         [npsn, nama, kode_hash, now_ms])
+        self._run("INSERT INTO registry.school (npsn, nama, kode_hash, generation, created_ms) "
+                  "VALUES (?, ?, ?, 1, ?)", [npsn, nama, kode_hash, now_ms])
 
     def school(self, npsn: str) -> dict[str, Any] | None:
         """npsn, nama, kode_hash, generation, created_ms; None if unknown."""
-        return self._one("SELECT * FROM registry.school WHERE npsn = ?", [npsn])
+        return self._one("SELECT npsn, nama, kode_hash, generation, created_ms "
+                         "FROM registry.school WHERE npsn = ?", [npsn])
 
     def schools(self) -> list[dict[str, Any]]:
         return self._all("SELECT npsn, nama, generation, created_ms FROM registry.school "
@@ -82,30 +68,34 @@ class DuckDBRegistry:
     # -- accounts -----------------------------------------------------------------------
 
     def account(self, npsn: str, email: str) -> dict[str, Any] | None:
-        return self._one("SELECT * FROM registry.account WHERE npsn = ? AND email = ?",
-                         [npsn, email])
+        return self._one("SELECT npsn, email, role, password_hash, created_ms "
+                         "FROM registry.account WHERE npsn = ? AND email = ?", [npsn, email])
 
     def account_count(self, npsn: str) -> int:
-        (n,) = self.con.execute("SELECT count(*) FROM registry.account WHERE npsn = ?",
-                                [npsn]).fetchall()[0]
-        return int(n)
+        row = self._one("SELECT count(*) AS n FROM registry.account WHERE npsn = ?", [npsn])
+        return int(row["n"]) if row else 0
 
     def add_account(self, npsn: str, email: str, role: str, password_hash: str,
                     now_ms: int) -> None:
-        self.con.execute("INSERT INTO registry.account VALUES (?, ?, ?, ?, ?)",
-                         [npsn, email, role, password_hash, now_ms])
+        self._run("INSERT INTO registry.account (npsn, email, role, password_hash, created_ms) "
+                  "VALUES (?, ?, ?, ?, ?)", [npsn, email, role, password_hash, now_ms])
 
     # -- installs -----------------------------------------------------------------------
 
     def add_install(self, origin: str, npsn: str, email: str, token_hash: str, generation: int,
                     now_ms: int) -> None:
-        self.con.execute("INSERT INTO registry.install VALUES (?, ?, ?, ?, ?, false, ?)",
-                         [origin, npsn, email, token_hash, generation, now_ms])
+        self._run("INSERT INTO registry.install (npsn, origin, email, token_hash, generation, "
+                  "revoked, created_ms) VALUES (?, ?, ?, ?, ?, false, ?)",
+                  [npsn, uuid.UUID(origin), email, token_hash, generation, now_ms])
 
     def install(self, origin: str) -> dict[str, Any] | None:
         """origin, npsn, email, token_hash, generation, revoked, created_ms; None if unknown."""
-        return self._one("SELECT * EXCLUDE (origin), origin::VARCHAR AS origin "
-                         "FROM registry.install WHERE origin = TRY_CAST(? AS UUID)", [origin])
+        try:
+            key = uuid.UUID(origin)
+        except ValueError:
+            return None
+        return self._one("SELECT origin::VARCHAR AS origin, npsn, email, token_hash, generation, "
+                         "revoked, created_ms FROM registry.install WHERE origin = ?", [key])
 
     def installs(self, npsn: str) -> list[dict[str, Any]]:
         return self._all("SELECT origin::VARCHAR AS origin, email, generation, revoked, "
@@ -113,20 +103,64 @@ class DuckDBRegistry:
                          [npsn])
 
     def revoke(self, origin: str) -> None:
-        row = self._one("UPDATE registry.install SET revoked = true "
-                        "WHERE origin = TRY_CAST(? AS UUID) RETURNING npsn", [origin])
-        if row is None:
+        found = self.install(origin)
+        if found is None:
             raise RegistryError(f"no install {origin}")
+        self._run("UPDATE registry.install SET revoked = true WHERE npsn = ? AND origin = ?",
+                  [found["npsn"], uuid.UUID(origin)])
 
     # -- sessions -----------------------------------------------------------------------
 
     def record_session(self, record: dict[str, Any]) -> None:
         """Keep one session (keys: the registry.session columns)."""
-        self.con.execute(f"INSERT INTO registry.session ({', '.join(record)}) "
-                         f"VALUES ({', '.join('?' * len(record))})", list(record.values()))
+        self._run(f"INSERT INTO registry.session ({', '.join(record)}) "
+                  f"VALUES ({', '.join('?' * len(record))})", list(record.values()))
 
     def sessions(self, npsn: str, limit: int = 20) -> list[dict[str, Any]]:
-        return self._all("SELECT * FROM registry.session WHERE npsn = ? "
+        return self._all(f"SELECT {SESSION_COLUMNS} FROM registry.session WHERE npsn = ? "
                          "ORDER BY started_ms DESC LIMIT ?", [npsn, limit])
 
 
+SESSION_COLUMNS = ("session, npsn, install, mode, started_ms, ended_ms, outcome, events_in, "
+                   "events_out, bytes_in, bytes_out")
+
+
+class DuckDBRegistry(SqlRegistry):
+    """The registry in the centre's DuckDB file, on one of its connections (the writer's or
+    a reader's). Its changes join the transaction open on ``db``, if any (a school added
+    with its first events is one transaction)."""
+
+    def __init__(self, db: Database, *, create: bool = True) -> None:
+        super().__init__(self._query)
+        self.db = db
+        if create:
+            with db.transaction() as c:
+                for statement in TABLES:
+                    c.execute(statement)
+
+    def _query(self, sql: str, params: list[Any]) -> tuple[list[str], list[tuple[Any, ...]]]:
+        try:
+            cur = self.db.con.execute(sql, params)
+            return [d[0] for d in cur.description or []], cur.fetchall()
+        except duckdb.Error as exc:
+            raise failure(exc) from exc
+
+
+TABLES = [
+    "CREATE SCHEMA IF NOT EXISTS registry",
+    """CREATE TABLE IF NOT EXISTS registry.school (
+        npsn VARCHAR PRIMARY KEY, nama VARCHAR NOT NULL, kode_hash VARCHAR NOT NULL,
+        generation INTEGER NOT NULL, created_ms BIGINT NOT NULL)""",
+    """CREATE TABLE IF NOT EXISTS registry.account (
+        npsn VARCHAR NOT NULL, email VARCHAR NOT NULL, role VARCHAR NOT NULL,
+        password_hash VARCHAR NOT NULL, created_ms BIGINT NOT NULL,
+        PRIMARY KEY (npsn, email))""",
+    """CREATE TABLE IF NOT EXISTS registry.install (
+        npsn VARCHAR NOT NULL, origin UUID NOT NULL, email VARCHAR NOT NULL,
+        token_hash VARCHAR NOT NULL, generation INTEGER NOT NULL,
+        revoked BOOLEAN NOT NULL, created_ms BIGINT NOT NULL, PRIMARY KEY (npsn, origin))""",
+    """CREATE TABLE IF NOT EXISTS registry.session (
+        session VARCHAR, npsn VARCHAR, install VARCHAR, mode VARCHAR,
+        started_ms BIGINT, ended_ms BIGINT, outcome VARCHAR,
+        events_in BIGINT, events_out BIGINT, bytes_in BIGINT, bytes_out BIGINT)""",
+]
