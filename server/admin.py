@@ -19,6 +19,7 @@ from typing import Any
 import msgspec
 
 from selaras.engine.errors import InputError
+from selaras.engine.events import REFERENSI_ORIGIN
 from selaras.engine.protocol import AdminReply
 from selaras.engine.replica import (
     EditError,
@@ -85,8 +86,11 @@ def _run(centre: CentreStore, registry: Registry, command: str,
             kode = credentials.new_kode()
             kode_hash = credentials.slow_hash(credentials.normal_kode(kode))
             with centre.transaction():  # all of it, or nothing (a failed add leaves no trace)
-                # The school's first centre event and Referensi, so a new install pulls it all.
-                centre.append_centre(npsn, [*refs, school_identity_event(npsn, fields)])
+                # The school's first centre event, and Referensi where the centre lacks it (it
+                # is kept once for every school), so a new install pulls it all.
+                held = centre.school(npsn).vector().get(REFERENSI_ORIGIN, 0)
+                centre.append_centre(npsn, [*(ev for ev in refs if ev.seq > held),
+                                            school_identity_event(npsn, fields)])
                 registry.add_school(npsn, str(fields["nama"]), kode_hash, now_ms)
             return table(["npsn", "nama", "kode"], [[npsn, fields["nama"], kode]],
                          f"school {npsn} added; registration code (shown once): {kode}")

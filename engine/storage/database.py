@@ -27,7 +27,7 @@ from contextlib import contextmanager
 import duckdb
 
 from ..schema import ENTITIES, SQL_TYPES, Entity
-from ..store import DataInUse, StoreError, StoreFailure
+from ..store import DataInUse, StoreFailure
 
 MEMORY_LIMIT = "1GB"
 
@@ -174,7 +174,3 @@ def failure(exc: duckdb.Error) -> StoreFailure:
     else:
         reason = f"the database failed ({detail})"
     return StoreFailure(reason, detail)
-
-
-__all__ = ["ANY_SCHOOL", "MEMORY_LIMIT", "Database", "StoreError", "connect", "create_tables",
-           "failure", "fields_sql", "quote"]
