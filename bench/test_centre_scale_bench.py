@@ -1,7 +1,7 @@
 """The centre at many schools (issue 8): memory, disk, start-up and one more school, against N.
 
 One ``selaras server`` process on a data folder that grows, the way a deadline
-fills a centre: schools are added (``school_add`` over the websocket), each
+fills a centre: schools are added (``school_add`` over the websocket; NPSNs in no order), each
 registers one install and pushes its first sync of ``SCHOOL_EVENTS`` events
 (the testing client, 16 schools at a time, in a child process). At each N of
 ``STEPS`` (100, 1,000 and 5,000; ``SELARAS_BENCH_STEPS=100,1000`` overrides):
@@ -48,7 +48,9 @@ DOCS = Path(__file__).resolve().parent.parent / "docs" / "bench"
 
 
 def npsn_of(i: int) -> str:
-    return f"40{i:06d}"
+    """The i-th school's NPSN, spread over the whole range the way real NPSNs arrive (in no
+    order), so that no school's rows sit beside its neighbours' by luck."""
+    return f"{(i * 48_271 + 10_000_000) % 100_000_000:08d}"
 
 
 def vm_rss(pid: int) -> int:
@@ -160,7 +162,7 @@ def test_centre_at_many_schools(folder: Path, bench_results: list[dict[str, Any]
                 idle = vm_rss(centre.proc.pid)
                 if len(startups) < 3:
                     centre.stop()
-            npsn = f"5{step:07d}"  # not one of the grown schools'
+            npsn = npsn_of(10_000_000 + step)  # not one of the grown schools'
             rows = folder / f"{npsn}.jsonl"
             write(rows, generate("small", 1, npsn, 1))
             one = run_child(folder / "one.stderr", "one", centre.url, token, npsn, str(rows),
