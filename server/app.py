@@ -134,7 +134,7 @@ class SelarasServer:
         self.admin_token = credentials.private_secret(self.data / ADMIN_TOKEN).decode()
         self.key = credentials.centre_key(self.data)
         self.centre = open_centre(self.data / DB_FILE, key=self.key,
-                                   memory_limit=o.memory_limit)
+                                  memory_limit=o.memory_limit)
         self.registry = self.centre.registry
         # Reads of the registry (authentication) use a reader of their own, one at a time.
         self._registry_reader = self.centre.reader()

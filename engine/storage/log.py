@@ -226,12 +226,27 @@ class DuckDBStore:
             return self._append(batch)
 
     def _append(self, batch: Batch) -> AppendReport:
-        c = self.con
         # Clock bounds first: the other entities' new events take their LWW keys from them.
         staged = sorted((BY_NAME[name] for name in batch.tables),
                         key=lambda e: e.name != CLOCK_BOUND)
         if not staged:
             return AppendReport()
+        duplicates = self._stage_new(batch, staged)
+        ids = " UNION ALL ".join(f"SELECT origin, seq, '{e.name}' AS entity FROM s_{e.slug}"
+                                 for e in staged)
+        runs = self._runs_once_each(staged, ids)
+        fresh = sum(n for _, _, n, _ in runs.values())
+        accepted, only_accepted = self._accepted(runs, ids)
+        (applied,) = self.con.execute(f"SELECT count(*) FROM ({accepted})").fetchall()[0]
+        if applied:
+            self._log_ids(batch, accepted)
+            self._write_staged(staged, runs, only_accepted)
+        return AppendReport(applied, duplicates, fresh - applied)
+
+    def _stage_new(self, batch: Batch, staged: list[Entity]) -> int:
+        """Check the batch (signatures, held events) and copy what we lack into s_<entity>;
+        the number of events already held."""
+        c = self.con
         c.execute("CREATE OR REPLACE TEMP TABLE ours AS "
                   f"SELECT origin, max(seq) AS seq FROM log.event WHERE {self._scope} "
                   "GROUP BY origin")
@@ -247,37 +262,44 @@ class DuckDBStore:
                 self._stage(e)
             finally:
                 c.unregister("incoming")
-        ids = " UNION ALL ".join(f"SELECT origin, seq, '{e.name}' AS entity FROM s_{e.slug}"
-                                 for e in staged)
+        return duplicates
+
+    def _runs_once_each(self, staged: list[Entity], ids: str,
+                        ) -> dict[str, tuple[int, int, int, int]]:
+        """The staged runs per origin (``_runs``), an event sent twice in the batch kept
+        once; EventCollision if the two differ."""
         runs = self._runs(ids)
-        if any(n > distinct for _, _, n, distinct in runs.values()):
-            # The same event more than once in the batch: keep one, unless they differ.
-            for e in staged:
-                c.execute(f"CREATE OR REPLACE TEMP TABLE s_{e.slug} AS "
-                          f"SELECT DISTINCT * FROM s_{e.slug}")
-            clash = c.execute(f"SELECT origin::VARCHAR, seq FROM ({ids}) GROUP BY ALL "
-                              "HAVING count(*) > 1 LIMIT 1").fetchall()
-            if clash:
-                raise EventCollision(*clash[0])
-            runs = self._runs(ids)
-        fresh = sum(n for _, _, n, _ in runs.values())
+        if all(n == distinct for _, _, n, distinct in runs.values()):
+            return runs
+        for e in staged:
+            self.con.execute(f"CREATE OR REPLACE TEMP TABLE s_{e.slug} AS "
+                             f"SELECT DISTINCT * FROM s_{e.slug}")
+        clash = self.con.execute(f"SELECT origin::VARCHAR, seq FROM ({ids}) GROUP BY ALL "
+                                 "HAVING count(*) > 1 LIMIT 1").fetchall()
+        if clash:
+            raise EventCollision(*clash[0])
+        return self._runs(ids)
+
+    def _accepted(self, runs: dict[str, tuple[int, int, int, int]], ids: str,
+                  ) -> tuple[str, str]:
+        """SQL for the staged ids that go in, and the join that keeps only them (or "")."""
         ours = self.vector()
         if all(first == ours.get(o, 0) + 1 and last - first + 1 == n
                for o, (first, last, n, _) in runs.items()):
-            accepted, only_accepted = ids, ""  # gap-free: everything goes in
-        else:
-            # Per origin, the run of new events that follows what we hold without a gap.
-            c.execute(f"""CREATE OR REPLACE TEMP TABLE accepted AS
-                SELECT origin, seq, entity FROM (
-                    SELECT s.*, coalesce(o.seq, 0) AS base,
-                           row_number() OVER (PARTITION BY s.origin ORDER BY s.seq) AS rn
-                    FROM ({ids}) s LEFT JOIN ours o USING (origin))
-                WHERE seq = base + rn""")
-            accepted = "SELECT * FROM accepted"
-            only_accepted = "SEMI JOIN accepted a ON a.origin = s.origin AND a.seq = s.seq"
-        (applied,) = c.execute(f"SELECT count(*) FROM ({accepted})").fetchall()[0]
-        if not applied:
-            return AppendReport(0, duplicates, fresh)
+            return ids, ""  # gap-free: everything goes in
+        # Per origin, the run of new events that follows what we hold without a gap.
+        self.con.execute(f"""CREATE OR REPLACE TEMP TABLE accepted AS
+            SELECT origin, seq, entity FROM (
+                SELECT s.*, coalesce(o.seq, 0) AS base,
+                       row_number() OVER (PARTITION BY s.origin ORDER BY s.seq) AS rn
+                FROM ({ids}) s LEFT JOIN ours o USING (origin))
+            WHERE seq = base + rn""")
+        return ("SELECT * FROM accepted",
+                "SEMI JOIN accepted a ON a.origin = s.origin AND a.seq = s.seq")
+
+    def _log_ids(self, batch: Batch, accepted: str) -> None:
+        """The accepted events' ids, their causal contexts and centre signatures."""
+        c = self.con
         c.execute(f"INSERT INTO log.event SELECT {self._school_of('a')}, a.* FROM ({accepted}) a")
         c.register("incoming_context", batch.contexts)
         try:
@@ -297,6 +319,10 @@ class DuckDBStore:
                     GROUP BY s.origin, s.seq""")
             finally:
                 c.unregister("incoming_signature")
+
+    def _write_staged(self, staged: list[Entity], runs: dict[str, tuple[int, int, int, int]],
+                      only_accepted: str) -> None:
+        """Log and merge the accepted staged events of each entity, with their LWW keys."""
         ranks = " UNION ALL ".join(f"SELECT '{o}'::UUID AS origin, {origin_rank(o)} AS rank"
                                    for o in runs)
         for e in staged:
@@ -307,8 +333,7 @@ class DuckDBStore:
             self.write(e, new)
             if e.name == CLOCK_BOUND:
                 self._rebound()
-            c.execute(f"DROP TABLE s_{e.slug}")
-        return AppendReport(applied, duplicates, fresh - applied)
+            self.con.execute(f"DROP TABLE s_{e.slug}")
 
     # -- clock bounds (merge rule 5) ---------------------------------------------------------
 
