@@ -219,7 +219,7 @@ def plot(figures: list[dict[str, Any]], path: Path) -> None:
     import matplotlib.pyplot as plt
 
     n = [f["schools"] for f in figures]
-    fig, (mem, secs) = plt.subplots(1, 2, figsize=(10, 4))
+    fig, (mem, secs, disk) = plt.subplots(1, 3, figsize=(14, 4))
     mem.plot(n, [f["idle_rss"] / 2**20 for f in figures], "o-", label="idle after start-up")
     mem.plot(n, [f["peak_rss_one_more"] / 2**20 for f in figures], "s-",
              label="peak, one more school")
@@ -231,6 +231,11 @@ def plot(figures: list[dict[str, Any]], path: Path) -> None:
     secs.set(xscale="log", xlabel="schools registered", ylabel="seconds", ylim=(0, None),
              title="Centre time (DuckDB)")
     secs.legend()
+    disk.plot(n, [f["disk_per_event"] for f in figures], "o-", label="disk per stored event")
+    disk.plot(n, [f["wire_per_event"] for f in figures], "s--", label="wire per event")
+    disk.set(xscale="log", xlabel="schools registered", ylabel="bytes", ylim=(0, None),
+             title="Centre disk (DuckDB)")
+    disk.legend()
     fig.tight_layout()
     fig.savefig(path, dpi=100)
     plt.close(fig)
