@@ -1,11 +1,16 @@
 """The centre's store: many schools in one file, group commit, isolation."""
 
+import contextlib
+import os
+import subprocess
+
+import duckdb
 import pytest
 
-from selaras.engine.events import REFERENSI_ORIGIN, Batch, Event
+from selaras.engine.events import REFERENSI_ORIGIN, Batch, Event, centre_origin
 from selaras.engine.signatures import CentreKey
 from selaras.engine.storage import DuckDBCentre
-from selaras.engine.store import EventCollision
+from selaras.engine.store import EventCollision, StoreError
 from selaras.server.admin import AdminError, run_admin
 
 A = "a0000000-0000-4000-8000-000000000001"
@@ -105,3 +110,30 @@ def test_admin_query_sees_one_school(centre):
     with pytest.raises(AdminError, match="exactly one SELECT"):
         query("20100001", "DELETE FROM peserta_didik")
     assert centre.school("20100001").rows("peserta_didik")[PD]["nik"] == "13"
+
+
+@pytest.mark.skipif(not hasattr(os, "geteuid") or os.geteuid() != 0,
+                    reason="mounting a small file system needs root")
+def test_a_school_add_on_a_full_disk_leaves_nothing_and_says_so(tmp_path):
+    """A real full disk: a 400 KiB tmpfs, schools added until it is full."""
+    small = tmp_path / "small"
+    small.mkdir()
+    if subprocess.run(["mount", "-t", "tmpfs", "-o", "size=400k", "tmpfs", str(small)],
+                      capture_output=True, check=False).returncode:
+        pytest.skip("cannot mount a small file system here")
+    try:
+        full = DuckDBCentre(small / "centre.duckdb", key=CentreKey(bytes(32)))
+        added = 0
+        with pytest.raises(AdminError, match=r"the disk is full .*; nothing was changed"):
+            for i in range(2000):
+                run_admin(full, full.registry, "school_add", {"npsn": f"2010{i:04d}"}, NOW)
+                added += 1
+        refused = f"2010{added:04d}"
+        assert 0 < added < 2000
+        assert full.registry.school(refused) is None
+        assert centre_origin(refused) not in full.school(refused).vector()
+        assert len(full.registry.schools()) == added
+        with contextlib.suppress(StoreError, duckdb.Error):  # its checkpoint may not fit
+            full.close()
+    finally:
+        subprocess.run(["umount", "-l", str(small)], check=False)

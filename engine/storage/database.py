@@ -20,6 +20,7 @@ for every school:
 
 from __future__ import annotations
 
+import contextlib
 import os
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -134,7 +135,8 @@ class Database:
             yield self.con
             self.con.execute("COMMIT")
         except BaseException as exc:
-            self.con.execute("ROLLBACK")
+            with contextlib.suppress(duckdb.Error):  # a failed COMMIT has ended it already
+                self.con.execute("ROLLBACK")
             if isinstance(exc, duckdb.Error):
                 raise failure(exc) from exc
             raise
