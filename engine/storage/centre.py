@@ -11,7 +11,7 @@ import pyarrow.compute as pc
 from ..clocks import MAX_AHEAD_MS, hlc_from_ms
 from ..events import Batch, Event, MalformedBatch, central_origins, centre_origin
 from ..signatures import CentreKey
-from ..store import AppendReport, StoreError
+from ..store import Admitted, AppendReport, StoreError
 from .database import MEMORY_LIMIT, Database, connect, create_tables
 from .log import DuckDBStore
 from .registry import DuckDBRegistry
@@ -63,8 +63,7 @@ class DuckDBCentre:
             raise ValueError(f"append_centre takes only the centre's events for {npsn}")
         return self.school(npsn).append(self.key.sign(Batch.from_events(events)))
 
-    def append_group(self, items: list[tuple[str, Batch]], now_ms: int,
-                     ) -> list[AppendReport | StoreError | MalformedBatch]:
+    def append_group(self, items: list[tuple[str, Batch]], now_ms: int) -> list[Admitted]:
         """Admit each (npsn, batch), all in one transaction when all succeed.
 
         If one fails, the group is rolled back and each item is retried in a
@@ -78,7 +77,7 @@ class DuckDBCentre:
                 return [self._admit(npsn, batch, now_ms) for npsn, batch in items]
         except (StoreError, MalformedBatch):
             pass
-        results: list[AppendReport | StoreError | MalformedBatch] = []
+        results: list[Admitted] = []
         for npsn, batch in items:
             try:
                 with self.transaction():
