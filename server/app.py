@@ -203,7 +203,7 @@ class SelarasServer:
 
     async def read_registry(self, fn: Callable[[Registry], T]) -> T:
         def locked() -> T:
-            # A thread lock, not an asyncio one: a cancelled caller must not free the cursor
+            # A thread lock, not an asyncio one: a cancelled caller must not free the reader
             # while its thread still uses it.
             with self._registry_lock:
                 return fn(self._registry_reader.registry)
@@ -241,8 +241,8 @@ class SyncConnection:
         self._reads: set[asyncio.Future[Any]] = set()
 
     async def read(self, fn: Callable[..., T], *args: Any) -> T:
-        """Run ``fn`` (a read on this session's cursor) off the loop. Shielded: a cancelled
-        session still waits for it before its cursor goes back to the pool."""
+        """Run ``fn`` (a read on this session's reader) off the loop. Shielded: a cancelled
+        session still waits for it before its reader goes back to the pool."""
         fut = asyncio.ensure_future(asyncio.to_thread(fn, *args))
         self._reads.add(fut)
         fut.add_done_callback(self._reads.discard)

@@ -9,7 +9,7 @@
   start, owner only) signs every centre event (protocol R18); installs learn its
   public half when they register.
 
-No SQL here: the registry's tables are engine/duckdb_store.py's (``DuckDBRegistry``).
+No SQL here: the registry's tables are engine/storage/registry.py's (``SqlRegistry``).
 """
 
 from __future__ import annotations
