@@ -19,7 +19,7 @@ import duckdb
 import pytest
 
 from selaras.engine import schema
-from selaras.engine.storage.database import create_tables
+from selaras.engine.storage.database import Database, create_tables
 from selaras.engine.validation import (
     INVALID,
     RULES,
@@ -251,7 +251,7 @@ def _insert(con: duckdb.DuckDBPyConnection, entity: str, name: str,
 
 def build_school() -> duckdb.DuckDBPyConnection:
     con = duckdb.connect()
-    create_tables(con)
+    create_tables(Database(con))
     for entity, rows in REF.items():
         for name, fields in rows:
             _insert(con, entity, name, fields)

@@ -9,6 +9,7 @@ One module a job:
 - ``query``     the operator's and admin's read-only query over one school
 - ``centre``    every school in one file, group commit, signed centre events
 - ``registry``  the centre's schools, accounts, installs and sessions
+- ``pg_database``, ``pg_registry``  the same on PostgreSQL (the registry so far)
 
 The rest of selaras imports what it needs from here, never ``duckdb``.
 """

@@ -31,7 +31,7 @@ class DuckDBCentre:
     def __init__(self, path: str | os.PathLike[str], *, key: CentreKey | None = None,
                  memory_limit: str = MEMORY_LIMIT) -> None:
         self.db = Database(connect(path, memory_limit=memory_limit))
-        create_tables(self.db.con)
+        create_tables(self.db)
         # Fewer, larger checkpoints: at DuckDB's default 16 MB of WAL nearly every group
         # commit was one. The WAL is as durable.
         self.db.con.execute(f"SET checkpoint_threshold = '{CHECKPOINT}'")

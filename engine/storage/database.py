@@ -60,13 +60,16 @@ def connect(path: str | os.PathLike[str], *, read_only: bool = False,
 ANY_SCHOOL = ""  # the school of Referensi's events and rows (every school's), and an install's
 
 
-def create_tables(con: duckdb.DuckDBPyConnection) -> None:
+def create_tables(db: Database) -> None:
     """The tables of every store, if missing: one set, whatever the number of schools.
 
     ``school`` leads every key, so registering a school adds rows, never tables.
     """
-    c = con
-    c.execute("BEGIN")
+    with db.transaction() as c:
+        _create(c)
+
+
+def _create(c: duckdb.DuckDBPyConnection) -> None:
     for schema in ("log", "ref", "replica"):
         c.execute(f"CREATE SCHEMA IF NOT EXISTS {schema}")
     c.execute("""CREATE TABLE IF NOT EXISTS log.event (school VARCHAR, origin UUID, seq BIGINT,
@@ -95,7 +98,6 @@ def create_tables(con: duckdb.DuckDBPyConnection) -> None:
             role VARCHAR NOT NULL, mask UBIGINT NOT NULL, {", ".join(values)})""")
         c.execute(f"CREATE TABLE IF NOT EXISTS {e.table} (school VARCHAR NOT NULL, "
                   f"{e.key} UUID, {', '.join(values)})")
-    c.execute("COMMIT")
 
 
 def quote(s: str) -> str:

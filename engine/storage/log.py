@@ -52,7 +52,7 @@ class DuckDBStore:
         if db is None:
             db = Database(connect(path, read_only=read_only, memory_limit=memory_limit))
             if not read_only:
-                create_tables(db.con)
+                create_tables(db)
         self.db, self.con = db, db.con
         self.school = school
         self._scope = f"school IN ({quote(school)}, {quote(ANY_SCHOOL)})"
@@ -252,8 +252,7 @@ class DuckDBStore:
                   "GROUP BY origin")
         key = self.centre_key
         if key:
-            held = dict(c.execute("SELECT origin::VARCHAR, seq FROM ours").fetchall())
-            check_signatures(batch, key, held, self.central)
+            check_signatures(batch, key, self._ours(), self.central)
         duplicates = 0
         for e in staged:
             c.register("incoming", batch.tables[e.name])
@@ -263,6 +262,10 @@ class DuckDBStore:
             finally:
                 c.unregister("incoming")
         return duplicates
+
+    def _ours(self) -> VersionVector:
+        """The vector staged in ``ours`` for this append (no second scan of the log)."""
+        return dict(self.con.execute("SELECT origin::VARCHAR, seq FROM ours").fetchall())
 
     def _runs_once_each(self, staged: list[Entity], ids: str,
                         ) -> dict[str, tuple[int, int, int, int]]:
@@ -283,7 +286,7 @@ class DuckDBStore:
     def _accepted(self, runs: dict[str, tuple[int, int, int, int]], ids: str,
                   ) -> tuple[str, str]:
         """SQL for the staged ids that go in, and the join that keeps only them (or "")."""
-        ours = self.vector()
+        ours = self._ours()
         if all(first == ours.get(o, 0) + 1 and last - first + 1 == n
                for o, (first, last, n, _) in runs.items()):
             return ids, ""  # gap-free: everything goes in

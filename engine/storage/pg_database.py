@@ -2,7 +2,7 @@
 
 Every school-keyed table is hash-partitioned by school (``partitioned``), every
 primary key starts with the school and no constraint spans schools, so the
-schema can be distributed by school on Citus as it is (docs/scale-out.md).
+schema can be distributed by school on Citus as it is.
 """
 
 from __future__ import annotations
