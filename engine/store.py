@@ -24,17 +24,18 @@ contract suite (tests/test_store_contract.py).
 
 from __future__ import annotations
 
+import uuid
 from collections.abc import Iterable
 from contextlib import AbstractContextManager
 from typing import Any, Protocol
 
 import msgspec
 
-from .clocks import VersionVector, merge_vectors
+from .clocks import VersionVector, hlc_from_ms, local_clock, merge_vectors
 from .errors import InputError, SelarasError
 from .events import Batch, Event, MalformedBatch
 from .merge import Rows, Sibling, clock_bounds, effective_hlc, fold
-from .schema import BY_NAME
+from .schema import BY_NAME, CLOCK_BOUND
 from .signatures import CentreKey, first_unsigned
 from .values import table_digest
 
@@ -334,6 +335,22 @@ class CentreStore(Protocol):
         ...
 
     def close(self) -> None: ...
+
+
+def clock_bound_event(store: Store, centre: str, origin: str, first: int, last: int,
+                      before: int, now_ms: int) -> tuple[Event, int]:
+    """The centre's koreksi_jam event bounding ``origin``'s events ``first..last`` (merge
+    rule 5), at the centre's clock, after ``before`` (the effective hlc of the event
+    before them); and how many events it bounds."""
+    clock = local_clock(store.max_hlc(centre), store.max_hlc(), now_ms)
+    vector = store.vector()
+    context = {o: s for o, s in vector.items() if o != centre}
+    return Event(origin=centre, seq=vector.get(centre, 0) + 1, hlc=clock.tick(now_ms),
+                 entity=CLOCK_BOUND, row_id=str(uuid.uuid4()), author="pusat", role="pusat",
+                 changes={"install_id": origin, "seq_from": first, "seq_to": last,
+                          "hlc_from": max(hlc_from_ms(now_ms), before + 1)},
+                 context=context if context != store.context(centre) else None), \
+        last - first + 1
 
 
 def check_and_order(held: dict[tuple[str, int], Event], vector: VersionVector,

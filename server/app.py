@@ -101,6 +101,7 @@ class ServerOptions:
     tls_cert: Path | None = None
     tls_key: Path | None = None
     memory_limit: str = "1GB"
+    store: str | None = None  # a postgresql:// URL; None: DuckDB in DATA/centre.duckdb
 
 
 @dataclass
@@ -133,7 +134,7 @@ class SelarasServer:
         self.secret = credentials.private_secret(self.data / SECRET)
         self.admin_token = credentials.private_secret(self.data / ADMIN_TOKEN).decode()
         self.key = credentials.centre_key(self.data)
-        self.centre = open_centre(self.data / DB_FILE, key=self.key,
+        self.centre = open_centre(o.store or self.data / DB_FILE, key=self.key,
                                   memory_limit=o.memory_limit)
         self.registry = self.centre.registry
         # Reads of the registry (authentication) use a reader of their own, one at a time.
@@ -179,8 +180,11 @@ class SelarasServer:
         while not self.readers.empty():
             self.readers.get_nowait().close()
         self.centre.close()
-        with contextlib.suppress(FileNotFoundError):
-            (self.data / SERVER_JSON).unlink()
+        with contextlib.suppress(FileNotFoundError, ValueError):
+            # Processes sharing a data folder: server.json names the last one started.
+            info = self.data / SERVER_JSON
+            if json.loads(info.read_text(encoding="utf-8"))["pid"] == os.getpid():
+                info.unlink()
 
     async def __aenter__(self) -> SelarasServer:
         await self.start()

@@ -6,7 +6,8 @@ points (client/ never imports server/). Errors are one line, raised as
 
 Admin commands reach a running server through an ``AdminRequest`` over its
 websocket (URL from ``DATA/server.json``, secret from ``DATA/admin.token``);
-with the server stopped they open the centre's DuckDB file themselves.
+with the server stopped they open the centre's store themselves (``DATA/centre.duckdb``,
+or the PostgreSQL database of ``--store``).
 """
 
 from __future__ import annotations
@@ -24,8 +25,8 @@ import click
 import structlog
 
 from selaras.engine.protocol import AdminReply, Limits
-from selaras.engine.storage import open_centre
-from selaras.engine.store import DataInUse
+from selaras.engine.storage import is_postgres, open_centre
+from selaras.engine.store import DataInUse, StoreError
 
 from . import credentials
 from .admin import AdminError, run_admin
@@ -35,13 +36,21 @@ from .remote import AdminRefused, admin_request
 ENV_DATA = "SELARAS_CENTRE_DATA"
 DEFAULT_DATA = "selaras-centre"
 
+ENV_STORE = "SELARAS_CENTRE_STORE"
+
 data_option = click.option(
     "--data", type=click.Path(file_okay=False, path_type=Path), envvar=ENV_DATA,
     default=DEFAULT_DATA, show_default=True, help=f"the centre's data folder (or ${ENV_DATA})")
+store_option = click.option(
+    "--store", envvar=ENV_STORE, metavar="postgresql://...",
+    help=f"the centre's PostgreSQL database (or ${ENV_STORE}); without it, DuckDB in "
+         f"DATA/{DB_FILE}. Server processes sharing one database share one data folder "
+         "too (its secrets and signing key)")
 
 
 @click.command()
 @data_option
+@store_option
 @click.option("--host", default="127.0.0.1", show_default=True)
 @click.option("--port", type=click.IntRange(0, 65535), default=8765, show_default=True,
               help="0: any free port")
@@ -54,20 +63,23 @@ data_option = click.option(
 @click.option("--batch-events", type=click.IntRange(min=1),
               default=Limits().max_batch_events, show_default=True,
               help="most events per batch; smaller batches resend less after a dropped link")
-def server(data: Path, host: str, port: int, tls_cert: Path | None, tls_key: Path | None,
-           max_sessions: int, window: int, batch_events: int) -> None:
+def server(data: Path, store: str | None, host: str, port: int, tls_cert: Path | None,
+           tls_key: Path | None, max_sessions: int, window: int, batch_events: int) -> None:
     """Run the central server until SIGTERM or Ctrl-C (then drain and stop)."""
     if bool(tls_cert) != bool(tls_key):
         raise click.UsageError("--tls-cert and --tls-key go together")
     structlog.configure(logger_factory=structlog.PrintLoggerFactory(sys.stderr),
                         wrapper_class=structlog.make_filtering_bound_logger(logging.INFO))
-    options = ServerOptions(host=host, port=port, tls_cert=tls_cert, tls_key=tls_key,
-                            max_sessions=max_sessions,
+    check_store(store)
+    options = ServerOptions(host=host, port=port, store=store, tls_cert=tls_cert,
+                            tls_key=tls_key, max_sessions=max_sessions,
                             limits=Limits(window_batches=window, max_batch_events=batch_events))
     try:
         asyncio.run(_serve(data, options))
     except DataInUse as exc:
         raise click.ClickException(f"{data / DB_FILE}: {exc}") from None
+    except StoreError as exc:
+        raise click.ClickException(f"the centre's store: {exc}") from None
     except OSError as exc:
         raise click.ClickException(f"cannot listen on {host}:{port}: {exc.strerror}") from None
 
@@ -93,16 +105,25 @@ async def _serve(data: Path, options: ServerOptions) -> None:
 # -- admin -------------------------------------------------------------------------------
 
 
+def check_store(store: str | None) -> None:
+    if store is not None and not is_postgres(store):
+        raise click.BadParameter("give a postgresql:// URL (DuckDB needs no option)",
+                                 param_hint="--store")
+
+
 @click.group()
 @data_option
+@store_option
 @click.pass_context
-def admin(ctx: click.Context, data: Path) -> None:
+def admin(ctx: click.Context, data: Path, store: str | None) -> None:
     """Administer the centre: schools, registration codes, installs, queries."""
-    ctx.obj = data
+    check_store(store)
+    ctx.obj = (data, store)
 
 
-def dispatch(data: Path, command: str, **args: str) -> AdminReply:
+def dispatch(where: tuple[Path, str | None], command: str, **args: str) -> AdminReply:
     """Run one admin command on the running server, or on the stopped store."""
+    data, store = where
     info_path = data / SERVER_JSON
     if info_path.exists():
         info = json.loads(info_path.read_text(encoding="utf-8"))
@@ -114,17 +135,19 @@ def dispatch(data: Path, command: str, **args: str) -> AdminReply:
             raise click.ClickException(str(exc)) from None
         except OSError:
             pass  # a stale server.json (the server was killed): use the store directly
-    if not (data / DB_FILE).exists() and command != "school_add":
+    if store is None and not (data / DB_FILE).exists() and command != "school_add":
         raise click.ClickException(f"{data} holds no centre ({DB_FILE}); add a school first")
     if command == "stats":
         raise click.ClickException("stats come from a running server only")
     data.mkdir(parents=True, exist_ok=True)
     try:
-        centre = open_centre(data / DB_FILE, key=credentials.centre_key(data))
+        centre = open_centre(store or data / DB_FILE, key=credentials.centre_key(data))
     except DataInUse:
         raise click.ClickException(
             f"{data / DB_FILE} is in use by another process and no server answers "
             f"at the URL in {SERVER_JSON}") from None
+    except StoreError as exc:
+        raise click.ClickException(f"the centre's store: {exc}") from None
     try:
         return run_admin(centre, centre.registry, command, args, now_ms())
     except AdminError as exc:

@@ -26,7 +26,7 @@ from selaras.engine.events import Batch, Event, centre_origin
 from selaras.engine.protocol import Code, Limits, Registered, Sent
 from selaras.engine.protocol import encode as encode_message
 from selaras.engine.replica import referensi_events
-from selaras.engine.storage import DuckDBCentre
+from selaras.engine.storage import DuckDBCentre, open_centre
 from selaras.server.remote import admin_request
 from selaras.server.testing import ProtocolClient, events_frame, running_server
 
@@ -103,9 +103,9 @@ def test_pull_receives_the_schools_centre_events(tmp_path):
     run(main())
 
 
-def test_sync_push_is_acked_after_commit_and_durable(tmp_path):
+def test_sync_push_is_acked_after_commit_and_durable(tmp_path, centre_store):
     async def main():
-        async with running_server(tmp_path) as server:
+        async with running_server(tmp_path, store=centre_store) as server:
             client, _ = await school_with_install(server)
             with capture_logs() as logs:
                 pulled = await client.session("pull")
@@ -127,7 +127,7 @@ def test_sync_push_is_acked_after_commit_and_durable(tmp_path):
         return client.install
 
     install = run(main())
-    centre = DuckDBCentre(tmp_path / "centre.duckdb")  # the server stopped: reopen the store
+    centre = open_centre(centre_store or tmp_path / "centre.duckdb")  # reopened, server stopped
     try:
         assert centre.school(A).vector()[install] == 5
         assert len(centre.school(A).rows("peserta_didik")) == 1
@@ -135,9 +135,9 @@ def test_sync_push_is_acked_after_commit_and_durable(tmp_path):
         centre.close()
 
 
-def test_group_commit_takes_two_schools_in_one_transaction(tmp_path):
+def test_group_commit_takes_two_schools_in_one_transaction(tmp_path, centre_store):
     async def main():
-        async with running_server(tmp_path) as server:
+        async with running_server(tmp_path, store=centre_store) as server:
             a, _ = await school_with_install(server, A)
             b, _ = await school_with_install(server, B)
             writer = server.server.writer

@@ -14,6 +14,7 @@ import pytest
 from selaras.engine.events import Batch, Event, centre_origin
 from selaras.engine.signatures import CentreKey
 from selaras.engine.storage import DuckDBCentre, DuckDBStore
+from selaras.engine.storage.pg_centre import PgCentre
 from selaras.engine.storage.pg_database import PgDatabase
 from selaras.engine.storage.pg_registry import PostgresRegistry
 from selaras.engine.store import (
@@ -37,7 +38,7 @@ KEY, OTHER_KEY = CentreKey(bytes(range(32))), CentreKey(bytes(32))
 OTHER_NPSN = "20100002"
 
 
-@pytest.fixture(params=["memory", "duckdb", "centre"])
+@pytest.fixture(params=["memory", "duckdb", "centre", "postgresql"])
 def store(request, tmp_path):
     if request.param == "memory":
         yield MemoryStore(CENTRAL)
@@ -46,7 +47,8 @@ def store(request, tmp_path):
         yield s
         s.close()
     else:
-        centre = DuckDBCentre(tmp_path / "centre.duckdb")
+        centre = (DuckDBCentre(tmp_path / "centre.duckdb") if request.param == "centre"
+                  else PgCentre(request.getfixturevalue("postgres_url")))
         # Another school with the same origins and rows: none of it may show in ours.
         noise = [ev(A, seq, 100 + seq, {"nama": f"Lain {seq}", "nik": str(seq)})
                  for seq in range(1, 4)] + [ev(B, 1, 50, {"nik": "9"}, row=SEKOLAH)]
@@ -338,7 +340,7 @@ def registry(request, tmp_path):
         yield centre.registry
         centre.close()
     else:
-        db = PgDatabase(request.getfixturevalue("postgres_url"))
+        db = PgDatabase.connect(request.getfixturevalue("postgres_url"))
         yield PostgresRegistry(db)
         db.close()
 

@@ -68,7 +68,7 @@ async def centre_query(srv: RunningServer, sql: str) -> list[Any]:
 
 async def centre_state(srv: RunningServer) -> tuple[dict[str, int], dict[str, str]]:
     """The centre's vector and per-entity checksums for the school."""
-    rows = await centre_query(srv, "SELECT origin::VARCHAR, max(seq) FROM event GROUP BY ALL")
+    rows = await centre_query(srv, "SELECT CAST(origin AS VARCHAR), max(seq) FROM event GROUP BY 1")
     reply = await srv.admin("checksum", npsn=NPSN)
     assert reply.columns == ["entity", "checksum"], reply.message
     return {str(o): int(s) for o, s in rows}, {str(e): str(c) for e, c in reply.rows}
@@ -86,9 +86,10 @@ def local_state(s: Session) -> tuple[dict[str, int], dict[str, str]]:
     return ({o: q for o, q in s.store.vector().items() if q}, s.store.checksums())
 
 
-def test_register_and_first_pull_gives_the_centres_data(tmp_path: Path) -> None:
+def test_register_and_first_pull_gives_the_centres_data(tmp_path: Path,
+        centre_store: str | None) -> None:
     async def main() -> None:
-        async with running_server(tmp_path / "centre") as srv:
+        async with running_server(tmp_path / "centre", store=centre_store) as srv:
             kode = await srv.add_school(NPSN, "SMA Negeri 1")
             with ExitStack() as stack:
                 s = await enrol(srv, kode, tmp_path / "a", stack)
@@ -104,9 +105,10 @@ def test_register_and_first_pull_gives_the_centres_data(tmp_path: Path) -> None:
     run(main())
 
 
-def test_three_installs_and_the_centre_converge(tmp_path: Path) -> None:
+def test_three_installs_and_the_centre_converge(tmp_path: Path,
+        centre_store: str | None) -> None:
     async def main() -> None:
-        async with running_server(tmp_path / "centre") as srv:
+        async with running_server(tmp_path / "centre", store=centre_store) as srv:
             kode = await srv.add_school(NPSN, "SMA Negeri 1")
             with ExitStack() as stack:
                 a, b, c = [await enrol(srv, kode, tmp_path / n, stack) for n in "abc"]
@@ -142,10 +144,12 @@ def test_three_installs_and_the_centre_converge(tmp_path: Path) -> None:
     run(main())
 
 
-def test_flaky_link_completes_without_duplicates_and_resends_little(tmp_path: Path) -> None:
+def test_flaky_link_completes_without_duplicates_and_resends_little(tmp_path: Path,
+        centre_store: str | None) -> None:
     async def main() -> None:
         limits = Limits(max_batch_events=50, window_batches=2)
-        async with running_server(tmp_path / "centre", limits=limits) as srv:
+        async with running_server(tmp_path / "centre", limits=limits,
+                                  store=centre_store) as srv:
             kode = await srv.add_school(NPSN, "SMA Negeri 1")
             async with FlakyProxy("127.0.0.1", srv.port, Faults()) as proxy:
                 with ExitStack() as stack:
@@ -290,9 +294,10 @@ def test_history_command_lists_sessions(tmp_path: Path) -> None:
     assert rec["outcome"] == "ok" and rec["mode"] == "pull"
 
 
-def test_two_installs_converge(tmp_path: Path) -> None:
+def test_two_installs_converge(tmp_path: Path,
+        centre_store: str | None) -> None:
     async def main() -> None:
-        async with running_server(tmp_path / "centre") as srv:
+        async with running_server(tmp_path / "centre", store=centre_store) as srv:
             kode = await srv.add_school(NPSN, "SMA Negeri 1")
             with ExitStack() as stack:
                 sessions = [await enrol(srv, kode, tmp_path / n, stack) for n in "ab"]

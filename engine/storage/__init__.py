@@ -9,7 +9,7 @@ One module a job:
 - ``query``     the operator's and admin's read-only query over one school
 - ``centre``    every school in one file, group commit, signed centre events
 - ``registry``  the centre's schools, accounts, installs and sessions
-- ``pg_database``, ``pg_registry``  the same on PostgreSQL (the registry so far)
+- ``pg_database``, ``pg_log``, ``pg_registry``, ``pg_centre``  the centre on PostgreSQL
 
 The rest of selaras imports what it needs from here, never ``duckdb``.
 """
@@ -33,10 +33,20 @@ def open_install(path: str | os.PathLike[str], central: frozenset[str], *,
     return DuckDBStore(path, central, read_only=read_only)
 
 
-def open_centre(path: str | os.PathLike[str], *, key: CentreKey | None = None,
+def open_centre(where: str | os.PathLike[str], *, key: CentreKey | None = None,
                 memory_limit: str = MEMORY_LIMIT) -> CentreStore:
-    """The centre's store in the DuckDB file at ``path`` (made if missing)."""
-    return DuckDBCentre(path, key=key, memory_limit=memory_limit)
+    """The centre's store: in the PostgreSQL database at a ``postgresql://`` URL, else in
+    the DuckDB file at ``where`` (made if missing)."""
+    if is_postgres(where):
+        from .pg_centre import PgCentre  # psycopg is loaded only for a PostgreSQL centre
+
+        return PgCentre(str(where), key=key)
+    return DuckDBCentre(where, key=key, memory_limit=memory_limit)
 
 
-__all__ = ["DuckDBCentre", "DuckDBRegistry", "DuckDBStore", "open_centre", "open_install"]
+def is_postgres(where: str | os.PathLike[str]) -> bool:
+    return str(where).startswith(("postgresql://", "postgres://"))
+
+
+__all__ = ["DuckDBCentre", "DuckDBRegistry", "DuckDBStore", "is_postgres", "open_centre",
+           "open_install"]

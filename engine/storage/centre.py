@@ -4,14 +4,15 @@ from __future__ import annotations
 
 import contextlib
 import os
+from typing import Protocol
 
 import msgspec
 import pyarrow.compute as pc
 
-from ..clocks import MAX_AHEAD_MS, hlc_from_ms
+from ..clocks import MAX_AHEAD_MS, VersionVector, hlc_from_ms
 from ..events import Batch, Event, MalformedBatch, central_origins, centre_origin
 from ..signatures import CentreKey
-from ..store import Admitted, AppendReport, StoreError
+from ..store import Admitted, AppendReport, SchoolStore, StoreError
 from .database import MEMORY_LIMIT, Database, connect, create_tables
 from .log import DuckDBStore
 from .registry import DuckDBRegistry
@@ -19,7 +20,84 @@ from .registry import DuckDBRegistry
 CHECKPOINT = "256MB"  # the WAL size that makes the centre checkpoint
 
 
-class DuckDBCentre:
+class BoundingStore(SchoolStore, Protocol):
+    """A school's store at the centre: it can also bound a clock far ahead (merge rule 5)."""
+
+    def clock_bound(self, centre: str, held: VersionVector, limit: int, now_ms: int,
+                    ) -> tuple[Event, int] | None: ...
+
+
+class GroupCommit:
+    """What every centre store does the same way over its ``transaction`` and ``school``:
+    the centre's signed events and group commit."""
+
+    key: CentreKey | None
+
+    def transaction(self) -> contextlib.AbstractContextManager[object]:
+        raise NotImplementedError
+
+    def school(self, npsn: str) -> BoundingStore:
+        raise NotImplementedError
+
+    def lock(self, npsns: list[str]) -> None:
+        """Before a group: take what the schools' appends will wait for, in one order."""
+
+    def append_centre(self, npsn: str, events: list[Event]) -> AppendReport:
+        """Append the centre's own events for school ``npsn``, signed with ``key`` (R18).
+
+        The one way the centre writes events of its origins, so each is signed
+        and installs can check it. ValueError without a key or for an event of
+        another origin (a bug here, not a school's).
+        """
+        if self.key is None:
+            raise ValueError("this centre has no signing key")
+        if not {ev.origin for ev in events} <= central_origins(npsn):
+            raise ValueError(f"append_centre takes only the centre's events for {npsn}")
+        return self.school(npsn).append(self.key.sign(Batch.from_events(events)))
+
+    def append_group(self, items: list[tuple[str, Batch]], now_ms: int) -> list[Admitted]:
+        """Admit each (npsn, batch), all in one transaction when all succeed.
+
+        If one fails, the group is rolled back and each item is retried in a
+        transaction of its own, so a bad batch costs only itself; its error
+        takes its place in the result.
+        """
+        if not items:
+            return []
+        try:
+            with self.transaction():
+                self.lock([npsn for npsn, _ in items])
+                return [self._admit(npsn, batch, now_ms) for npsn, batch in items]
+        except (StoreError, MalformedBatch):
+            pass
+        results: list[Admitted] = []
+        for npsn, batch in items:
+            try:
+                with self.transaction():
+                    results.append(self._admit(npsn, batch, now_ms))
+            except (StoreError, MalformedBatch) as exc:
+                results.append(exc)
+        return results
+
+    def _admit(self, npsn: str, batch: Batch, now_ms: int) -> AppendReport:
+        """Append a school's batch; if its new events carry a clock more than
+        MAX_AHEAD_MS ahead of ours, bound them in the same transaction (merge rule 5)."""
+        limit = hlc_from_ms(now_ms + MAX_AHEAD_MS)
+        ahead = any(t.num_rows and pc.max(t["hlc"]).as_py() > limit
+                    for t in batch.tables.values())
+        store = self.school(npsn)
+        held = store.vector() if ahead else {}
+        report = store.append(batch)
+        if ahead:
+            bound = store.clock_bound(centre_origin(npsn), held, limit, now_ms)
+            if bound is not None:
+                event, n = bound
+                self.append_centre(npsn, [event])
+                return msgspec.structs.replace(report, clock_bounded=n)
+        return report
+
+
+class DuckDBCentre(GroupCommit):
     """The centre's embedded store: every school in one DuckDB file.
 
     One connection writes: the schools' rows in one set of tables, and the
@@ -49,59 +127,6 @@ class DuckDBCentre:
     def reader(self) -> CentreReader:
         """A connection of its own for another thread: its schools' stores and registry."""
         return CentreReader(self.db.cursor())
-
-    def append_centre(self, npsn: str, events: list[Event]) -> AppendReport:
-        """Append the centre's own events for school ``npsn``, signed with ``key`` (R18).
-
-        The one way the centre writes events of its origins, so each is signed
-        and installs can check it. ValueError without a key or for an event of
-        another origin (a bug here, not a school's).
-        """
-        if self.key is None:
-            raise ValueError("this centre has no signing key")
-        if not {ev.origin for ev in events} <= central_origins(npsn):
-            raise ValueError(f"append_centre takes only the centre's events for {npsn}")
-        return self.school(npsn).append(self.key.sign(Batch.from_events(events)))
-
-    def append_group(self, items: list[tuple[str, Batch]], now_ms: int) -> list[Admitted]:
-        """Admit each (npsn, batch), all in one transaction when all succeed.
-
-        If one fails, the group is rolled back and each item is retried in a
-        transaction of its own, so a bad batch costs only itself; its error
-        takes its place in the result.
-        """
-        if not items:
-            return []
-        try:
-            with self.transaction():
-                return [self._admit(npsn, batch, now_ms) for npsn, batch in items]
-        except (StoreError, MalformedBatch):
-            pass
-        results: list[Admitted] = []
-        for npsn, batch in items:
-            try:
-                with self.transaction():
-                    results.append(self._admit(npsn, batch, now_ms))
-            except (StoreError, MalformedBatch) as exc:
-                results.append(exc)
-        return results
-
-    def _admit(self, npsn: str, batch: Batch, now_ms: int) -> AppendReport:
-        """Append a school's batch; if its new events carry a clock more than
-        MAX_AHEAD_MS ahead of ours, bound them in the same transaction (merge rule 5)."""
-        limit = hlc_from_ms(now_ms + MAX_AHEAD_MS)
-        ahead = any(t.num_rows and pc.max(t["hlc"]).as_py() > limit
-                    for t in batch.tables.values())
-        store = self.school(npsn)
-        held = store.vector() if ahead else {}
-        report = store.append(batch)
-        if ahead:
-            bound = store.clock_bound(centre_origin(npsn), held, limit, now_ms)
-            if bound is not None:
-                event, n = bound
-                self.append_centre(npsn, [event])
-                return msgspec.structs.replace(report, clock_bounded=n)
-        return report
 
     def close(self) -> None:
         self.db.close()

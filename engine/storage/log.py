@@ -14,11 +14,11 @@ from typing import Any
 
 import duckdb
 
-from ..clocks import VersionVector, hlc_from_ms, local_clock, origin_rank
+from ..clocks import VersionVector, origin_rank
 from ..events import REFERENSI_ORIGIN, SIGNATURE_SCHEMA, Batch, Event, MalformedBatch, arrow_schema
 from ..merge import Sibling
 from ..schema import BY_NAME, CLOCK_BOUND, ENTITIES, Entity, Owner
-from ..store import AppendReport, EventCollision, check_signatures
+from ..store import AppendReport, EventCollision, check_signatures, clock_bound_event
 from ..values import from_python, table_digest
 from . import bulk
 from .database import (
@@ -396,16 +396,7 @@ class DuckDBStore:
                                f"origin = '{origin}' AND seq = {first - 1}" for e in ENTITIES)
             })""",
                                      ).fetchall()[0]
-        clock = local_clock(self.max_hlc(centre), self.max_hlc(), now_ms)
-        hlc_from = max(hlc_from_ms(now_ms), int(before) + 1)
-        vector = self.vector()
-        context = {o: s for o, s in vector.items() if o != centre}
-        return Event(origin=centre, seq=vector.get(centre, 0) + 1, hlc=clock.tick(now_ms),
-                     entity=CLOCK_BOUND, row_id=str(uuid.uuid4()), author="pusat", role="pusat",
-                     changes={"install_id": origin, "seq_from": first, "seq_to": last,
-                              "hlc_from": hlc_from},
-                     context=context if context != self.context(centre) else None), \
-            last - first + 1
+        return clock_bound_event(self, centre, origin, first, last, int(before), now_ms)
 
     def neutralised(self, origin: str, after: int, upto: int) -> dict[str, dict[str, int]]:
         """Per entity, the events of ``origin`` with ``after < seq <= upto`` that the

@@ -1,8 +1,8 @@
-"""The PostgreSQL database under the centre: connecting, transactions, failures in words.
+"""The PostgreSQL database under the centre: a connection pool, transactions, failures in words.
 
 Every school-keyed table is hash-partitioned by school (``partitioned``), every
 primary key starts with the school and no constraint spans schools, so the
-schema can be distributed by school on Citus as it is.
+schema can be distributed by school on Citus as it is (docs/scale-out.md).
 """
 
 from __future__ import annotations
@@ -13,56 +13,81 @@ from typing import Any
 
 import psycopg
 from psycopg import errors
+from psycopg_pool import ConnectionPool, PoolTimeout
 
 from ..store import StoreFailure
 
 PARTITIONS = 16  # hash partitions of each school-keyed table
+POOL_SIZE = 8  # connections per server process: the writer and the readers in use
+POOL_WAIT_S = 30.0  # how long a reader waits for a free connection
 
 
 class PgDatabase:
-    """One PostgreSQL connection and its transaction, shared by the stores that use it.
+    """Connections from one pool, and the transaction open on one of them.
 
-    Statements take ``?`` parameters, as DuckDB's do. Not thread-safe: one
-    thread at a time, like ``database.Database``.
+    Statements take ``?`` parameters, as DuckDB's do. Each ``PgDatabase`` is used
+    by one thread at a time (like ``database.Database``); ``sibling()`` gives
+    another thread its own, on the same pool.
     """
 
-    def __init__(self, url: str) -> None:
-        try:
-            self.con = psycopg.connect(url, autocommit=True)
+    def __init__(self, pool: ConnectionPool) -> None:
+        self.pool = pool
+        self._con: psycopg.Connection[Any] | None = None  # the open transaction's
+
+    @classmethod
+    def connect(cls, url: str, *, size: int = POOL_SIZE) -> PgDatabase:
+        try:  # once by hand: the pool would retry for seconds and hide the reason
+            psycopg.connect(url, connect_timeout=10).close()
+            pool = ConnectionPool(url, min_size=1, max_size=size, timeout=POOL_WAIT_S,
+                                  kwargs={"autocommit": True}, open=False)
+            pool.open(wait=True, timeout=10)
         except psycopg.Error as exc:
             raise failure(exc) from exc
-        self._open = False
+        return cls(pool)
+
+    def sibling(self) -> PgDatabase:
+        return PgDatabase(self.pool)
 
     @contextmanager
-    def transaction(self) -> Iterator[PgDatabase]:
+    def transaction(self) -> Iterator[psycopg.Connection[Any]]:
         """BEGIN ... COMMIT; inside a transaction already open, a part of it. A failure of
         the database comes out as StoreFailure, in plain words."""
-        if self._open:
-            yield self
+        if self._con is not None:
+            yield self._con
             return
-        self._open = True
         try:
-            with self.con.transaction():
-                yield self
+            with self.pool.connection() as con:
+                self._con = con
+                try:
+                    with con.transaction():
+                        yield con
+                finally:
+                    self._con = None
         except psycopg.Error as exc:
             raise failure(exc) from exc
-        finally:
-            self._open = False
+
+    @contextmanager
+    def connection(self) -> Iterator[psycopg.Connection[Any]]:
+        """The open transaction's connection, or one from the pool for a read."""
+        if self._con is not None:
+            yield self._con
+            return
+        try:
+            with self.pool.connection() as con:
+                yield con
+        except psycopg.Error as exc:
+            raise failure(exc) from exc
 
     def run(self, sql: str, params: list[Any]) -> tuple[list[str], list[tuple[Any, ...]]]:
         """One statement: the column names and the rows (none for a statement without)."""
-        try:
-            cur = self.con.execute(sql.replace("?", "%s"), params)
+        with self.connection() as con:
+            cur = con.execute(sql.replace("?", "%s"), params)
             if cur.description is None:
                 return [], []
             return [d.name for d in cur.description], cur.fetchall()
-        except psycopg.Error as exc:
-            if self._open:
-                raise  # the transaction's end says what failed
-            raise failure(exc) from exc
 
     def close(self) -> None:
-        self.con.close()
+        self.pool.close()
 
 
 def partitioned(table: str, columns: str, key: str = "npsn") -> list[str]:
@@ -81,6 +106,8 @@ def failure(exc: psycopg.Error) -> StoreFailure:
         reason = "the database ran out of memory"
     elif isinstance(exc, errors.TooManyConnections):
         reason = "the database takes no more connections (raise max_connections)"
+    elif isinstance(exc, PoolTimeout):
+        reason = f"no database connection came free in time ({detail})"
     elif isinstance(exc, psycopg.OperationalError):
         reason = f"the database cannot be reached ({detail})"
     else:

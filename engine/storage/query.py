@@ -10,6 +10,8 @@ from ..schema import ENTITIES
 from ..store import QueryRefused
 from .database import ANY_SCHOOL, quote
 
+READ_ONLY = "queries are read-only: give exactly one SELECT statement"
+
 
 def query_school(con: duckdb.DuckDBPyConnection, npsn: str, sql: str,
                  ) -> tuple[list[str], list[tuple[Any, ...]]]:
@@ -27,7 +29,7 @@ def query_school(con: duckdb.DuckDBPyConnection, npsn: str, sql: str,
     except duckdb.Error as exc:
         raise QueryRefused(f"SQL: {_sql_error_text(exc)}") from None
     if len(statements) != 1 or statements[0].type is not duckdb.StatementType.SELECT:
-        raise QueryRefused("queries are read-only: give exactly one SELECT statement")
+        raise QueryRefused(READ_ONLY)
     (db,) = con.execute("SELECT current_database()").fetchall()[0]
     views = [(e.name, f"main.{e.name}") for e in ENTITIES if not e.is_reference] + [
         (name, f"log.{name}") for name in ("event", "context", "signature")]

@@ -1,0 +1,73 @@
+"""The centre's store on PostgreSQL: every school in one database (``PgCentre``).
+
+What a ministry would run: several server processes on one database (each with
+a pool of connections), the schema distributable by school on Citus
+(docs/scale-out.md).
+"""
+
+from __future__ import annotations
+
+import contextlib
+
+from ..events import central_origins
+from ..signatures import CentreKey
+from .centre import GroupCommit
+from .pg_database import POOL_SIZE, PgDatabase
+from .pg_log import PgStore, tables
+from .pg_registry import PostgresRegistry
+
+
+class PgCentre(GroupCommit):
+    """The centre's store in the PostgreSQL database at ``url``: the same tables for
+    every school, the registry beside them, group commit as ``DuckDBCentre``'s.
+
+    Appends to one school wait for each other (its lock); to different schools
+    they run at once, from as many processes as share the database.
+    """
+
+    def __init__(self, url: str, *, key: CentreKey | None = None,
+                 pool_size: int = POOL_SIZE) -> None:
+        self.db = PgDatabase.connect(url, size=pool_size)
+        try:
+            with self.db.transaction() as con:
+                # Server processes starting at once make the tables one at a time.
+                con.execute("SELECT pg_advisory_xact_lock(5774)")
+                for statement in tables():
+                    con.execute(statement)
+            self.registry = PostgresRegistry(self.db)
+        except BaseException:
+            self.db.close()
+            raise
+        self.key = key  # signs the centre's own events (R18)
+
+    def transaction(self) -> contextlib.AbstractContextManager[object]:
+        """One transaction for what follows: school stores, registry, centre events."""
+        return self.db.transaction()
+
+    def school(self, npsn: str) -> PgStore:
+        return PgStore(self.db, npsn, central_origins(npsn))
+
+    def lock(self, npsns: list[str]) -> None:
+        with self.db.transaction() as con:
+            PgStore.lock_schools(con, npsns)
+
+    def reader(self) -> PgCentreReader:
+        """Another thread's view: the same pool, a connection only while it reads."""
+        return PgCentreReader(self.db.sibling())
+
+    def close(self) -> None:
+        self.db.close()
+
+
+class PgCentreReader:
+    """The centre seen from one reader thread."""
+
+    def __init__(self, db: PgDatabase) -> None:
+        self.db = db
+        self.registry = PostgresRegistry(db, create=False)
+
+    def school(self, npsn: str) -> PgStore:
+        return PgStore(self.db, npsn, central_origins(npsn))
+
+    def close(self) -> None:
+        pass  # the pool is the centre's
