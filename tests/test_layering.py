@@ -90,7 +90,7 @@ def test_server_never_imports_client(path: Path) -> None:
     assert offending(path, {"selaras.client", "client"}) == []
 
 
-STORE_OPENERS = {"open_install", "open_centre"}
+STORE_OPENERS = {"open_install", "open_centre", "is_postgres"}
 SQL = re.compile(r"\b(SELECT\b.+\bFROM|INSERT INTO|DELETE FROM|CREATE (TEMP )?TABLE"
                  r"|UPDATE \w+ SET)\b", re.IGNORECASE | re.DOTALL)
 
