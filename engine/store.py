@@ -290,6 +290,22 @@ class Registry(Protocol):
 
     def sessions(self, npsn: str, limit: int = 20) -> list[dict[str, Any]]: ...
 
+    def admit(self, npsn: str, session: str, install: str, now_ms: int, limit: int,
+              lease_ms: int) -> bool:
+        """Admit a session unless ``limit`` sessions are live, counted over every server
+        process on the store (a session not renewed within ``lease_ms`` has lapsed)."""
+        ...
+
+    def renew(self, sessions: list[tuple[str, str]], now_ms: int) -> None:
+        """Keep these (npsn, session) live for another lease."""
+        ...
+
+    def leave(self, npsn: str, session: str) -> None: ...
+
+    def live(self) -> int:
+        """The sessions live now, in every process."""
+        ...
+
 
 class CentreReader(Protocol):
     """The centre seen from one reader thread (the writer alone writes)."""

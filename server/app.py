@@ -67,6 +67,7 @@ from selaras.engine.store import (
     EventCollision,
     Registry,
     RegistryError,
+    StoreError,
 )
 
 from . import credentials
@@ -80,6 +81,7 @@ DB_FILE = "centre.duckdb"
 SERVER_JSON = "server.json"
 ADMIN_TOKEN = "admin.token"
 SECRET = "secret"
+LEASE_MS = 60_000  # a live session not renewed for this long lapsed (its process died)
 
 def now_ms() -> int:
     return time.time_ns() // 1_000_000
@@ -89,7 +91,7 @@ def now_ms() -> int:
 class ServerOptions:
     host: str = "127.0.0.1"
     port: int = 8765
-    max_sessions: int = 64  # concurrent Hello sessions; beyond: server_busy
+    max_sessions: int = 64  # live sessions in every process on the store; beyond: server_busy
     busy_retry_s: float = 5.0  # retry_after_s = this ± 25 %
     limits: Limits = field(default_factory=Limits)
     max_queue: int = 4  # frames buffered per connection before TCP back-pressure
@@ -123,6 +125,7 @@ class SelarasServer:
         self.draining = asyncio.Event()
         self._server: Server | None = None
         self._connections: set[asyncio.Task[None]] = set()
+        self.live: set[SyncConnection] = set()  # admitted sessions of this process
         self.url = ""
         self.port = 0
 
@@ -140,6 +143,7 @@ class SelarasServer:
         # Reads of the registry (authentication) use a reader of their own, one at a time.
         self._registry_reader = self.centre.reader()
         self._registry_lock = threading.Lock()
+        self._live_registry, self._live_lock = self.centre.reader(), threading.Lock()
         # Each session reads its school on a reader of its own, from a pool made here,
         # before the writer thread runs (readers are cursors of the writer's connection).
         self.readers: asyncio.Queue[CentreReader] = asyncio.Queue()
@@ -147,6 +151,7 @@ class SelarasServer:
             self.readers.put_nowait(self.centre.reader())
         self.writer = CentreWriter(self.centre, self.registry)
         self.writer.start()
+        self._renewer = asyncio.create_task(self._renewing())
         tls = None
         if o.tls_cert:
             tls = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
@@ -175,8 +180,10 @@ class SelarasServer:
         self._server.close()
         await self._server.wait_closed()
         self._server = None
+        self._renewer.cancel()
         await asyncio.to_thread(self.writer.stop)
         self._registry_reader.close()
+        self._live_registry.close()
         while not self.readers.empty():
             self.readers.get_nowait().close()
         self.centre.close()
@@ -212,6 +219,42 @@ class SelarasServer:
             with self._registry_lock:
                 return fn(self._registry_reader.registry)
         return await asyncio.to_thread(locked)
+
+    async def admit(self, conn: SyncConnection) -> bool:
+        """Admit a session if fewer than ``max_sessions`` are live in every process on the
+        store (the registry counts them, so the bound holds across processes)."""
+        limit = self.options.max_sessions
+
+        if not await self.live_sessions(lambda r: r.admit(
+                conn.npsn, conn.session, conn.install, now_ms(), limit, LEASE_MS)):
+            return False
+        self.live.add(conn)
+        return True
+
+    async def leave(self, conn: SyncConnection) -> None:
+        self.live.discard(conn)
+        with contextlib.suppress(StoreError):  # unrenewed, it lapses
+            await self.live_sessions(lambda r: r.leave(conn.npsn, conn.session))
+
+    async def live_sessions(self, fn: Callable[[Registry], T]) -> T:
+        """Run ``fn`` on the registry connection that alone changes the live sessions:
+        not the writer's, so admission never waits for a group commit."""
+        def locked() -> T:
+            with self._live_lock:
+                return fn(self._live_registry.registry)
+        return await asyncio.to_thread(locked)
+
+    async def _renewing(self) -> None:
+        """Renew this process's live sessions, well within their lease."""
+        while True:
+            await asyncio.sleep(LEASE_MS / 3000)
+            await self._renew()
+
+    async def _renew(self) -> None:
+        sessions = [(c.npsn, c.session) for c in self.live]
+        if sessions:
+            with contextlib.suppress(StoreError):  # a lapse costs a slot, not a session
+                await self.live_sessions(lambda r: r.renew(sessions, now_ms()))
 
     def busy_retry(self) -> float:
         base = self.options.busy_retry_s
@@ -390,7 +433,7 @@ class SyncConnection:
         if hello.schema != SCHEMA_VERSION:
             await self.refuse(Code.VERSION_MISMATCH)
             return
-        if server.draining.is_set() or server.stats.active >= server.options.max_sessions:
+        if server.draining.is_set() or not await server.admit(self):
             server.stats.busy_refusals += 1
             await self.refuse(Code.SERVER_BUSY, retry_after_s=server.busy_retry())
             return
@@ -580,6 +623,7 @@ class SyncConnection:
                   "outcome": self.outcome, "events_in": self.events_in,
                   "events_out": self.events_out, "bytes_in": self.bytes_in,
                   "bytes_out": self.bytes_out}
+        await self.server.leave(self)
         with contextlib.suppress(Exception):
             await self.server.write(lambda _, r: r.record_session(record))
         log.info("session", **{k: v for k, v in record.items() if not k.endswith("_ms")},

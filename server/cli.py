@@ -57,7 +57,8 @@ store_option = click.option(
 @click.option("--tls-cert", type=click.Path(dir_okay=False, exists=True, path_type=Path))
 @click.option("--tls-key", type=click.Path(dir_okay=False, exists=True, path_type=Path))
 @click.option("--max-sessions", type=click.IntRange(min=1), default=64, show_default=True,
-              help="concurrent sync sessions; beyond it: server busy")
+              help="concurrent sync sessions, counted over every server process on the "
+                   "store; beyond it: server busy")
 @click.option("--window", type=click.IntRange(min=1), default=Limits().window_batches,
               show_default=True, help="unacknowledged batches per direction")
 @click.option("--batch-events", type=click.IntRange(min=1),

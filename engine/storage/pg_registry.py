@@ -20,6 +20,8 @@ TABLES = [
     *partitioned("registry.session", """session text, npsn text NOT NULL, install text,
         mode text, started_ms bigint, ended_ms bigint, outcome text, events_in bigint,
         events_out bigint, bytes_in bigint, bytes_out bigint"""),
+    *partitioned("registry.live", """npsn text, session text, install text,
+        started_ms bigint NOT NULL, seen_ms bigint NOT NULL, PRIMARY KEY (npsn, session)"""),
 ]
 
 
@@ -36,3 +38,10 @@ class PostgresRegistry(SqlRegistry):
                 db.run("SELECT pg_advisory_xact_lock(5774)", [])
                 for statement in TABLES:
                     db.run(statement, [])
+
+    def admit(self, npsn: str, session: str, install: str, now_ms: int, limit: int,
+              lease_ms: int) -> bool:
+        with self.db.transaction() as con:
+            # Every process admits through this one lock: the count is the database's.
+            con.execute("SELECT pg_advisory_xact_lock(5775)")
+            return super().admit(npsn, session, install, now_ms, limit, lease_ms)

@@ -121,6 +121,34 @@ class SqlRegistry:
                          "ORDER BY started_ms DESC LIMIT ?", [npsn, limit])
 
 
+    # -- sessions in flight: admission across every server process on the store --------------
+
+    def admit(self, npsn: str, session: str, install: str, now_ms: int, limit: int,
+              lease_ms: int) -> bool:
+        """Admit a session unless ``limit`` are live (renewed within ``lease_ms``: those of
+        a process that died lapse). Needs the caller's transaction and exclusion."""
+        self._run("DELETE FROM registry.live WHERE seen_ms < ?", [now_ms - lease_ms])
+        (live,) = self._run("SELECT count(*) FROM registry.live", [])[1][0]
+        if live >= limit:
+            return False
+        self._run("INSERT INTO registry.live (npsn, session, install, started_ms, seen_ms) "
+                  "VALUES (?, ?, ?, ?, ?)", [npsn, session, install, now_ms, now_ms])
+        return True
+
+    def renew(self, sessions: list[tuple[str, str]], now_ms: int) -> None:
+        """Keep these (npsn, session) live for another lease."""
+        for npsn, session in sessions:
+            self._run("UPDATE registry.live SET seen_ms = ? WHERE npsn = ? AND session = ?",
+                      [now_ms, npsn, session])
+
+    def leave(self, npsn: str, session: str) -> None:
+        self._run("DELETE FROM registry.live WHERE npsn = ? AND session = ?", [npsn, session])
+
+    def live(self) -> int:
+        """The sessions live now, in every process."""
+        return int(self._run("SELECT count(*) FROM registry.live", [])[1][0][0])
+
+
 SESSION_COLUMNS = ("session, npsn, install, mode, started_ms, ended_ms, outcome, events_in, "
                    "events_out, bytes_in, bytes_out")
 
@@ -137,6 +165,13 @@ class DuckDBRegistry(SqlRegistry):
             with db.transaction() as c:
                 for statement in TABLES:
                     c.execute(statement)
+                # One process has the file: sessions left live were a dead process's.
+                c.execute("DELETE FROM registry.live")
+
+    def admit(self, npsn: str, session: str, install: str, now_ms: int, limit: int,
+              lease_ms: int) -> bool:
+        with self.db.transaction():  # the writer alone writes: that is the exclusion
+            return super().admit(npsn, session, install, now_ms, limit, lease_ms)
 
     def _query(self, sql: str, params: list[Any]) -> tuple[list[str], list[tuple[Any, ...]]]:
         try:
@@ -163,4 +198,7 @@ TABLES = [
         session VARCHAR, npsn VARCHAR, install VARCHAR, mode VARCHAR,
         started_ms BIGINT, ended_ms BIGINT, outcome VARCHAR,
         events_in BIGINT, events_out BIGINT, bytes_in BIGINT, bytes_out BIGINT)""",
+    """CREATE TABLE IF NOT EXISTS registry.live (
+        npsn VARCHAR, session VARCHAR, install VARCHAR, started_ms BIGINT NOT NULL,
+        seen_ms BIGINT NOT NULL, PRIMARY KEY (npsn, session))""",
 ]
