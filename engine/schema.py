@@ -56,9 +56,12 @@ class Entity:
     verified_by: str | None = None  # centre-owned flag that locks VERVAL fields
     school_field: str | None = None  # field that names the school (sekolah_id)
     by_name: dict[str, Field] = field(init=False, repr=False, compare=False)
+    _index: dict[str, int] = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "by_name", {f.name: f for f in self.fields})
+        # bit() runs per field of every event on the reference paths: a lookup, not a scan
+        object.__setattr__(self, "_index", {f.name: i for i, f in enumerate(self.fields)})
         assert len(self.fields) <= 63, "the change mask is one 64-bit integer"
 
     @property
@@ -84,10 +87,7 @@ class Entity:
         return 1 << self.field_index(field_name)
 
     def field_index(self, field_name: str) -> int:
-        for i, f in enumerate(self.fields):
-            if f.name == field_name:
-                return i
-        raise KeyError(field_name)
+        return self._index[field_name]
 
 
 def _f(name: str, type: str = "text", *, req: bool = False, ref: str | None = None,

@@ -1,3 +1,4 @@
+import contextlib
 import os
 import uuid
 from collections.abc import Iterator
@@ -56,19 +57,33 @@ def _make_template(url: str) -> None:
     PgCentre(url.rsplit("/", 1)[0] + "/" + TEMPLATE).close()
 
 
-@pytest.fixture
-def postgres_url(postgres_cluster: str) -> Iterator[str]:
-    """A fresh database for one test, with the centre's tables and no rows; dropped after."""
+@contextlib.contextmanager
+def _fresh_database(cluster: str) -> Iterator[str]:
+    """A fresh database with the centre's tables and no rows; dropped after."""
     import psycopg
 
     name = f"t_{uuid.uuid4().hex}"
-    with psycopg.connect(postgres_cluster, autocommit=True) as admin:
+    with psycopg.connect(cluster, autocommit=True) as admin:
         admin.execute(f"CREATE DATABASE {name} TEMPLATE {TEMPLATE}")
     try:
-        yield postgres_cluster.rsplit("/", 1)[0] + "/" + name
+        yield cluster.rsplit("/", 1)[0] + "/" + name
     finally:
-        with psycopg.connect(postgres_cluster, autocommit=True) as admin:
+        with psycopg.connect(cluster, autocommit=True) as admin:
             admin.execute(f"DROP DATABASE {name} WITH (FORCE)")
+
+
+@pytest.fixture
+def postgres_url(postgres_cluster: str) -> Iterator[str]:
+    """A fresh database for one test, with the centre's tables and no rows."""
+    with _fresh_database(postgres_cluster) as url:
+        yield url
+
+
+@pytest.fixture(scope="module")
+def postgres_module_url(postgres_cluster: str) -> Iterator[str]:
+    """A fresh database shared by one module's tests (each keeping to schools of its own)."""
+    with _fresh_database(postgres_cluster) as url:
+        yield url
 
 
 @pytest.fixture(params=["duckdb", "postgresql"])

@@ -2,17 +2,22 @@
 
 Whatever the delivery order, repetition or cutting into partial bundles,
 every replica ends with the same rows, checksums and conflicts; the DuckDB
-merge equals the reference fold; incremental materialisation equals a rebuild.
+merge and the PostgreSQL store equal the reference fold; incremental
+materialisation equals a rebuild.
 """
 
 import random
+import uuid
 
+import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
 from selaras.engine.events import Batch, central_origins
 from selaras.engine.merge import fold
 from selaras.engine.storage import DuckDBStore
+from selaras.engine.storage.pg_centre import PgCentre
+from selaras.engine.storage.pg_log import PgStore
 from selaras.engine.store import MemoryStore
 from selaras.engine.testing import Simulation
 
@@ -103,6 +108,25 @@ def test_every_replica_converges_whatever_the_delivery(tmp_path_factory, events,
         assert snapshot(duck) == expected
     finally:
         duck.close()
+
+
+@pytest.fixture(scope="module")
+def pg_centre(postgres_module_url):
+    centre = PgCentre(postgres_module_url)
+    yield centre
+    centre.close()
+
+
+@given(histories(), st.randoms(use_true_random=False))
+def test_the_postgresql_store_merges_as_the_fold(pg_centre, events, rng):
+    """The PostgreSQL centre's store (a school of its own per example) after any delivery."""
+    central = central_origins(NPSN)
+    store = PgStore(pg_centre.db, uuid.uuid4().hex[:8], central)
+    deliver(store, events, rng)
+    memory = MemoryStore(central)
+    memory.append(Batch.from_events(events))
+    assert snapshot(store) == snapshot(memory)
+    assert store.vector() == memory.vector()
 
 
 @given(histories())

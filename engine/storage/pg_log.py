@@ -327,8 +327,9 @@ class PgStore:
             contexts = {ev.id: ev.context for ev in incoming if ev.context is not None}
             accepted = [msgspec.structs.replace(ev, context=contexts.get(ev.id))
                         for ev in accepted]
+            prior = self._prior(self._touched(accepted))
             self._log(con, accepted, batch.signatures_by_id())
-            self._merge(con, accepted)
+            self._merge(con, accepted, prior)
         return report
 
     def _school_of(self, ev: Event) -> str:
@@ -379,28 +380,52 @@ class PgStore:
                 if ev.origin in self.central and ev.id in signatures:
                     copy.write_row((self._school_of(ev), ev.origin, ev.seq, signatures[ev.id]))
 
-    def _merge(self, con: psycopg.Connection[Any], events: list[Event]) -> None:
-        """Recompute the rows the new events touch, and their conflicts, with the fold."""
+    def _touched(self, events: list[Event]) -> dict[str, set[tuple[str, str]]]:
+        """Per entity, the (school, row_id) the events write."""
         touched: dict[str, set[tuple[str, str]]] = defaultdict(set)
         for ev in events:
             touched[ev.entity].add((self._school_of(ev), ev.row_id))
+        return touched
+
+    def _prior(self, touched: dict[str, set[tuple[str, str]]]) -> set[tuple[str, str, str]]:
+        """The (entity, school, row_id) of ``touched`` with events held already."""
+        prior = set()
+        for name, keys in touched.items():
+            prior |= {(name, s, str(r)) for s, r in self._all(
+                f"SELECT DISTINCT school, row_id FROM log.{BY_NAME[name].slug} "
+                f"JOIN {KEYS} USING (school, row_id) WHERE school = ANY(%(s)s)", **_keys(keys))}
+        return prior
+
+    def _merge(self, con: psycopg.Connection[Any], events: list[Event],
+               prior: set[tuple[str, str, str]]) -> None:
+        """Recompute the rows the new events touch, and their conflicts, with the fold.
+
+        A row first written by these events merges from them alone; any other is read
+        back from the log whole.
+        """
+        touched = self._touched(events)
         bounded = [str(ev.changes["install_id"]) for ev in events
                    if ev.entity == CLOCK_BOUND and ev.changes.get("install_id")]
         if bounded:  # a new bound changes the order of every row its origin wrote
             for e in ENTITIES:
-                touched[e.name] |= {(s, str(r)) for s, r in self._all(
+                again = {(s, str(r)) for s, r in self._all(
                     f"SELECT DISTINCT school, row_id FROM log.{e.slug} "
                     "WHERE school = ANY(%(s)s) AND origin = ANY(%(b)s::uuid[])", b=bounded)}
-        bounds = self._stored_events(BY_NAME[CLOCK_BOUND], None)
+                touched[e.name] |= again
+                prior |= {(e.name, s, r) for s, r in again}
+        bounds = [ev for _, ev in self._stored(BY_NAME[CLOCK_BOUND], None)]
         for name, keys in touched.items():
             e = BY_NAME[name]
+            old = {(s, r) for s, r in keys if (name, s, r) in prior}
+            fresh = [(self._school_of(ev), ev) for ev in events if ev.entity == name
+                     and (self._school_of(ev), ev.row_id) not in old]
             by_school: dict[str, list[Event]] = defaultdict(list)
-            for school, ev in self._stored_events(e, keys):
+            for school, ev in self._in_force(fresh) + self._stored(e, old):
                 by_school[school].append(ev)
             rows: list[tuple[Any, ...]] = []
             siblings: list[tuple[Any, ...]] = []
             for school, evs in by_school.items():
-                state = fold(evs + [ev for _, ev in bounds], self.central)
+                state = fold(evs + bounds, self.central)
                 mine = {r for s, r in keys if s == school}
                 rows += [(school, rid, *row.values())
                          for rid, row in state.rows[name].items() if rid in mine]
@@ -410,29 +435,33 @@ class PgStore:
                              for c in state.conflicts if c.entity == name and c.row_id in mine]
             self._replace(con, e, keys, rows, siblings)
 
-    def _stored_events(self, e: Entity, keys: set[tuple[str, str]] | None,
-                       ) -> list[tuple[str, Event]]:
+    def _stored(self, e: Entity, keys: set[tuple[str, str]] | None,
+                ) -> list[tuple[str, Event]]:
         """The held events of ``e`` for the (school, row_id) ``keys`` (all if None), each with
         its school and the causal context in force at it."""
+        if keys is not None and not keys:
+            return []
         join, params = "", {}
         if keys is not None:
-            join = "JOIN unnest(%(ks)s::text[], %(kr)s::uuid[]) k(school, row_id) " \
-                   "USING (school, row_id)"
-            params = {"ks": [s for s, _ in keys], "kr": [r for _, r in keys]}
+            join, params = f"JOIN {KEYS} USING (school, row_id)", _keys(keys)
         rows = self._all(f"""SELECT x.school, {", ".join("x." + c for c in META)},
             {", ".join("x." + f.name for f in e.fields)}
             FROM log.{e.slug} x {join} WHERE x.school = ANY(%(s)s)""", **params)
-        if not rows:
+        return self._in_force([(school, _event(e, tuple(row))) for school, *row in rows])
+
+    def _in_force(self, events: list[tuple[str, Event]]) -> list[tuple[str, Event]]:
+        """The events, each with the causal context in force at it (its origin's latest
+        held at or before it), as the fold needs for a part of the log."""
+        if not events:
             return []
         contexts: dict[str, list[tuple[int, VersionVector]]] = defaultdict(list)
         for origin, seq, peers, held in self._all(
                 "SELECT origin::text, seq, array_agg(peer::text), array_agg(held) "
                 "FROM log.context WHERE school = ANY(%(s)s) AND origin = ANY(%(o)s::uuid[]) "
-                "GROUP BY 1, 2 ORDER BY 1, 2", o=list({str(r[1]) for r in rows})):
+                "GROUP BY 1, 2 ORDER BY 1, 2", o=list({ev.origin for _, ev in events})):
             contexts[origin].append((seq, dict(zip(peers, held, strict=True))))
         out = []
-        for school, *row in rows:
-            ev = _event(e, tuple(row))
+        for school, ev in events:
             carried = contexts.get(ev.origin, [])
             i = bisect.bisect_right(carried, ev.seq, key=lambda c: c[0])
             out.append((school, msgspec.structs.replace(
@@ -442,8 +471,8 @@ class PgStore:
     def _replace(self, con: psycopg.Connection[Any], e: Entity, keys: set[tuple[str, str]],
                  rows: list[tuple[Any, ...]], siblings: list[tuple[Any, ...]]) -> None:
         """The materialised rows and conflicts of ``keys``, replaced by those given."""
-        params = {"ks": [s for s, _ in keys], "kr": [r for _, r in keys]}
-        keyed = "(school, {}) IN (SELECT * FROM unnest(%(ks)s::text[], %(kr)s::uuid[]))"
+        params = _keys(keys)
+        keyed = "(school, {}) IN (SELECT * FROM " + KEYS + ")"
         con.execute(f"DELETE FROM {e.table} WHERE {keyed.format(e.key)}", params)
         con.execute(f"DELETE FROM replica.conflict WHERE entity = %(e)s AND "
                     f"{keyed.format('row_id')}", {**params, "e": e.name})
@@ -456,6 +485,14 @@ class PgStore:
                           "value, author, role, winner) FROM STDIN") as copy:
                 for sibling in siblings:
                     copy.write_row(sibling)
+
+
+KEYS = "unnest(%(ks)s::text[], %(kr)s::uuid[]) k(school, row_id)"  # rows by (school, row_id)
+
+
+def _keys(keys: set[tuple[str, str]]) -> dict[str, list[str]]:
+    """The parameters of ``KEYS``."""
+    return {"ks": [s for s, _ in keys], "kr": [r for _, r in keys]}
 
 
 def _mask(e: Entity, owner: Owner) -> int:
