@@ -4,11 +4,15 @@ from __future__ import annotations
 
 import os
 import shutil
-from collections.abc import Iterator
+import uuid
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import pytest
+
+from selaras.bench.postgres import ThrowawayCluster, Unavailable
 
 RESULTS = pytest.StashKey[list[dict[str, Any]]]()
 MiB = 1024 * 1024
@@ -18,6 +22,46 @@ MiB = 1024 * 1024
 def bench_results(request: pytest.FixtureRequest) -> list[dict[str, Any]]:
     """Each scenario appends one dict: scenario, events, seconds, rss, min_rate, max_rss."""
     return request.config.stash.setdefault(RESULTS, [])
+
+
+@pytest.fixture(scope="session")
+def postgres() -> Iterator[ThrowawayCluster]:
+    """A durable throwaway PostgreSQL cluster for the run (skipped where there is none)."""
+    try:
+        cluster = ThrowawayCluster(durable=True)
+        cluster.start()
+    except Unavailable as exc:
+        pytest.skip(f"PostgreSQL: {exc}")
+    try:
+        yield cluster
+    finally:
+        cluster.stop()
+
+
+STORES = os.environ.get("SELARAS_BENCH_STORES", "duckdb,postgresql").split(",")
+
+
+@dataclass
+class BenchStore:
+    """Where a bench's centre keeps its data: ``args`` for ``selaras server``, and its bytes
+    on disk for a data folder."""
+
+    name: str
+    args: list[str]
+    size: Callable[[Path], int]
+
+
+@pytest.fixture(params=STORES)
+def centre_store(request: pytest.FixtureRequest) -> BenchStore:
+    """DuckDB in the data folder, or a fresh database of the durable PostgreSQL cluster
+    (``SELARAS_BENCH_STORES=duckdb`` runs one)."""
+    if request.param == "duckdb":
+        return BenchStore("duckdb", [], lambda data: sum(
+            p.stat().st_size for p in data.glob("centre.duckdb*")))
+    cluster: ThrowawayCluster = request.getfixturevalue("postgres")
+    name = f"bench_{uuid.uuid4().hex[:12]}"
+    url = cluster.create_database(name)
+    return BenchStore("postgresql", ["--store", url], lambda _: cluster.database_size(name))
 
 
 @pytest.fixture(scope="session")

@@ -6,8 +6,9 @@ registers one install and pushes its first sync of ``SCHOOL_EVENTS`` events
 (the testing client, 16 schools at a time, in a child process). At each N of
 ``STEPS`` (100, 1,000 and 5,000; ``SELARAS_BENCH_STEPS=100,1000`` overrides):
 
-- disk: the centre's files (``centre.duckdb`` and its WAL) per event stored,
-  against the Arrow payload bytes per event that the pushes sent;
+- disk: the centre's files (``centre.duckdb`` and its WAL), or its PostgreSQL
+  database (``pg_database_size``: tables and indexes, not the WAL), per event
+  stored, against the Arrow payload bytes per event that the pushes sent;
 - start-up: from the process start to "listening on", best of 3 restarts;
 - idle RSS just after start-up, and the peak RSS once one more school is in;
 - one more school: ``school_add``, register, and its first sync through the
@@ -16,7 +17,9 @@ registers one install and pushes its first sync of ``SCHOOL_EVENTS`` events
 
 Targets: no failure at any N; idle RSS, start-up and one more school at the
 largest N within 1.2x of those at the smallest; disk per stored event within
-2x of the wire's. Prints a table; writes ``docs/bench/centre-scale-duckdb.png``
+2x of the wire's. Runs on each store of ``SELARAS_BENCH_STORES`` (DuckDB, and
+PostgreSQL on a durable throwaway cluster; RSS is the server process's, not
+PostgreSQL's own). Prints a table; writes ``docs/bench/centre-scale-<store>.png``
 (matplotlib) and ``.json`` beside it.
 """
 
@@ -30,6 +33,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+from selaras.bench.conftest import BenchStore
 from selaras.bench.test_sync_bench import (
     PASSWORD,
     USER,
@@ -128,21 +132,18 @@ def child(what: str, *args: str) -> None:
 
 # -- the parent -------------------------------------------------------------------------------
 
-def disk_bytes(data: Path) -> int:
-    return sum(p.stat().st_size for p in data.glob("centre.duckdb*"))
-
-
-def start(data: Path) -> tuple[Centre, float]:
+def start(data: Path, store: BenchStore) -> tuple[Centre, float]:
     t = time.perf_counter()
-    centre = Centre(data)
+    centre = Centre(data, *store.args)
     return centre, time.perf_counter() - t
 
 
-def test_centre_at_many_schools(folder: Path, bench_results: list[dict[str, Any]]) -> None:
+def test_centre_at_many_schools(folder: Path, centre_store: BenchStore,
+                                bench_results: list[dict[str, Any]]) -> None:
     from selaras.bench.generate import generate, write
 
-    data = folder / "centre-scale"
-    centre, _ = start(data)
+    data = folder / f"centre-scale-{centre_store.name}"
+    centre, _ = start(data, centre_store)
     token = centre.token
     grown = {"events": 0, "bytes": 0, "busy": 0}
     schools, stored, figures = 0, 0, []
@@ -154,10 +155,10 @@ def test_centre_at_many_schools(folder: Path, bench_results: list[dict[str, Any]
             schools = step
             stored = grown["events"]
             centre.stop()
-            disk = disk_bytes(data)
+            disk = centre_store.size(data)
             startups = []
             for _ in range(3):
-                centre, seconds = start(data)
+                centre, seconds = start(data, centre_store)
                 startups.append(seconds)
                 idle = vm_rss(centre.proc.pid)
                 if len(startups) < 3:
@@ -179,15 +180,17 @@ def test_centre_at_many_schools(folder: Path, bench_results: list[dict[str, Any]
             print(f"\n{schools - 1:,} schools: {json.dumps(figures[-1])}", flush=True)
     finally:
         centre.stop()
-    report(figures)
+    report(figures, centre_store.name)
     first, last = figures[0], figures[-1]
     for f in figures:
-        bench_results.append({"scenario": f"centre at {f['schools']:,} schools: one more",
+        bench_results.append({"scenario": f"centre ({centre_store.name}) at "
+                                          f"{f['schools']:,} schools: one more",
                               "events": f["one_more_events"], "seconds": f["one_more_s"],
                               "rss": f["peak_rss_one_more"], "min_rate": 0,
                               "max_rss": int(1.2 * first["peak_rss_one_more"])})
     assert [f["schools"] for f in figures] == STEPS  # no failure at any N
-    print(f"\nratios {last['schools']:,} / {first['schools']:,} schools: idle RSS "
+    print(f"\n{centre_store.name}: ratios {last['schools']:,} / {first['schools']:,} schools: "
+          "idle RSS "
           f"{last['idle_rss'] / first['idle_rss']:.2f}, start-up "
           f"{last['startup_s'] / first['startup_s']:.2f}, one more school "
           f"{last['one_more_s'] / first['one_more_s']:.2f} (targets <= 1.2); disk per event "
@@ -195,7 +198,7 @@ def test_centre_at_many_schools(folder: Path, bench_results: list[dict[str, Any]
           "(target <= 2)")
 
 
-def report(figures: list[dict[str, Any]]) -> None:
+def report(figures: list[dict[str, Any]], store: str) -> None:
     head = ("schools", "events", "disk", "disk/ev", "wire/ev", "start-up", "idle RSS",
             "peak RSS +1", "one more")
     rows = [head] + [(
@@ -208,11 +211,11 @@ def report(figures: list[dict[str, Any]]) -> None:
     for r in rows:
         print("  ".join(c.rjust(w) for c, w in zip(r, widths, strict=True)))
     DOCS.mkdir(parents=True, exist_ok=True)
-    (DOCS / "centre-scale-duckdb.json").write_text(json.dumps(figures, indent=1) + "\n")
-    plot(figures, DOCS / "centre-scale-duckdb.png")
+    (DOCS / f"centre-scale-{store}.json").write_text(json.dumps(figures, indent=1) + "\n")
+    plot(figures, DOCS / f"centre-scale-{store}.png", store)
 
 
-def plot(figures: list[dict[str, Any]], path: Path) -> None:
+def plot(figures: list[dict[str, Any]], path: Path, store: str) -> None:
     import matplotlib
 
     matplotlib.use("Agg")
@@ -224,17 +227,17 @@ def plot(figures: list[dict[str, Any]], path: Path) -> None:
     mem.plot(n, [f["peak_rss_one_more"] / 2**20 for f in figures], "s-",
              label="peak, one more school")
     mem.set(xscale="log", xlabel="schools registered", ylabel="MiB", ylim=(0, None),
-            title="Centre memory (DuckDB)")
+            title=f"Centre server memory ({store})")
     mem.legend()
     secs.plot(n, [f["startup_s"] for f in figures], "o-", label="start-up")
     secs.plot(n, [f["one_more_s"] for f in figures], "s-", label="one more school")
     secs.set(xscale="log", xlabel="schools registered", ylabel="seconds", ylim=(0, None),
-             title="Centre time (DuckDB)")
+             title=f"Centre time ({store})")
     secs.legend()
     disk.plot(n, [f["disk_per_event"] for f in figures], "o-", label="disk per stored event")
     disk.plot(n, [f["wire_per_event"] for f in figures], "s--", label="wire per event")
     disk.set(xscale="log", xlabel="schools registered", ylabel="bytes", ylim=(0, None),
-             title="Centre disk (DuckDB)")
+             title=f"Centre disk ({store})")
     disk.legend()
     fig.tight_layout()
     fig.savefig(path, dpi=100)

@@ -14,7 +14,8 @@ a. ``test_push_and_pull_large_school``: the large school at scale 40 (about
    process like ``test_baseline_bench``) sends the same rows, for the ratio
    (target: end to end at least half the bare rate). The server's peak RSS is
    its ``VmHWM`` (``/proc/PID/status``), read after the push and after the pull
-   (target: below 2 GiB).
+   (target: below 2 GiB). It runs once per store of ``SELARAS_BENCH_STORES``
+   (DuckDB, PostgreSQL on a durable throwaway cluster), beside one bare round.
 b. ``test_many_schools_at_once``, the deadline: one school pushes 500 events
    alone (the single-school figure), then 500 schools (``SELARAS_BENCH_SCHOOLS``),
    each with one install, push about 500 events each at once; the clients are
@@ -23,8 +24,10 @@ b. ``test_many_schools_at_once``, the deadline: one school pushes 500 events
    counted. Reported: completed and failed sessions (target: none failed), the
    events/s of all against the school alone, p50 / p99 / max session time (from
    the first attempt to the summary; their distribution in
-   ``docs/bench/deadline-duckdb.png``), busy retries, the server's commits and
-   events per commit.
+   ``docs/bench/deadline-<store>-<processes>.png``), busy retries, the servers'
+   commits and events per commit. Through one server process on each store, and
+   through two processes sharing the PostgreSQL store (the schools take them in
+   turn).
 
 The clients run in a child process (this module with ``-m``), the server in
 another (``selaras server --port 0``); the pytest process only drives them.
@@ -46,6 +49,7 @@ from typing import Any
 
 import pytest
 
+from selaras.bench.conftest import BenchStore
 from selaras.bench.generate import generate, write
 from selaras.bench.test_baseline_bench import start_round as start_bare_round
 from selaras.engine.events import Batch, Event
@@ -136,12 +140,15 @@ def small_batches(origin: str, n: int, per_batch: int) -> list[Batch]:
     return [Batch.from_events(events[i:i + per_batch]) for i in range(0, n, per_batch)]
 
 
-async def swarm(url: str, schools_file: str) -> dict[str, Any]:
+async def swarm(urls: str, schools_file: str) -> dict[str, Any]:
+    """The deadline's clients; ``urls`` (comma-separated) take the schools in turn."""
     from selaras.engine.protocol import Code, Limits, Registered
     from selaras.server.testing import ProtocolClient
 
     schools: list[tuple[str, str]] = json.loads(Path(schools_file).read_text())
-    clients = [ProtocolClient(url, npsn) for npsn, _ in schools]
+    servers = urls.split(",")
+    clients = [ProtocolClient(servers[i % len(servers)], npsn)
+               for i, (npsn, _) in enumerate(schools)]
     registering = asyncio.Semaphore(16)
 
     async def reg(c: ProtocolClient, kode: str) -> None:
@@ -212,9 +219,9 @@ def run_child(log: Path, *args: str, module: str = MODULE) -> dict[str, Any]:
 class Centre:
     """A ``selaras server`` process on 127.0.0.1, any free port."""
 
-    def __init__(self, data: Path, *extra: str) -> None:
+    def __init__(self, data: Path, *extra: str, log: Path | None = None) -> None:
         self.data = data
-        self.log = data.with_name(data.name + ".stderr")
+        self.log = log or data.with_name(data.name + ".stderr")
         with open(self.log, "wb") as err:
             self.proc = subprocess.Popen(
                 [SELARAS, "server", "--data", str(data), "--port", "0", *extra],
@@ -265,22 +272,31 @@ def mib(n: int | None) -> str:
     return "n/a" if n is None else f"{n / 2**20:,.0f} MiB"
 
 
-def test_push_and_pull_large_school(benchmark: Any, folder: Path, rows_file: Path,
-                                    bench_results: list[dict[str, Any]]) -> None:
-    """(a) Push the large school to an empty centre, pull it into a second install."""
+@pytest.fixture(scope="session")
+def bare(folder: Path, rows_file: Path) -> dict[str, Any]:
+    """The bare pipeline's round with the same rows, once for the run."""
     bare = start_bare_round(rows_file, folder / "bare.duckdb")
     bare.go()
-    bare_result = bare.finish()
-    bare_rate = bare_result["rows"] / bare_result["seconds"]
+    result: dict[str, Any] = bare.finish()
+    print(f"\nbare pipeline: {result['rows']:,} rows in {result['seconds']:.2f} s = "
+          f"{result['rows'] / result['seconds']:,.0f} rows/s (its process: "
+          f"{mib(result.get('rss'))})")
+    return result
 
-    centre = Centre(folder / "centre-a")
+
+def test_push_and_pull_large_school(benchmark: Any, folder: Path, rows_file: Path,
+                                    bare: dict[str, Any], centre_store: BenchStore,
+                                    bench_results: list[dict[str, Any]]) -> None:
+    """(a) Push the large school to an empty centre, pull it into a second install."""
+    bare_rate = bare["rows"] / bare["seconds"]
+    centre = Centre(folder / f"centre-a-{centre_store.name}", *centre_store.args)
     try:
         kode = centre.add_school(NPSN)
         box: dict[str, Any] = {}
 
         def once() -> None:
             box.update(run_child(folder / "large.stderr", "large", centre.url, kode,
-                                 str(rows_file), str(folder / "installs"),
+                                 str(rows_file), str(folder / f"installs-{centre_store.name}"),
                                  str(centre.proc.pid)))
 
         benchmark.pedantic(once, rounds=1, iterations=1)
@@ -292,13 +308,14 @@ def test_push_and_pull_large_school(benchmark: Any, folder: Path, rows_file: Pat
     benchmark.extra_info.update(r, bare_rows_per_s=round(bare_rate), server_peak_rss=server_rss,
                                 push_events_per_s=round(push_rate),
                                 pull_events_per_s=round(pull_rate))
-    for name, events, seconds in (("sync a. push to centre", r["push_events"], r["push_s"]),
-                                  ("sync a. pull from centre", r["pull_events"], r["pull_s"])):
+    on = f" ({centre_store.name})"
+    for name, events, seconds in (("sync a. push to centre" + on, r["push_events"], r["push_s"]),
+                                  ("sync a. pull from centre" + on, r["pull_events"],
+                                   r["pull_s"])):
         bench_results.append({"scenario": name, "events": events, "seconds": seconds,
                               "rss": server_rss, "min_rate": int(bare_rate / 2),
                               "max_rss": MAX_SERVER_RSS})
-    print(f"\nbare pipeline: {bare_result['rows']:,} rows in {bare_result['seconds']:.2f} s = "
-          f"{bare_rate:,.0f} rows/s (its process: {mib(bare_result.get('rss'))})")
+    print(f"\ncentre on {centre_store.name}:")
     print(f"import into install A (not timed): {r['import_s']:.1f} s")
     print(f"push:  {r['push_events']:,} events, {r['push_bytes'] / 2**20:,.0f} MiB in "
           f"{r['push_s']:.2f} s = {push_rate:,.0f} events/s "
@@ -318,10 +335,17 @@ def percentile(values: list[float], p: float) -> float:
     return s[min(len(s) - 1, max(0, round(p / 100 * len(s) + 0.5) - 1))]
 
 
-def test_many_schools_at_once(benchmark: Any, folder: Path,
-                              bench_results: list[dict[str, Any]]) -> None:
-    """(b) The deadline: 500 schools push about 500 events each at once, one server."""
-    centre = Centre(folder / "centre-b")
+@pytest.mark.parametrize("processes", [1, 2])
+def test_many_schools_at_once(benchmark: Any, folder: Path, centre_store: BenchStore,
+                              processes: int, bench_results: list[dict[str, Any]]) -> None:
+    """(b) The deadline: 500 schools push about 500 events each at once, through one server
+    process (or two sharing the PostgreSQL store)."""
+    if processes > 1 and centre_store.name == "duckdb":
+        pytest.skip("one process has a DuckDB file")
+    data = folder / f"centre-b-{centre_store.name}-{processes}"
+    centres = [Centre(data, *centre_store.args, log=folder / f"{data.name}-{i}.stderr")
+               for i in range(processes)]
+    centre = centres[0]
     try:
         schools = [(f"30{i:06d}", centre.add_school(f"30{i:06d}"))
                    for i in range(SWARM_SCHOOLS + 1)]
@@ -330,36 +354,40 @@ def test_many_schools_at_once(benchmark: Any, folder: Path,
         box: dict[str, Any] = {}
 
         def once() -> None:
-            box.update(run_child(folder / "swarm.stderr", "swarm", centre.url,
-                                 str(schools_file)))
+            box.update(run_child(folder / "swarm.stderr", "swarm",
+                                 ",".join(c.url for c in centres), str(schools_file)))
 
         benchmark.pedantic(once, rounds=1, iterations=1)
-        stats = centre.stats()
+        stats = [c.stats() for c in centres]
     finally:
-        server_rss = centre.stop()
+        peaks = [c.stop() for c in centres]
     r = box
     times, failed = r["times"], r["failed"]
     p50, p99 = percentile(times, 50), percentile(times, 99)
     retries = sum(r["busy"])
     rate, alone_rate = r["events"] / r["seconds"], SWARM_EVENTS / r["alone_s"]
+    server_rss = max(p or 0 for p in peaks)
+    where = f"{processes} server process{'es' if processes > 1 else ''} ({centre_store.name})"
     benchmark.extra_info.update(p50_s=p50, p99_s=p99, busy_retries=retries, failed=len(failed),
-                                server_peak_rss=server_rss, **stats)
-    bench_results.append({"scenario": f"sync b. {len(times)} schools at once",
+                                server_peak_rss=server_rss, store=centre_store.name,
+                                processes=processes)
+    bench_results.append({"scenario": f"sync b. {len(times)} schools at once, {where}",
                           "events": r["events"], "seconds": r["seconds"], "rss": server_rss,
                           "min_rate": 0, "max_rss": MAX_SERVER_RSS})
-    print(f"\none school alone first: {SWARM_EVENTS} events in {r['alone_s']:.2f} s "
+    print(f"\n{where}: one school alone first: {SWARM_EVENTS} events in {r['alone_s']:.2f} s "
           f"= {alone_rate:,.0f} events/s")
     print(f"{len(times)} schools x {SWARM_EVENTS} events at once: "
           f"{len(times) - len(failed)} completed, {len(failed)} failed, in {r['seconds']:.2f} s "
           f"= {rate:,.0f} events/s ({rate / alone_rate:.1f}x the school alone); session p50 "
           f"{p50:.2f} s, p99 {p99:.2f} s, max {max(times):.2f} s; busy retries {retries} "
           f"(schools retried: {sum(1 for b in r['busy'] if b)}); "
-          f"server peak RSS {mib(server_rss)}")
-    print("server stats: " + ", ".join(f"{k} {v:,.1f}" for k, v in sorted(stats.items())))
+          f"server peak RSS {mib(server_rss)} (largest process)")
+    for i, st in enumerate(stats):
+        print(f"server {i} stats: " + ", ".join(f"{k} {v:,.1f}" for k, v in sorted(st.items())))
     for line in failed[:5]:
         print(f"failed: {line}")
-    plot_latencies(times, DOCS / "deadline-duckdb.png",
-                   f"{len(times)} schools at once, one server process (DuckDB)")
+    plot_latencies(times, DOCS / f"deadline-{centre_store.name}-{processes}.png",
+                   f"{len(times)} schools at once, {where}")
     assert len(times) == SWARM_SCHOOLS and not failed
 
 

@@ -6,7 +6,8 @@ from typing import Any
 
 import pytest
 from hypothesis import HealthCheck, settings
-from postgres import ThrowawayCluster, Unavailable
+
+from selaras.bench.postgres import ThrowawayCluster, Unavailable
 
 # A quick profile for `make test`; SELARAS_HYPOTHESIS=thorough digs deeper.
 settings.register_profile("default", max_examples=40, deadline=None,
@@ -16,7 +17,7 @@ settings.register_profile("thorough", max_examples=500, deadline=None,
 settings.load_profile(os.environ.get("SELARAS_HYPOTHESIS", "default"))
 
 
-# -- PostgreSQL: a throwaway cluster for the whole run (tests/postgres.py) -------------------
+# -- PostgreSQL: a throwaway cluster for the whole run (bench/postgres.py) -------------------
 
 REQUIRE_POSTGRES = "SELARAS_REQUIRE_POSTGRES"  # CI sets it: no PostgreSQL is a failure there
 _POSTGRES_MISSING: list[str] = []
