@@ -222,3 +222,25 @@ def test_the_session_cap_counts_every_process(tmp_path: Path, postgres_url: str)
             await holder
             assert (await on_b.session("pull")).refused is None  # room again
     asyncio.run(main())
+
+
+def selaras(*args: str) -> subprocess.CompletedProcess[str]:
+    assert EXE is not None
+    return subprocess.run([EXE, *args], capture_output=True, text=True, timeout=60, check=False)
+
+
+def test_admin_on_the_stopped_store_and_bad_stores_said_in_words(tmp_path: Path,
+                                                                 postgres_url: str) -> None:
+    data = str(tmp_path / "centre")
+    added = selaras("admin", "--data", data, "--store", postgres_url, "school", "add",
+                    "--npsn", NPSN, "--nama", "SMA Satu")
+    assert added.returncode == 0, added.stderr
+    listed = selaras("admin", "--data", data, "--store", postgres_url, "school", "list")
+    assert NPSN in listed.stdout
+    assert not (tmp_path / "centre" / "centre.duckdb").exists()  # all of it in PostgreSQL
+    wrong = selaras("server", "--data", data, "--store", "sqlite:///centre.db")
+    assert wrong.returncode == 2 and "postgresql://" in wrong.stderr
+    gone = selaras("server", "--data", data, "--store", "postgresql://nobody@127.0.0.1:1/none")
+    assert gone.returncode == 1
+    assert "the centre's store: the database cannot be reached" in gone.stderr
+    assert "Traceback" not in gone.stderr
