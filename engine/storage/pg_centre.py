@@ -27,7 +27,7 @@ class PgCentre(GroupCommit):
 
     def __init__(self, url: str, *, key: CentreKey | None = None,
                  pool_size: int = POOL_SIZE) -> None:
-        self.db = PgDatabase.connect(url, size=pool_size)
+        self.db = PgDatabase.connect(url, size=1)  # the writer's: never behind a reader
         try:
             with self.db.transaction() as con:
                 # Server processes starting at once make the tables one at a time.
@@ -35,6 +35,7 @@ class PgCentre(GroupCommit):
                 for statement in tables():
                     con.execute(statement)
             self.registry = PostgresRegistry(self.db)
+            self._readers = PgDatabase.connect(url, size=pool_size)
         except BaseException:
             self.db.close()
             raise
@@ -52,10 +53,11 @@ class PgCentre(GroupCommit):
             PgStore.lock_schools(con, npsns)
 
     def reader(self) -> PgCentreReader:
-        """Another thread's view: the same pool, a connection only while it reads."""
-        return PgCentreReader(self.db.sibling())
+        """Another thread's view: the readers' pool, a connection only while it reads."""
+        return PgCentreReader(self._readers.sibling())
 
     def close(self) -> None:
+        self._readers.close()
         self.db.close()
 
 

@@ -18,7 +18,7 @@ from psycopg_pool import ConnectionPool, PoolTimeout
 from ..store import StoreFailure
 
 PARTITIONS = 16  # hash partitions of each school-keyed table
-POOL_SIZE = 8  # connections per server process: the writer and the readers in use
+POOL_SIZE = 8  # reader connections per server process (the writer has one of its own)
 POOL_WAIT_S = 30.0  # how long a reader waits for a free connection
 
 
