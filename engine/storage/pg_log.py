@@ -323,13 +323,10 @@ class PgStore:
         incoming = list(batch.events())
         self.lock_schools(con, {self._school_of(ev) for ev in incoming})
         ours = self.vector()
-        held = self._held({ev.id for ev in incoming if ev.seq <= ours.get(ev.origin, 0)})
-        accepted, report = check_and_order(
-            held, ours, [msgspec.structs.replace(ev, context=None) for ev in incoming])
+        held = self._held({ev.id: ev.context for ev in incoming
+                           if ev.seq <= ours.get(ev.origin, 0)})
+        accepted, report = check_and_order(held, ours, incoming)
         if accepted:
-            contexts = {ev.id: ev.context for ev in incoming if ev.context is not None}
-            accepted = [msgspec.structs.replace(ev, context=contexts.get(ev.id))
-                        for ev in accepted]
             prior = self._prior(self._touched(accepted))
             self._log(con, accepted, batch.signatures_by_id())
             self._merge(con, accepted, prior)
@@ -338,8 +335,10 @@ class PgStore:
     def _school_of(self, ev: Event) -> str:
         return ANY_SCHOOL if ev.origin == REFERENSI_ORIGIN else self.school
 
-    def _held(self, ids: set[tuple[str, int]]) -> dict[tuple[str, int], Event]:
-        """The held events under ``ids``, without their contexts."""
+    def _held(self, ids: dict[tuple[str, int], VersionVector | None],
+              ) -> dict[tuple[str, int], Event]:
+        """The held events under the ids of ``ids``, each with the context given there (a
+        held event is the one sent if all but its context is equal)."""
         if not ids:
             return {}
         origins, seqs = [o for o, _ in ids], [q for _, q in ids]
@@ -353,7 +352,7 @@ class PgStore:
                                  f"FROM log.{e.slug} x {join} WHERE school = ANY(%(s)s)",
                                  io=origins, iq=seqs):
                 ev = _event(e, tuple(row))
-                held[ev.id] = ev
+                held[ev.id] = msgspec.structs.replace(ev, context=ids[ev.id])
         return held
 
     def _log(self, con: psycopg.Connection[Any], events: list[Event],
@@ -419,13 +418,17 @@ class PgStore:
             old = {(s, r) for s, r in keys if (name, s, r) in prior}
             fresh = [(self._school_of(ev), ev) for ev in events if ev.entity == name
                      and (self._school_of(ev), ev.row_id) not in old]
+            events_of_rows = fresh + self._stored(e, old)
+            if len({ev.origin for _, ev in events_of_rows}) > 1:
+                # Contexts decide conflicts between origins; one origin's writes need none.
+                events_of_rows = self._in_force(events_of_rows)
             by_school: dict[str, list[Event]] = defaultdict(list)
-            for school, ev in self._in_force(fresh) + self._stored(e, old):
+            for school, ev in events_of_rows:
                 by_school[school].append(ev)
             rows: list[tuple[Any, ...]] = []
             siblings: list[tuple[Any, ...]] = []
             for school, evs in by_school.items():
-                state = fold(evs + bounds, self.central)
+                state = fold(bounds + evs, self.central)  # the rows' own copies last: kept
                 mine = {r for s, r in keys if s == school}
                 rows += [(school, rid, *row.values())
                          for rid, row in state.rows[name].items() if rid in mine]
@@ -438,7 +441,7 @@ class PgStore:
     def _stored(self, e: Entity, keys: set[tuple[str, str]] | None,
                 ) -> list[tuple[str, Event]]:
         """The held events of ``e`` for the (school, row_id) ``keys`` (all if None), each with
-        its school and the causal context in force at it."""
+        its school (without contexts: ``_in_force`` adds them)."""
         if keys is not None and not keys:
             return []
         join, params = "", {}
@@ -447,7 +450,7 @@ class PgStore:
         rows = self._all(f"""SELECT x.school, {", ".join("x." + c for c in META)},
             {", ".join("x." + f.name for f in e.fields)}
             FROM log.{e.slug} x {join} WHERE x.school = ANY(%(s)s)""", **params)
-        return self._in_force([(school, _event(e, tuple(row))) for school, *row in rows])
+        return [(school, _event(e, tuple(row))) for school, *row in rows]
 
     def _in_force(self, events: list[tuple[str, Event]]) -> list[tuple[str, Event]]:
         """The events, each with the causal context in force at it (its origin's latest
