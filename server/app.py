@@ -448,8 +448,8 @@ class SyncConnection:
 
     async def _authenticate(self, hello: Hello) -> Code | None:
         server = self.server
-        install = await server.read_registry(lambda r: r.install(hello.install))
-        if install is None or install["npsn"] != hello.npsn or not credentials.token_matches(
+        install = await server.read_registry(lambda r: r.install(hello.install, hello.npsn))
+        if install is None or not credentials.token_matches(
                 server.secret, hello.token, install["token_hash"]):
             return Code.BAD_CREDENTIAL
         if install["revoked"]:

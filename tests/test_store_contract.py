@@ -358,6 +358,7 @@ def test_registry_schools_accounts_installs_and_sessions(registry):
     registry.add_install(A, NPSN, "op@sekolah.id", "token", 2, 4)
     assert registry.install(A)["npsn"] == NPSN and registry.install(A)["revoked"] is False
     assert registry.install("not a uuid") is None
+    assert registry.install(A, NPSN)["origin"] == A and registry.install(A, OTHER_NPSN) is None
     registry.revoke(A)
     assert registry.install(A)["revoked"] is True
     with pytest.raises(RegistryError):

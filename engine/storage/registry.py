@@ -88,14 +88,17 @@ class SqlRegistry:
                   "revoked, created_ms) VALUES (?, ?, ?, ?, ?, false, ?)",
                   [npsn, uuid.UUID(origin), email, token_hash, generation, now_ms])
 
-    def install(self, origin: str) -> dict[str, Any] | None:
-        """origin, npsn, email, token_hash, generation, revoked, created_ms; None if unknown."""
+    def install(self, origin: str, npsn: str | None = None) -> dict[str, Any] | None:
+        """origin, npsn, email, token_hash, generation, revoked, created_ms; None if unknown.
+        Given the school too, the lookup stays within it (one shard on Citus)."""
         try:
             key = uuid.UUID(origin)
         except ValueError:
             return None
+        school = "" if npsn is None else " AND npsn = ?"
         return self._one("SELECT origin::VARCHAR AS origin, npsn, email, token_hash, generation, "
-                         "revoked, created_ms FROM registry.install WHERE origin = ?", [key])
+                         f"revoked, created_ms FROM registry.install WHERE origin = ?{school}",
+                         [key] + ([] if npsn is None else [npsn]))
 
     def installs(self, npsn: str) -> list[dict[str, Any]]:
         return self._all("SELECT origin::VARCHAR AS origin, email, generation, revoked, "
