@@ -14,7 +14,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from selaras.engine.events import Batch, central_origins
-from selaras.engine.merge import fold
+from selaras.engine.merge import fold, written_once
 from selaras.engine.storage import DuckDBStore
 from selaras.engine.storage.pg_centre import PgCentre
 from selaras.engine.storage.pg_log import PgStore
@@ -127,6 +127,13 @@ def test_the_postgresql_store_merges_as_the_fold(pg_centre, events, rng):
     memory.append(Batch.from_events(events))
     assert snapshot(store) == snapshot(memory)
     assert store.vector() == memory.vector()
+
+
+@given(histories())
+def test_a_row_written_once_is_the_fold_of_its_event(events):
+    central = central_origins(NPSN)
+    for ev in events:
+        assert written_once(ev, central) == fold([ev], central).rows[ev.entity].get(ev.row_id)
 
 
 @given(histories())

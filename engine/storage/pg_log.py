@@ -12,7 +12,7 @@ append to one school one at a time and to different schools at once.
 from __future__ import annotations
 
 import bisect
-from collections import defaultdict
+from collections import Counter, defaultdict
 from collections.abc import Iterable
 from typing import Any
 
@@ -31,7 +31,7 @@ from ..events import (
     MalformedBatch,
     arrow_schema,
 )
-from ..merge import Sibling, fold
+from ..merge import Sibling, fold, written_once
 from ..schema import BY_NAME, CLOCK_BOUND, ENTITIES, Entity, Owner
 from ..store import AppendReport, QueryRefused, check_and_order, clock_bound_event
 from ..values import Value, from_python, table_digest
@@ -418,6 +418,14 @@ class PgStore:
             old = {(s, r) for s, r in keys if (name, s, r) in prior}
             fresh = [(self._school_of(ev), ev) for ev in events if ev.entity == name
                      and (self._school_of(ev), ev.row_id) not in old]
+            writes = Counter((s, ev.row_id) for s, ev in fresh)
+            rows: list[tuple[Any, ...]] = []
+            for school, ev in fresh:  # a row written once, first: no merge to do
+                if writes[(school, ev.row_id)] == 1:
+                    row = written_once(ev, self.central)
+                    if row is not None:
+                        rows.append((school, ev.row_id, *row.values()))
+            fresh = [(s, ev) for s, ev in fresh if writes[(s, ev.row_id)] > 1]
             events_of_rows = fresh + self._stored(e, old)
             if len({ev.origin for _, ev in events_of_rows}) > 1:
                 # Contexts decide conflicts between origins; one origin's writes need none.
@@ -425,7 +433,6 @@ class PgStore:
             by_school: dict[str, list[Event]] = defaultdict(list)
             for school, ev in events_of_rows:
                 by_school[school].append(ev)
-            rows: list[tuple[Any, ...]] = []
             siblings: list[tuple[Any, ...]] = []
             for school, evs in by_school.items():
                 state = fold(bounds + evs, self.central)  # the rows' own copies last: kept
@@ -436,7 +443,7 @@ class PgStore:
                               None if c.value is None else str(c.value), c.author, c.role,
                               c.winner)
                              for c in state.conflicts if c.entity == name and c.row_id in mine]
-            self._replace(con, e, keys, rows, siblings)
+            self._replace(con, e, old, rows, siblings)
 
     def _stored(self, e: Entity, keys: set[tuple[str, str]] | None,
                 ) -> list[tuple[str, Event]]:
@@ -471,14 +478,16 @@ class PgStore:
                 ev, context=carried[i - 1][1] if i else {})))
         return out
 
-    def _replace(self, con: psycopg.Connection[Any], e: Entity, keys: set[tuple[str, str]],
+    def _replace(self, con: psycopg.Connection[Any], e: Entity, old: set[tuple[str, str]],
                  rows: list[tuple[Any, ...]], siblings: list[tuple[Any, ...]]) -> None:
-        """The materialised rows and conflicts of ``keys``, replaced by those given."""
-        params = _keys(keys)
-        keyed = "(school, {}) IN (SELECT * FROM " + KEYS + ")"
-        con.execute(f"DELETE FROM {e.table} WHERE {keyed.format(e.key)}", params)
-        con.execute(f"DELETE FROM replica.conflict WHERE entity = %(e)s AND "
-                    f"{keyed.format('row_id')}", {**params, "e": e.name})
+        """The materialised rows and conflicts of ``old`` (the rows there may be) replaced,
+        and new ones added: ``rows`` and ``siblings``."""
+        if old:
+            params = _keys(old)
+            keyed = "(school, {}) IN (SELECT * FROM " + KEYS + ")"
+            con.execute(f"DELETE FROM {e.table} WHERE {keyed.format(e.key)}", params)
+            con.execute(f"DELETE FROM replica.conflict WHERE entity = %(e)s AND "
+                        f"{keyed.format('row_id')}", {**params, "e": e.name})
         cur = con.cursor()
         with cur.copy(f"COPY {e.table} (school, {', '.join(e.columns)}) FROM STDIN") as copy:
             for row in rows:
