@@ -105,19 +105,21 @@ def clock_bounds(events: Iterable[Event], central: frozenset[str],
     return out
 
 
-def effective_hlc(ev: Event, bounds: dict[str, list[tuple[int, int, int]]],
-                  central: frozenset[str]) -> int:
-    if ev.origin in central:
-        return ev.hlc
-    return min((hlc + ev.seq - first for first, last, hlc in bounds.get(ev.origin, ())
-                if first <= ev.seq <= last), default=ev.hlc)
+def effective_hlc(origin: str, seq: int, hlc: int,
+                  bounds: dict[str, list[tuple[int, int, int]]], central: frozenset[str]) -> int:
+    """Rule 5 for the event (origin, seq) of clock ``hlc``."""
+    if origin in central:
+        return hlc
+    return min((h + seq - first for first, last, h in bounds.get(origin, ())
+                if first <= seq <= last), default=hlc)
 
 
 def fold(events: Iterable[Event], central: frozenset[str]) -> State:
     unique = list({ev.id: ev for ev in events}.values())
     contexts = contexts_of(unique)
     bounds = clock_bounds(unique, central)
-    keys = {ev.id: lww_key(effective_hlc(ev, bounds, central), ev.origin) for ev in unique}
+    keys = {ev.id: lww_key(effective_hlc(ev.origin, ev.seq, ev.hlc, bounds, central),
+                            ev.origin) for ev in unique}
 
     locks: dict[tuple[str, str], int] = {}  # (entity, row) -> key of first verification
     for ev in unique:

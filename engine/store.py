@@ -420,7 +420,8 @@ class MemoryStore:
         if origin is not None:
             return max((ev.hlc for ev in self._log.values() if ev.origin == origin), default=0)
         bounds = clock_bounds(self._log.values(), self.central)
-        return max((effective_hlc(ev, bounds, self.central) for ev in self._log.values()),
+        return max((effective_hlc(ev.origin, ev.seq, ev.hlc, bounds, self.central)
+                    for ev in self._log.values()),
                    default=0)
 
     def context(self, origin: str) -> VersionVector:

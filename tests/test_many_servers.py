@@ -86,8 +86,9 @@ class Servers:
 def _line_within(proc: subprocess.Popen[str], seconds: float) -> str:
     """The process's first line of output, or a failure after ``seconds``."""
     got: list[str] = []
-    reader = threading.Thread(target=lambda: got.append(proc.stdout.readline()  # type: ignore[union-attr]
-                                                        ), daemon=True)
+    out = proc.stdout
+    assert out is not None
+    reader = threading.Thread(target=lambda: got.append(out.readline()), daemon=True)
     reader.start()
     reader.join(seconds)
     assert got, "the server did not start in time"

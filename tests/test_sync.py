@@ -248,11 +248,11 @@ def test_a_pc_clock_years_ahead_is_reported(tmp_path: Path,
 
 
 def test_a_pc_clock_years_ahead_does_not_beat_later_writes(
-        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, centre_store: str | None) -> None:
     three_years_ms = 3 * 365 * 86_400_000
 
     async def main() -> None:
-        async with running_server(tmp_path / "centre") as srv:
+        async with running_server(tmp_path / "centre", store=centre_store) as srv:
             kode = await srv.add_school(NPSN, "SMA Negeri 1")
             with ExitStack() as stack:
                 a = await enrol(srv, kode, tmp_path / "a", stack)

@@ -31,7 +31,7 @@ from ..events import (
     MalformedBatch,
     arrow_schema,
 )
-from ..merge import Sibling, fold, written_once
+from ..merge import Sibling, effective_hlc, fold, written_once
 from ..schema import BY_NAME, CLOCK_BOUND, ENTITIES, Entity, Owner
 from ..store import AppendReport, QueryRefused, check_and_order, clock_bound_event
 from ..values import Value, from_python, table_digest
@@ -105,14 +105,14 @@ class PgStore:
             "SELECT origin, max(seq) FROM log.event WHERE school = ANY(%(s)s) GROUP BY origin")}
 
     def max_hlc(self, origin: str | None = None) -> int:
+        params: dict[str, Any]
         if origin is not None:
-            hlc, where = "hlc", "AND origin = %(o)s"
+            hlc, where, params = "hlc", "AND origin = %(o)s", {"o": origin}
         else:
-            hlc, where = self._effective_hlc_sql(), ""
+            hlc, where, params = self._effective_hlc_sql(), "", self._bound_params()
         union = " UNION ALL ".join(f"SELECT max({hlc}) AS h FROM log.{e.slug} x "
                                    f"WHERE school = ANY(%(s)s) {where}" for e in ENTITIES)
-        (h,) = self._all(f"SELECT coalesce(max(h), 0) FROM ({union}) m", o=origin,
-                         **self._bound_params())[0]
+        (h,) = self._all(f"SELECT coalesce(max(h), 0) FROM ({union}) m", **params)[0]
         return int(h)
 
     def context(self, origin: str) -> VersionVector:
@@ -226,7 +226,7 @@ class PgStore:
             locks = self._locks(e, {r for r, *_ in events})
             n = clock = 0
             for row_id, seq, hlc, mask in events:
-                effective = _effective(origin, seq, hlc, bounds, self.central)
+                effective = effective_hlc(origin, seq, hlc, bounds, self.central)
                 eff = mask
                 if origin not in self.central:
                     eff &= ~centre
@@ -266,14 +266,11 @@ class PgStore:
         if not found:
             return None
         origin, first, last = found[0]
-        before = 0
-        prior = self._all("SELECT entity FROM log.event WHERE school = ANY(%(s)s) "
-                          "AND origin = %(o)s AND seq = %(q)s", o=origin, q=first - 1)
-        if prior:
-            (hlc,) = self._all(f"SELECT hlc FROM log.{BY_NAME[prior[0][0]].slug} WHERE "
-                               "school = ANY(%(s)s) AND origin = %(o)s AND seq = %(q)s",
-                               o=origin, q=first - 1)[0]
-            before = _effective(origin, first - 1, hlc, self._bounds(), self.central)
+        prior = self._all(" UNION ALL ".join(
+            f"SELECT hlc FROM log.{e.slug} WHERE school = ANY(%(s)s) AND origin = %(o)s "
+            "AND seq = %(q)s" for e in ENTITIES), o=origin, q=first - 1)
+        before = effective_hlc(origin, first - 1, prior[0][0], self._bounds(),
+                               self.central) if prior else 0
         return clock_bound_event(self, centre, origin, first, last, before, now_ms)
 
     # -- clock bounds (merge rule 5) --------------------------------------------------------
@@ -412,7 +409,7 @@ class PgStore:
                     "WHERE school = ANY(%(s)s) AND origin = ANY(%(b)s::uuid[])", b=bounded)}
                 touched[e.name] |= again
                 prior |= {(e.name, s, r) for s, r in again}
-        bounds = [ev for _, ev in self._stored(BY_NAME[CLOCK_BOUND], None)]
+        bounds: list[Event] | None = None  # the school's clock bounds, read if a fold runs
         for name, keys in touched.items():
             e = BY_NAME[name]
             old = {(s, r) for s, r in keys if (name, s, r) in prior}
@@ -435,6 +432,8 @@ class PgStore:
                 by_school[school].append(ev)
             siblings: list[tuple[Any, ...]] = []
             for school, evs in by_school.items():
+                if bounds is None:
+                    bounds = [ev for _, ev in self._stored(BY_NAME[CLOCK_BOUND], None)]
                 state = fold(bounds + evs, self.central)  # the rows' own copies last: kept
                 mine = {r for s, r in keys if s == school}
                 rows += [(school, rid, *row.values())
@@ -509,15 +508,6 @@ def _keys(keys: set[tuple[str, str]]) -> dict[str, list[str]]:
 
 def _mask(e: Entity, owner: Owner) -> int:
     return sum(e.bit(f.name) for f in e.fields if f.owner is owner)
-
-
-def _effective(origin: str, seq: int, hlc: int, bounds: dict[str, list[tuple[int, int, int]]],
-               central: frozenset[str]) -> int:
-    """Merge rule 5 for one event (``merge.effective_hlc``)."""
-    if origin in central:
-        return hlc
-    return min((h + seq - first for first, last, h in bounds.get(origin, ())
-                if first <= seq <= last), default=hlc)
 
 
 def _event(e: Entity, row: tuple[Any, ...]) -> Event:
