@@ -206,9 +206,11 @@ class Store(Protocol):
 class SchoolStore(Store, Protocol):
     """One school's replica as the centre and the install both read it."""
 
-    def query(self, sql: str) -> tuple[list[str], list[tuple[Any, ...]]]:
+    def query(self, sql: str, time_limit_s: float | None = None,
+              ) -> tuple[list[str], list[tuple[Any, ...]]]:
         """One read statement over this school's data: the columns and rows.
-        QueryRefused for anything else, or SQL the store rejects."""
+        QueryRefused for anything else, SQL the store rejects, or one that runs
+        longer than ``time_limit_s`` (docs/security.md)."""
         ...
 
     def row_counts(self) -> dict[str, int]:

@@ -3,8 +3,10 @@
 ``run_admin(centre, registry, command, args, now_ms)`` runs one command on the
 writer's connection: on the running server it is queued on the writer thread
 (``AdminRequest`` over the websocket), on a stopped store the CLI calls it on a
-``CentreStore`` it opened itself. It returns an ``AdminReply`` (a table and a
-message); failures an operator can act on raise ``AdminError``.
+``CentreStore`` it opened itself. ``query`` alone runs on a reader
+(``run_query``), so a long query never holds up a school's push. Each returns
+an ``AdminReply`` (a table and a message); failures an operator can act on
+raise ``AdminError``.
 """
 
 from __future__ import annotations
@@ -27,11 +29,12 @@ from selaras.engine.replica import (
     school_fields,
     school_identity_event,
 )
-from selaras.engine.store import CentreStore, Registry, StoreError
+from selaras.engine.store import CentreReader, CentreStore, Registry, StoreError
 
 from . import credentials
 
 NPSN = re.compile(r"\d{8}")
+QUERY_TIME_LIMIT_S = 30.0
 COMMANDS = ("school_add", "reset_kode", "installs", "revoke", "query", "checksum", "schools",
             "sessions")
 
@@ -66,6 +69,18 @@ def run_admin(centre: CentreStore, registry: Registry, command: str,
         return _run(centre, registry, command, args, now_ms)
     except KeyError as exc:
         raise AdminError(f"{command}: missing argument {exc.args[0]!r}") from None
+    except (InputError, StoreError) as exc:
+        raise AdminError(str(exc)) from None
+
+
+def run_query(reader: CentreReader, args: Mapping[str, str]) -> AdminReply:
+    """``query`` on a reader, never the writer: one school's views, stopped after
+    ``QUERY_TIME_LIMIT_S`` (docs/security.md)."""
+    try:
+        npsn = _known(reader.registry, args["npsn"])
+        return table(*reader.school(npsn).query(args["sql"], QUERY_TIME_LIMIT_S))
+    except KeyError as exc:
+        raise AdminError(f"query: missing argument {exc.args[0]!r}") from None
     except (InputError, StoreError) as exc:
         raise AdminError(str(exc)) from None
 
@@ -109,11 +124,10 @@ def _run(centre: CentreStore, registry: Registry, command: str,
         case "revoke":
             registry.revoke(args["install"])
             return table([], [], f"install {args['install']} revoked")
-        case "query":
-            npsn = _known(registry, args["npsn"])
+        case "query":  # the running server sends it to run_query on a reader of its pool
             reader = centre.reader()
             try:
-                return table(*reader.school(npsn).query(args["sql"]))
+                return run_query(reader, args)
             finally:
                 reader.close()
         case "checksum":

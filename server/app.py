@@ -71,7 +71,7 @@ from selaras.engine.store import (
 )
 
 from . import credentials
-from .admin import AdminError, run_admin, table
+from .admin import AdminError, run_admin, run_query, table
 from .writer import CentreWriter
 
 T = TypeVar("T")
@@ -407,20 +407,25 @@ class SyncConnection:
         if not credentials.same_secret(req.token, server.admin_token):
             await self.refuse(Code.BAD_CREDENTIAL, Detail.ADMIN_SECRET)
             return
-        if req.command == "stats":
-            stats = server.all_stats()
-            reply = table(["stat", "value"], sorted(stats.items()))
-        else:
-            t = now_ms()
-            try:
+        t = now_ms()
+        try:
+            if req.command == "stats":
+                reply = table(["stat", "value"], sorted(server.all_stats().items()))
+            elif req.command == "query":
+                reader = await server.readers.get()
+                # Back to the pool when the thread is done with it, even if we are cancelled.
+                fut = asyncio.ensure_future(asyncio.to_thread(run_query, reader, req.args))
+                fut.add_done_callback(lambda _: server.readers.put_nowait(reader))
+                reply = await asyncio.shield(fut)
+            else:
                 reply = await server.write(
                     lambda c, r: run_admin(c, r, req.command, req.args, t))
-            except AdminError as exc:
-                reply = table(["error"], [[str(exc)]], str(exc))
-            except Exception as exc:  # a bug: logged here, not sent
-                log.error("admin_failed", command=req.command, error=repr(exc))
-                text = "internal error at the centre; see its log"
-                reply = table(["error"], [[text]], text)
+        except AdminError as exc:
+            reply = table(["error"], [[str(exc)]], str(exc))
+        except Exception as exc:  # a bug: logged here, not sent
+            log.error("admin_failed", command=req.command, error=repr(exc))
+            text = "internal error at the centre; see its log"
+            reply = table(["error"], [[text]], text)
         self.proto.answer(reply)
         await self.flush()
         log.info("admin", command=req.command, ok=reply.columns != ["error"])

@@ -92,7 +92,7 @@ def test_a_registered_install_holds_and_checks_the_centres_signatures(tmp_path: 
             held = s.store.events_after({})
             central = central_origins(NPSN)
             centre_events = sum(n for o, n in s.store.query(
-                "SELECT origin::VARCHAR, count(*) FROM log.event GROUP BY ALL")[1]
+                "SELECT origin::VARCHAR, count(*) FROM event GROUP BY ALL")[1]
                 if o in central)
             assert len(held.signatures_by_id()) == centre_events > 200  # referensi + sekolah
             assert first_unsigned(held, key.public, {}, central) is None

@@ -13,6 +13,7 @@ import uuid
 from typing import Any
 
 import duckdb
+import pyarrow as pa
 
 from ..clocks import VersionVector, origin_rank
 from ..events import REFERENSI_ORIGIN, SIGNATURE_SCHEMA, Batch, Event, MalformedBatch, arrow_schema
@@ -30,7 +31,7 @@ from .database import (
     fields_sql,
     quote,
 )
-from .query import query_school
+from .query import SOURCES, VIEWS, query_school
 
 EMPTY_DIGEST = table_digest([])  # checksums() of an empty table
 
@@ -203,9 +204,16 @@ class DuckDBStore:
             out[e.name] = digest
         return out
 
-    def query(self, sql: str) -> tuple[list[str], list[tuple[Any, ...]]]:
+    def query(self, sql: str, time_limit_s: float | None = None,
+              ) -> tuple[list[str], list[tuple[Any, ...]]]:
         """Run one read statement over this school's data (``query_school``)."""
-        return query_school(self.con, self.school, sql)
+        return query_school(sql, self._view_rows, time_limit_s)
+
+    def _view_rows(self, name: str) -> pa.Table:
+        """The school's rows of query view ``name``."""
+        cols = ", ".join(c for c, _ in VIEWS[name])
+        return self.con.sql(f"SELECT {cols} FROM {SOURCES[name]} WHERE {self._scope}",
+                            ).to_arrow_table()
 
     def row_counts(self) -> dict[str, int]:
         """Per entity, the rows materialised."""

@@ -33,11 +33,11 @@ from ..events import (
 )
 from ..merge import Sibling, effective_hlc, fold, written_once
 from ..schema import BY_NAME, CLOCK_BOUND, ENTITIES, Entity, Owner
-from ..store import AppendReport, QueryRefused, check_and_order, clock_bound_event
+from ..store import AppendReport, check_and_order, clock_bound_event
 from ..values import Value, from_python, table_digest
 from .database import ANY_SCHOOL
 from .pg_database import PgDatabase, partitioned
-from .query import READ_ONLY
+from .query import SOURCES, VIEWS, query_school
 
 TYPES = {"uuid": "uuid", "text": "text", "int": "bigint", "date": "date",
          "decimal": "numeric(18,6)"}
@@ -171,33 +171,20 @@ class PgStore:
         """Per entity, ``values.table_digest`` of the materialised rows (equal to DuckDB's)."""
         return {e.name: table_digest(self._rows(e)) for e in ENTITIES}
 
-    def query(self, sql: str) -> tuple[list[str], list[tuple[Any, ...]]]:
-        """One read statement over this school's data: unqualified names are views of the
-        school's rows and log, without the ``school`` column (as DuckDB's ``query_school``);
-        it runs in a read-only transaction that is rolled back."""
-        views = [(e.name, e.table, ", ".join(e.columns)) for e in ENTITIES
-                 if not e.is_reference] + [
-            ("event", "log.event", "origin, seq, entity"),
-            ("context", "log.context", "origin, seq, peer, held"),
-            ("signature", "log.signature", "origin, seq, sig")]
-        schools = ", ".join(psycopg.sql.quote(s) for s in self._schools)
-        with self.db.connection() as con:
-            try:
-                with con.transaction():
-                    for name, table, columns in views:
-                        con.execute(f"CREATE TEMP VIEW {name} AS SELECT {columns} FROM {table} "
-                                    f"WHERE school IN ({schools})")
-                    con.execute("SET TRANSACTION READ ONLY")
-                    cur = con.execute(sql, prepare=False)
-                    if not (cur.statusmessage or "").startswith("SELECT") or cur.nextset():
-                        raise QueryRefused(READ_ONLY)
-                    result = [d.name for d in cur.description or []], cur.fetchall()
-                    raise psycopg.Rollback()
-            except psycopg.errors.ReadOnlySqlTransaction:
-                raise QueryRefused(READ_ONLY) from None
-            except psycopg.Error as exc:
-                raise QueryRefused(f"SQL: {(str(exc).splitlines() or [''])[0]}") from None
-        return result
+    def query(self, sql: str, time_limit_s: float | None = None,
+              ) -> tuple[list[str], list[tuple[Any, ...]]]:
+        """One read statement over this school's data (``query_school``: it runs in a
+        private DuckDB, on copies of this school's rows of the views it names)."""
+        return query_school(sql, self._view_rows, time_limit_s)
+
+    def _view_rows(self, name: str) -> pa.Table:
+        """The school's rows of query view ``name``, as Arrow (UUIDs as text)."""
+        columns = VIEWS[name]
+        rows = self._all(f"SELECT {', '.join(c for c, _ in columns)} FROM {SOURCES[name]} "
+                         "WHERE school = ANY(%(s)s)")
+        return pa.table({c: pa.array([None if r[i] is None else _arrow_value(t, r[i])
+                                      for r in rows], type=_ARROW_OF.get(t, pa.string()))
+                         for i, (c, t) in enumerate(columns)})
 
     def row_counts(self) -> dict[str, int]:
         union = " UNION ALL ".join(f"SELECT '{e.name}', count(*) FROM {e.table} "
@@ -542,3 +529,12 @@ def _check_well_formed(batch: Batch) -> None:
         n = pc.sum(pc.fill_null(pc.or_(bad, over), True).cast(pa.int64())).as_py() or 0
         if n:
             raise MalformedBatch(f"{n} {name} events with bad ids, seq, clock or mask")
+
+
+# A query view's column types as Arrow (``query_school`` casts them to the SQL types).
+_ARROW_OF = {"BIGINT": pa.int64(), "DATE": pa.date32(), "DECIMAL(18,6)": pa.decimal128(18, 6),
+             "BLOB": pa.binary()}
+
+
+def _arrow_value(sql_type: str, v: Any) -> Any:
+    return v if sql_type in _ARROW_OF else str(v)
