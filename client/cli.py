@@ -264,7 +264,7 @@ def init(install: Install, offline: bool, server_url: str | None, npsn: str, kod
 
     answer = asyncio.run(register(server_url, npsn, kode, user, password))
     identity = install.init_registered(npsn, origin=answer.install, token=answer.token,
-                                       url=server_url, user=user, role=answer.role,
+                                       url=server_url, user=answer.user or user, role=answer.role,
                                        centre_key=answer.centre_key)
     if not as_json:
         click.echo(f"registered install {identity.origin} of school {npsn}; pulling its data")
@@ -288,8 +288,9 @@ def _reregister(install: Install, url: str, npsn: str, kode: str, user: str, pas
     with reregistering(install, npsn) as rereg:
         before = rereg.old.identity.origin
         answer = asyncio.run(register(url, npsn, kode, user, password))
-        session = rereg.start(origin=answer.install, token=answer.token, url=url, user=user,
-                              role=answer.role, centre_key=answer.centre_key)
+        session = rereg.start(origin=answer.install, token=answer.token, url=url,
+                              user=answer.user or user, role=answer.role,
+                              centre_key=answer.centre_key)
         if not as_json:
             click.echo(f"registered install {answer.install} of school {npsn} in place of "
                        f"{before}; pulling the school's data")

@@ -318,7 +318,8 @@ class NetworkDemo:
         for inst in (self.a, self.b):
             answer = asyncio.run(register(url, NPSN, kode, USER, PASSWORD))
             inst.init_registered(NPSN, origin=answer.install, token=answer.token, url=url,
-                                 user=USER, role=answer.role, centre_key=answer.centre_key)
+                                 user=answer.user or USER, role=answer.role,
+                                 centre_key=answer.centre_key)
             self.sync(inst, "pull", f"Register install {self.names[inst]} "
                                     f"(origin {answer.install[:8]}, {USER}) and pull")
 

@@ -16,17 +16,19 @@ has one row per (origin, seq, sig): the centre's signature of a centre event
 from __future__ import annotations
 
 import datetime as dt
+import struct
 import uuid
 from collections.abc import Iterable, Iterator, Mapping
 from decimal import Decimal
 
 import msgspec
 import pyarrow as pa
+import pyarrow.compute as pc
 
 from .clocks import VersionVector, vector_of
 from .errors import InputError
 from .schema import BY_NAME, DECIMAL_SCALE, Entity
-from .values import Value, from_python
+from .values import FIRST_DATE, LAST_DATE, MAX_TEXT, Value, from_python
 
 _NAMESPACE = uuid.UUID("6f1d6a52-4c1e-5b7e-9a43-5e1a7a5a0001")
 
@@ -42,6 +44,9 @@ def centre_origin(npsn: str) -> str:
 def central_origins(npsn: str) -> frozenset[str]:
     """Origins whose writes carry the centre's authority for this school."""
     return frozenset({centre_origin(npsn), REFERENSI_ORIGIN})
+
+
+MAX_CONTEXT_PEERS = 1024  # origins one event's causal context may name (a school has a few)
 
 
 def stable_row_id(*parts: object) -> str:
@@ -169,6 +174,40 @@ class Batch:
             pairs += zip(map(str, t["origin"].to_pylist()), t["seq"].to_pylist(), strict=True)
         return vector_of(pairs)
 
+    def authored(self, author: str, role: str) -> Batch:
+        """The batch with every event's author and role set to these (the centre's say)."""
+        tables = {}
+        for name, t in self.tables.items():
+            for col, value in (("author", author), ("role", role)):
+                t = t.set_column(t.schema.get_field_index(col), col,
+                                 pa.array([value] * t.num_rows, pa.string()))
+            tables[name] = t
+        return Batch(tables, self.contexts, self.signatures)
+
+    def causally_ready(self, held: VersionVector) -> tuple[Batch, int]:
+        """The events whose causal contexts name only events in ``held``, and how many
+        are left out: from an origin's first event whose context names more, all the
+        rest of that origin (contexts only grow). A context claiming to have seen events
+        that do not exist could otherwise hide a real conflict."""
+        cut: dict[str, int] = {}
+        ctx = self.contexts
+        for origin, seq, peer, n in zip(ctx["origin"].to_pylist(), ctx["seq"].to_pylist(),
+                                        ctx["peer"].to_pylist(), ctx["held"].to_pylist(),
+                                        strict=True):
+            o = str(origin)
+            if n > held.get(str(peer), 0) and seq > held.get(o, 0):
+                cut[o] = min(cut.get(o, seq), seq)
+        if not cut:
+            return self, 0
+        tables = {}
+        for name, t in self.tables.items():
+            origins = [str(o) for o in t["origin"].to_pylist()]
+            keep = pa.array([s < cut.get(o, s + 1) for o, s in zip(
+                origins, t["seq"].to_pylist(), strict=True)])
+            tables[name] = t.filter(keep)
+        kept = Batch(tables, self.contexts, self.signatures)
+        return kept, len(self) - len(kept)
+
     def to_bytes(self) -> bytes:
         return msgspec.msgpack.encode(BatchFile(
             tables={n: _ipc(t) for n, t in self.tables.items()},
@@ -177,7 +216,13 @@ class Batch:
 
     @classmethod
     def from_bytes(cls, data: bytes) -> Batch:
-        """Decode a batch; MalformedBatch on anything that is not one."""
+        """Decode a batch; MalformedBatch on anything that is not one.
+
+        What it decodes is about the size of ``data`` (no compressed Arrow, no
+        column types but ours), and every value is within the limits a typed
+        value has (``values``): the bounds are checked here, once, for the wire
+        and bundles alike (docs/security.md).
+        """
         try:
             f = msgspec.msgpack.decode(data, type=BatchFile)
             tables = {}
@@ -185,8 +230,11 @@ class Batch:
                 if name not in BY_NAME:
                     raise MalformedBatch(f"unknown entity {name!r}")
                 tables[name] = _from_ipc(blob, arrow_schema(BY_NAME[name]))
+                _check_values(BY_NAME[name], tables[name])
             signatures = _from_ipc(f.signatures, SIGNATURE_SCHEMA) if f.signatures else None
-            return cls(tables, _from_ipc(f.contexts, CONTEXT_SCHEMA), signatures)
+            contexts = _from_ipc(f.contexts, CONTEXT_SCHEMA)
+            _check_contexts(contexts)
+            return cls(tables, contexts, signatures)
         except (msgspec.DecodeError, pa.ArrowException, OSError, ValueError, TypeError) as exc:
             if isinstance(exc, MalformedBatch):
                 raise
@@ -216,9 +264,78 @@ def _ipc(table: pa.Table) -> bytes:
 
 
 def _from_ipc(blob: bytes, schema: pa.Schema) -> pa.Table:
-    table = pa.ipc.open_stream(blob).read_all()
-    if not table.schema.equals(schema):
+    """An Arrow IPC stream of ``schema`` and record batches alone, none compressed: so
+    the decoded table is about the size of ``blob``, whatever it claims."""
+    reader = pa.ipc.MessageReader.open_stream(blob)
+    first = reader.read_next_message()
+    if first.type != "schema" or not pa.ipc.read_schema(first).equals(schema):
         raise MalformedBatch("unexpected columns")
-    return table
+    batches = []
+    for message in reader:
+        if message.type != "record batch" or _compressed(message.metadata):
+            raise MalformedBatch("compressed or unexpected Arrow data")
+        batches.append(pa.ipc.read_record_batch(message, schema))
+    return pa.Table.from_batches(batches, schema)
 
 
+def _compressed(metadata: pa.Buffer) -> bool:
+    """Whether an IPC record batch message says its body is compressed: field 3
+    (``compression``) of the RecordBatch table that is field 2 (``header``) of the
+    Message table, read straight from the flatbuffer."""
+    buf = metadata.to_pybytes()
+
+    def field(table: int, i: int) -> int:  # the field's offset in ``table``, 0 if absent
+        vtable = table - struct.unpack_from("<i", buf, table)[0]
+        if 4 + 2 * i >= struct.unpack_from("<H", buf, vtable)[0]:
+            return 0
+        return int(struct.unpack_from("<H", buf, vtable + 4 + 2 * i)[0])
+
+    try:
+        message = struct.unpack_from("<I", buf, 0)[0]
+        header = field(message, 2)
+        if not header:
+            return True  # no header: not a record batch we can read
+        batch = message + header + struct.unpack_from("<I", buf, message + header)[0]
+        return field(batch, 3) != 0
+    except struct.error:
+        return True
+
+
+def _check_values(e: Entity, t: pa.Table) -> None:
+    """MalformedBatch unless every value is valid and within the limits ``values.parse``
+    puts on a typed one (a decimal's, MAX_DECIMAL, is its Arrow type's precision)."""
+    try:
+        t.validate(full=True)  # UTF-8, offsets, decimal precision
+    except pa.ArrowInvalid as exc:
+        # Arrow's words, less where it found it, and only a short prefix of the value
+        raise MalformedBatch(f"invalid values: {str(exc).split('Invalid: ')[-1][:60]}",
+                             ) from None
+    if not t.num_rows:
+        return
+    types = {"author": "text", "role": "text", **{f.name: f.type for f in e.fields}}
+    for name, type_ in types.items():
+        col = t[name]
+        if col.null_count == len(col):
+            continue
+        if type_ == "text" and pc.max(pc.utf8_length(col)).as_py() > MAX_TEXT:
+            raise MalformedBatch(f"{e.name}.{name}: text longer than {MAX_TEXT} characters")
+        if type_ == "date":  # compared as days: Python cannot hold one out of range
+            days = pc.min_max(col.cast(pa.int32()))
+            if days["min"].as_py() < _FIRST_DAY or days["max"].as_py() > _LAST_DAY:
+                raise MalformedBatch(f"{e.name}.{name}: a date out of range")
+
+
+_EPOCH = dt.date(1970, 1, 1)
+_FIRST_DAY, _LAST_DAY = (FIRST_DATE - _EPOCH).days, (LAST_DATE - _EPOCH).days
+
+
+def _check_contexts(contexts: pa.Table) -> None:
+    """MalformedBatch if one event's causal context names more than MAX_CONTEXT_PEERS
+    origins."""
+    if contexts.num_rows <= MAX_CONTEXT_PEERS:
+        return
+    ids = pa.table({"origin": contexts["origin"].combine_chunks().storage,
+                    "seq": contexts["seq"]})
+    counts = ids.group_by(["origin", "seq"]).aggregate([([], "count_all")])
+    if pc.max(counts["count_all"]).as_py() > MAX_CONTEXT_PEERS:
+        raise MalformedBatch(f"a causal context of more than {MAX_CONTEXT_PEERS} origins")

@@ -70,12 +70,18 @@ class Register(msgspec.Struct, frozen=True, tag="register"):
     sent_ms: int
 
 
+def account_name(user: str) -> str:
+    """An account's name (an e-mail) as the centre keys it: no case, no outer spaces."""
+    return user.strip().lower()
+
+
 class Registered(msgspec.Struct, frozen=True, tag="registered"):
     install: str  # the new install's origin
     token: str  # its credential: shown once, kept by the install
     server_ms: int
     role: str
     centre_key: str = ""  # the centre's Ed25519 public key (hex): checks centre events (R18)
+    user: str = ""  # the account as the centre knows it: the author of the install's events
 
 
 class AdminRequest(msgspec.Struct, frozen=True, tag="admin"):

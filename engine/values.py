@@ -22,7 +22,10 @@ Value = str | int | None
 
 _QUANTUM = Decimal(1).scaleb(-DECIMAL_SCALE)
 _MAX_INT = 2**63 - 1
-MAX_TEXT = 4096
+# The limits of a value on every path: typed, imported, or decoded from the wire or a bundle.
+MAX_TEXT = 4096  # characters
+MAX_DECIMAL = 10**12  # a decimal's magnitude stays below this: DECIMAL(18, 6)
+FIRST_DATE, LAST_DATE = dt.date.min, dt.date.max  # years 1 to 9999
 
 
 class BadValue(InputError):
@@ -65,7 +68,7 @@ def parse(e: Entity, f: Field, raw: object) -> Value:
                 if isinstance(raw, bool) or not isinstance(raw, int | float | str):
                     raise ValueError
                 d = Decimal(str(raw)).quantize(_QUANTUM)
-                if not d.is_finite() or abs(d) >= 10**12:
+                if not d.is_finite() or abs(d) >= MAX_DECIMAL:
                     raise ValueError
                 return str(d)
     except (ValueError, TypeError, InvalidOperation):

@@ -32,6 +32,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
 
+import msgspec
 import pyarrow as pa
 import pyarrow.compute as pc
 import structlog
@@ -56,12 +57,14 @@ from selaras.engine.protocol import (
     State,
     SyncProtocol,
     Welcome,
+    account_name,
 )
 from selaras.engine.refusals import TEXT, Detail
 from selaras.engine.schema import SCHEMA_VERSION
 from selaras.engine.storage import open_centre
 from selaras.engine.store import (
     AppendReport,
+    BadSignature,
     CentreReader,
     CentreStore,
     EventCollision,
@@ -282,6 +285,7 @@ class SyncConnection:
         self._over = asyncio.Event()
         self.session = uuid.uuid4().hex
         self.npsn = self.install = ""
+        self.account = ("", "")  # (author, role) the session's events are stored with
         self.outcome = "dropped"
         self.events_in = self.events_out = self.bytes_in = self.bytes_out = 0
         self.clock_bounded = 0  # events of this session's pushes with a clock far ahead
@@ -359,7 +363,7 @@ class SyncConnection:
                 credentials.slow_verify, credentials.normal_kode(reg.kode), school["kode_hash"]):
             await self.refuse(Code.BAD_CREDENTIAL, Detail.BAD_KODE)
             return
-        email = reg.user.strip().lower()
+        email = account_name(reg.user)
         account = await server.read_registry(lambda r: r.account(reg.npsn, email))
         new_hash = None
         if account is None:
@@ -396,7 +400,7 @@ class SyncConnection:
             await self.refuse(Code.BAD_CREDENTIAL, Detail.UNKNOWN_ACCOUNT)
             return
         server.stats.registrations += 1
-        self.proto.answer(Registered(origin, token, now_ms(), role, server.key.public))
+        self.proto.answer(Registered(origin, token, now_ms(), role, server.key.public, email))
         await self.flush()
         log.info("register", npsn=reg.npsn, install=origin, user=email, role=role)
 
@@ -462,6 +466,8 @@ class SyncConnection:
         school = await server.read_registry(lambda r: r.school(hello.npsn))
         if school is None or school["generation"] != install["generation"]:
             return Code.CODE_RESET
+        account = await server.read_registry(lambda r: r.account(hello.npsn, install["email"]))
+        self.account = (install["email"], account["role"] if account else "operator")
         return None
 
     async def _session(self, hello: Hello) -> None:
@@ -528,16 +534,11 @@ class SyncConnection:
     async def _on(self, fact: object) -> None:
         match fact:
             case BatchReceived(batch=n, count=count, payload=payload):
-                try:
-                    batch = Batch.from_bytes(payload)
-                except MalformedBatch:
-                    await self.refuse(Code.MALFORMED_MESSAGE, Detail.BAD_BATCH)
-                    return
-                if len(batch) != count:
-                    await self.refuse(Code.MALFORMED_MESSAGE, Detail.BATCH_COUNT)
-                    return
-                if not only_origin(batch, self.install):
-                    await self.refuse(Code.FORBIDDEN)
+                # Decoding a large batch takes a while: off the event loop.
+                batch = await asyncio.to_thread(admissible, payload, count, self.install,
+                                                self.account)
+                if isinstance(batch, Refusal):
+                    await self.refuse(batch.code, batch.message)
                     return
                 self.events_in += count
                 await self._pending.put((n, count, self.server.writer.append(self.npsn, batch)))
@@ -572,14 +573,10 @@ class SyncConnection:
                     log.error("append_failed", npsn=self.npsn, error=repr(exc))
                     await self.refuse(Code.INTERNAL_ERROR)
                     return
-                if isinstance(result, EventCollision):
-                    await self.refuse(Code.EVENT_COLLISION)
-                    return
-                if isinstance(result, MalformedBatch):
-                    await self.refuse(Code.MALFORMED_MESSAGE, Detail.BAD_BATCH)
-                    return
                 if not isinstance(result, AppendReport):
-                    await self.refuse(Code.INTERNAL_ERROR)
+                    if not isinstance(result, EventCollision | MalformedBatch | BadSignature):
+                        log.error("append_failed", npsn=self.npsn, error=repr(result))
+                    await self.refuse(*refusal_of(result))
                     return
                 self.clock_bounded += result.clock_bounded
                 if self.proto.state is State.CLOSED:
@@ -633,6 +630,39 @@ class SyncConnection:
             await self.server.write(lambda _, r: r.record_session(record))
         log.info("session", **{k: v for k, v in record.items() if not k.endswith("_ms")},
                  clock_bounded=self.clock_bounded, duration_s=round(seconds, 3))
+
+
+class Refusal(msgspec.Struct, frozen=True):
+    code: Code
+    message: str
+
+
+def admissible(payload: bytes, count: int, install: str, account: tuple[str, str],
+               ) -> Batch | Refusal:
+    """The pushed batch as the centre stores it, or why it is refused: it must decode,
+    hold ``count`` events, all of ``install``'s origin; their author and role become
+    the session's ``account`` (docs/security.md)."""
+    try:
+        batch = Batch.from_bytes(payload)
+    except MalformedBatch as exc:
+        return Refusal(Code.MALFORMED_MESSAGE, f"{Detail.BAD_BATCH} ({exc.reason})"[:200])
+    if len(batch) != count:
+        return Refusal(Code.MALFORMED_MESSAGE, Detail.BATCH_COUNT)
+    if not only_origin(batch, install):
+        return Refusal(Code.FORBIDDEN, TEXT[Code.FORBIDDEN])
+    return batch.authored(*account)
+
+
+def refusal_of(error: object) -> tuple[Code, str]:
+    """The refusal for a batch the store would not take."""
+    match error:
+        case EventCollision():
+            return Code.EVENT_COLLISION, TEXT[Code.EVENT_COLLISION]
+        case MalformedBatch():
+            return Code.MALFORMED_MESSAGE, f"{Detail.BAD_BATCH} ({error.reason})"[:200]
+        case BadSignature():
+            return Code.BAD_SIGNATURE, TEXT[Code.BAD_SIGNATURE]
+    return Code.INTERNAL_ERROR, TEXT[Code.INTERNAL_ERROR]
 
 
 def valid_vector(vector: dict[str, int]) -> bool:

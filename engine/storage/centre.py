@@ -12,7 +12,7 @@ import pyarrow.compute as pc
 from ..clocks import MAX_AHEAD_MS, VersionVector, hlc_from_ms
 from ..events import Batch, Event, MalformedBatch, central_origins, centre_origin
 from ..signatures import CentreKey
-from ..store import Admitted, AppendReport, SchoolStore, StoreError
+from ..store import Admitted, AppendReport, SchoolStore, StoreError, StoreFailure
 from .database import MEMORY_LIMIT, Database, connect, create_tables
 from .log import DuckDBStore
 from .registry import DuckDBRegistry
@@ -68,7 +68,7 @@ class GroupCommit:
             with self.transaction():
                 self.lock([npsn for npsn, _ in items])
                 return [self._admit(npsn, batch, now_ms) for npsn, batch in items]
-        except (StoreError, MalformedBatch):
+        except Exception:  # whichever batch it was, each on its own now tells
             pass
         results: list[Admitted] = []
         for npsn, batch in items:
@@ -77,17 +77,25 @@ class GroupCommit:
                     results.append(self._admit(npsn, batch, now_ms))
             except (StoreError, MalformedBatch) as exc:
                 results.append(exc)
+            except Exception as exc:  # a bug this batch set off: it alone fails
+                results.append(StoreFailure("the centre could not store this batch",
+                                            repr(exc)))
         return results
 
     def _admit(self, npsn: str, batch: Batch, now_ms: int) -> AppendReport:
-        """Append a school's batch; if its new events carry a clock more than
-        MAX_AHEAD_MS ahead of ours, bound them in the same transaction (merge rule 5)."""
+        """Append a school's batch, less the events whose causal contexts name events the
+        school does not have (held back: they come again); if its new events carry a
+        clock more than MAX_AHEAD_MS ahead of ours, bound them in the same transaction
+        (merge rule 5)."""
         limit = hlc_from_ms(now_ms + MAX_AHEAD_MS)
         ahead = any(t.num_rows and pc.max(t["hlc"]).as_py() > limit
                     for t in batch.tables.values())
         store = self.school(npsn)
-        held = store.vector() if ahead else {}
+        held = store.vector() if ahead or batch.contexts.num_rows else {}
+        batch, unseen = batch.causally_ready(held)
         report = store.append(batch)
+        if unseen:
+            report = msgspec.structs.replace(report, held_back=report.held_back + unseen)
         if ahead:
             bound = store.clock_bound(centre_origin(npsn), held, limit, now_ms)
             if bound is not None:
