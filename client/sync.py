@@ -3,10 +3,13 @@
 ``run_sync`` is what ``selaras sync`` / ``selaras pull`` / ``selaras init``
 call. It opens sessions (``SyncConnection``, one per websocket) until one
 ends with a ``Summary`` (docs/protocol.md R13), retrying after any
-disconnect with exponential backoff and full jitter, and after
-``server_busy`` once ``retry_after_s`` (plus jitter) has passed, until
-``timeout``. Each session resumes from the durable vectors (R12): what the
-centre acknowledged is never sent again.
+disconnect or centre failure (``internal_error``) with exponential backoff
+and full jitter, and after ``server_busy`` once ``retry_after_s`` (plus
+jitter) has passed, until ``timeout``. The backoff restarts only after
+acknowledged progress (a batch of ours acked, or one of the centre's
+committed here), never for bytes merely sent (docs/security.md, Back-off).
+Each session resumes from the durable vectors (R12): what the centre
+acknowledged is never sent again.
 
 All DuckDB work runs off the event loop (``asyncio.to_thread``), one call at
 a time on the store (``_StoreWorker``).
@@ -89,6 +92,9 @@ RETRYABLE = {Code.SERVER_BUSY, Code.INTERNAL_ERROR}
 # Refusals that re-registering the data folder mends; their text ends with the command.
 REREGISTER = {Code.EVENT_COLLISION, Code.CODE_RESET}
 ACKED_SEQ = "acked_seq"  # meta: the top of our own events the centre acknowledged
+# Why the client waits after the centre failed (disk full, say): the operator reads it.
+CENTRE_FAILED = ("server pusat gagal memproses data ({code}), bukan kesalahan sekolah; "
+                 "dicoba lagi dengan jeda yang makin lama")
 
 
 class SyncError(ClientError):
@@ -154,11 +160,15 @@ class SyncTimedOut(SyncError):
 
 
 class _Retry(Exception):
-    """This session ended early; try again (after ``delay_s`` if given)."""
+    """This session ended early; try again (after ``delay_s`` if given).
 
-    def __init__(self, reason: str, delay_s: float | None = None, busy: bool = False) -> None:
+    ``code``: the centre's retryable refusal, if it refused.
+    """
+
+    def __init__(self, reason: str, delay_s: float | None = None, busy: bool = False,
+                 code: str = "") -> None:
         super().__init__(reason)
-        self.reason, self.delay_s, self.busy = reason, delay_s, busy
+        self.reason, self.delay_s, self.busy, self.code = reason, delay_s, busy, code
 
 
 def app_version() -> str:
@@ -287,6 +297,7 @@ class SyncConnection:
         self.sent: dict[str, int] = {}
         self.received_events: dict[str, int] = {}
         self.received_deleted: dict[str, int] = {}
+        self.progressed = False  # the centre acked a batch of ours, or we committed one of its
         self._send_lock = asyncio.Lock()
         self._acked = asyncio.Event()
         self._tops: dict[int, int] = {}  # our batch number -> the top seq it carried
@@ -334,13 +345,16 @@ class SyncConnection:
                     # Everything of ours up to ``top`` is now held by the centre as we hold it.
                     store = self.worker.store
                     await self.worker(lambda: store.set_meta(**{ACKED_SEQ: str(top)}))
+                self.progressed = True
                 self._acked.set()
             case PeerSent():
                 pass
             case Refused(refuse, by_peer):
                 if refuse.code in RETRYABLE:
-                    raise _Retry(f"refused: {refuse.code}", refuse.retry_after_s,
-                                 busy=refuse.code == Code.SERVER_BUSY)
+                    busy = refuse.code == Code.SERVER_BUSY
+                    reason = (f"refused: {refuse.code}" if busy
+                              else CENTRE_FAILED.format(code=refuse.code))
+                    raise _Retry(reason, refuse.retry_after_s, busy=busy, code=refuse.code)
                 if not by_peer:
                     await self._flush()  # our Refuse, then close
                 raise SyncRefused(refuse.code, refuse.message)
@@ -397,6 +411,7 @@ class SyncConnection:
             await self._refuse_untrusted(f"event pusat ({exc.origin}, {exc.seq}) tanpa tanda "
                                          "tangan pusat yang sah")
         self.counters.events_down += count
+        self.progressed = True
         self.proto.ack(batch, vector)  # R9: only after the commit
 
     def _report(self) -> None:
@@ -531,16 +546,19 @@ async def run_sync(store: InstallStore, identity: Identity, *, mode: Mode,
             async with asyncio.timeout(remaining):
                 result = await conn.run()
         except _Retry as exc:
-            outcome, detail, last = ("busy" if exc.busy else "disconnected",
-                                     {"reason": exc.reason}, exc.reason)
+            outcome = ("busy" if exc.busy else f"refused:{exc.code}" if exc.code
+                       else "disconnected")
+            detail, last = {"reason": exc.reason}, exc.reason
             if exc.busy:
                 report.busy_retries += 1
                 delay = (exc.delay_s or 1.0) * (1 + 0.5 * rng.random())
                 failures = 0
             else:
-                progressed = counters.events_up or counters.events_down
-                failures = 1 if progressed else failures + 1
+                # Only what the centre acknowledged (or we committed) is progress: batches
+                # sent to a centre that keeps failing must not restart the backoff.
+                failures = 1 if conn.progressed else failures + 1
                 delay = rng.uniform(0, min(backoff_cap_s, backoff_base_s * 2 ** failures))
+            detail["retry_in_s"] = round(delay, 3)  # in the history: why and how long it waits
         except TimeoutError:
             outcome, detail, last = "timeout", {"reason": "timeout"}, "timeout"
         except SyncRefused as exc:
