@@ -537,8 +537,12 @@ def bundle_export(session: Session, out: Path, for_: Path | None, as_json: bool)
 @with_session()
 def bundle_import(session: Session, file: Path, as_json: bool) -> None:
     """Import a bundle from another install (importing it again changes nothing)."""
-    b, report = import_bundle(session, read_bundle_file(file))
-    emit(as_json, {"from": b.origin, **output.report_json(report)},
+    b, report, warnings = import_bundle(session, read_bundle_file(file))
+    for line in output.bundle_warnings(warnings):
+        click.echo(f"selaras: peringatan: {line}", err=True)
+    emit(as_json, {"from": b.origin, **output.report_json(report),
+                   "unchecked_centre_events": warnings.unchecked_centre_events,
+                   "clock_ahead_ms": warnings.clock_ahead_ms},
          f"from install {output.short(b.origin)}: {output.append_text(report)}")
 
 

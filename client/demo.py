@@ -36,7 +36,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import IO, Any
 
-from selaras.engine.replica import school_row_id
+from selaras.engine.events import school_row_id
 from selaras.engine.store import verify
 
 from . import output
@@ -151,7 +151,7 @@ class Demo:
                 data, n = export_bundle(s, read_vector(vector_file, NPSN))
             write_atomically(bundle_file, data)
             with dst.open() as s:
-                _, report = import_bundle(s, read_bundle_file(bundle_file))
+                _, report, _ = import_bundle(s, read_bundle_file(bundle_file))
             parts.append(f"{self.names[src]} -> {self.names[dst]} {n} events "
                          f"({len(data) // 1024} KiB), {report.applied} applied")
         self.say(f"Swap bundles #{self.swaps}: " + "; ".join(parts))

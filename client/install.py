@@ -24,7 +24,7 @@ from pathlib import Path
 import msgspec
 
 from selaras.engine import bundle
-from selaras.engine.clocks import VersionVector
+from selaras.engine.clocks import MAX_AHEAD_MS, VersionVector, hlc_ms
 from selaras.engine.events import REFERENSI_ORIGIN, Batch, centre_origin
 from selaras.engine.replica import (
     Identity,
@@ -238,11 +238,22 @@ def export_bundle(session: Session, their_vector: VersionVector) -> tuple[bytes,
     return data, len(batch)
 
 
-def import_bundle(session: Session, data: bytes) -> tuple[bundle.Bundle, AppendReport]:
+@dataclass(frozen=True)
+class BundleWarnings:
+    """What an install should know of a bundle it imports (docs/security.md)."""
+
+    unchecked_centre_events: int  # new centre events it had no centre key to check
+    clock_ahead_ms: int  # how far the bundle's newest clock is past this PC's, if too far
+
+
+def import_bundle(session: Session, data: bytes,
+                  ) -> tuple[bundle.Bundle, AppendReport, BundleWarnings]:
     """Append a bundle's events: all or nothing; a second import changes nothing."""
     b = bundle.decode(data, npsn=session.identity.npsn)
+    batch = b.events()
+    warnings = bundle_warnings(session, batch)
     try:
-        report = session.store.append(b.events())
+        report = session.store.append(batch)
     except EventCollision as exc:
         if exc.origin == centre_origin(session.identity.npsn):
             raise ClientError(
@@ -252,7 +263,19 @@ def import_bundle(session: Session, data: bytes) -> tuple[bundle.Bundle, AppendR
             raise ClientError("the two installs hold different Referensi (different "
                               "selaras versions?); nothing was imported") from None
         raise
-    return b, report
+    return b, report, warnings
+
+
+def bundle_warnings(session: Session, batch: Batch) -> BundleWarnings:
+    held = session.store.vector()
+    new = [(str(o), s, h) for t in batch.tables.values() for o, s, h in zip(
+        t["origin"].to_pylist(), t["seq"].to_pylist(), t["hlc"].to_pylist(), strict=True)
+        if s > held.get(str(o), 0)]
+    unchecked = 0 if session.store.centre_key else sum(
+        1 for o, _, _ in new if o in session.identity.central)
+    newest_ms = max((hlc_ms(h) for _, _, h in new), default=0)
+    ahead = newest_ms - now_ms()
+    return BundleWarnings(unchecked, ahead if ahead > MAX_AHEAD_MS else 0)
 
 
 def read_vector(path: Path, npsn: str) -> VersionVector:

@@ -12,11 +12,14 @@ import json
 import uuid
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from itertools import groupby
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from selaras.engine.clocks import VersionVector
 from selaras.engine.merge import Sibling
 from selaras.engine.store import AppendReport
+
+if TYPE_CHECKING:
+    from .install import BundleWarnings
 
 NULL = "NULL"
 Labeller = Callable[[str], str]
@@ -71,6 +74,20 @@ def append_text(report: AppendReport) -> str:
     if report.held_back:
         text += " (they wait for earlier events: import the bundles made before this one)"
     return text
+
+
+def bundle_warnings(w: BundleWarnings) -> list[str]:
+    """What the operator must know of an imported bundle, in their words."""
+    lines = []
+    if w.unchecked_centre_events:
+        lines.append(f"{w.unchecked_centre_events} data pusat diterima tanpa diperiksa: "
+                     "instalasi ini belum terdaftar di server pusat, jadi tidak punya kunci "
+                     "untuk memeriksa tanda tangannya (diperiksa begitu terdaftar)")
+    if w.clock_ahead_ms:
+        lines.append(f"jam komputer pembuat bundel ini {w.clock_ahead_ms // 60_000} menit lebih "
+                     "cepat dari jam komputer ini: periksa jam kedua komputer; server pusat "
+                     "akan mengoreksinya saat sinkronisasi")
+    return lines
 
 
 def report_json(report: AppendReport) -> dict[str, int]:

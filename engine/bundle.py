@@ -21,7 +21,8 @@ Errors (all ValueError, message in ``__str__``)::
     ├── NotABundle       the bytes do not start with MAGIC
     ├── BundleCorrupt    truncated or damaged: cannot be decoded, digest differs
     ├── BundleMismatch   another bundle format or schema version
-    └── WrongSchool      a bundle of another school
+    ├── WrongSchool      a bundle of another school
+    └── NotOfSchool      a bundle holding another school's rows or centre events
 """
 
 from __future__ import annotations
@@ -31,11 +32,13 @@ import re
 import uuid
 
 import msgspec
+import pyarrow as pa
+import pyarrow.compute as pc
 
 from .clocks import VersionVector
 from .errors import InputError
-from .events import Batch, MalformedBatch
-from .schema import SCHEMA_VERSION
+from .events import Batch, MalformedBatch, central_origins, school_row_id
+from .schema import BY_NAME, SCHEMA_VERSION
 
 MAGIC = b"SLRSBDL\x00"
 FORMAT_VERSION = 1
@@ -53,11 +56,33 @@ class Bundle(msgspec.Struct, frozen=True, kw_only=True):
     batch: bytes  # Batch.to_bytes()
 
     def events(self) -> Batch:
-        """The events inside; BundleCorrupt if they do not decode."""
+        """The events inside; BundleCorrupt if they do not decode, NotOfSchool if any
+        belongs to another school than the bundle's."""
         try:
-            return Batch.from_bytes(self.batch)
+            batch = Batch.from_bytes(self.batch)
         except MalformedBatch as exc:
             raise BundleCorrupt(str(exc)) from None
+        foreign = _foreign(batch, self.npsn)
+        if foreign:
+            raise NotOfSchool(self.npsn, foreign)
+        return batch
+
+
+def _foreign(batch: Batch, npsn: str) -> str | None:
+    """What in ``batch`` belongs to another school than ``npsn``, if anything: a centre
+    event signed for another school, the row of another school, or a row naming one."""
+    central = central_origins(npsn)
+    signed = pc.unique(batch.signatures["origin"].combine_chunks().storage).to_pylist()
+    if any(str(uuid.UUID(bytes=o)) not in central for o in signed):
+        return "a centre event of another school"
+    school = uuid.UUID(school_row_id(npsn)).bytes
+    for name, t in batch.tables.items():
+        e = BY_NAME[name]
+        for column in [c for c in ("row_id" if name == "sekolah" else None, e.school_field) if c]:
+            ids = pc.drop_null(t[column].combine_chunks().storage)
+            if len(ids) and not pc.all(pc.equal(ids, pa.scalar(school, ids.type))).as_py():
+                return f"{name} rows of another school"
+    return None
 
 
 class _Head(msgspec.Struct):
@@ -147,6 +172,16 @@ class BundleCorrupt(BundleError):
 
     def __str__(self) -> str:
         return f"the bundle is damaged or incomplete ({self.reason})"
+
+
+class NotOfSchool(BundleError):
+    def __init__(self, npsn: str, what: str) -> None:
+        super().__init__(npsn, what)
+        self.npsn, self.what = npsn, what
+
+    def __str__(self) -> str:
+        return (f"the bundle of school {self.npsn} holds {self.what}: it was made for "
+                "another school or altered; nothing was imported")
 
 
 class BundleMismatch(BundleError):

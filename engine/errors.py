@@ -11,7 +11,7 @@
     │   ├── EditError               (replica)  an add, edit or delete that cannot be made
     │   ├── MalformedBatch          (events)   bytes from outside that are not a batch
     │   ├── BundleError             (bundle)   NotABundle, BundleCorrupt, BundleMismatch,
-    │   │                                      WrongSchool
+    │   │                                      WrongSchool, NotOfSchool
     │   ├── ImportRefused           (store)    a rows file with problems
     │   └── QueryRefused            (store)    not one read statement, or SQL refused
     ├── RemoteError     the peer broke the protocol or refused; carries the refusal code

@@ -54,6 +54,11 @@ def stable_row_id(*parts: object) -> str:
     return str(uuid.uuid5(_NAMESPACE, "/".join(map(str, parts))))
 
 
+def school_row_id(npsn: str) -> str:
+    """The row id of school ``npsn``'s own row (sekolah), and its ``sekolah_id``."""
+    return stable_row_id("sekolah", npsn)
+
+
 class Event(msgspec.Struct, frozen=True, kw_only=True):
     origin: str
     seq: int

@@ -14,7 +14,14 @@ import msgspec
 
 from .clocks import hlc_from_ms, local_clock
 from .errors import InputError
-from .events import REFERENSI_ORIGIN, Batch, Event, central_origins, centre_origin, stable_row_id
+from .events import (
+    REFERENSI_ORIGIN,
+    Batch,
+    Event,
+    central_origins,
+    centre_origin,
+    school_row_id,
+)
 from .schema import Entity, Owner, entity
 from .store import AppendReport, Store
 from .values import Value, parse
@@ -41,10 +48,6 @@ class Identity(msgspec.Struct, frozen=True):
     @property
     def central(self) -> frozenset[str]:
         return central_origins(self.npsn)
-
-
-def school_row_id(npsn: str) -> str:
-    return stable_row_id("sekolah", npsn)
 
 
 def new_origin() -> str:

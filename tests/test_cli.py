@@ -26,7 +26,7 @@ from selaras.client import install as install_module
 from selaras.client.cli import cli
 from selaras.client.demo import write_small_school
 from selaras.engine import bundle
-from selaras.engine.replica import school_row_id
+from selaras.engine.events import school_row_id
 
 NPSN = "20219876"
 OTHER_NPSN = "20100001"

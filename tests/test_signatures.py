@@ -23,8 +23,8 @@ from selaras.client.cli import cli
 from selaras.client.install import Install
 from selaras.client.sync import SyncUntrusted, register, run_sync
 from selaras.engine import bundle
-from selaras.engine.events import Batch, Event, central_origins, centre_origin
-from selaras.engine.replica import SEED_HLC, school_row_id
+from selaras.engine.events import Batch, Event, central_origins, centre_origin, school_row_id
+from selaras.engine.replica import SEED_HLC
 from selaras.engine.signatures import CentreKey, first_unsigned
 from selaras.engine.storage import DuckDBCentre
 from selaras.server import credentials

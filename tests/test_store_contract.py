@@ -310,7 +310,7 @@ def test_bulk_import_equals_its_events_appended_one_by_one(tmp_path):
     """import_jsonl writes events and rows columnar; the reference store, given the
     very events it logged, must hold the same rows and checksums."""
     from selaras.bench.generate import generate, write
-    from selaras.engine.replica import school_row_id
+    from selaras.engine.events import school_row_id
 
     npsn = "20219876"
     rows = tmp_path / "rows.jsonl"
