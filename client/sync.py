@@ -88,7 +88,7 @@ MAX_QUEUE = 4  # frames buffered by the websocket layer: about one window
 BACKOFF_BASE_S = 0.5
 BACKOFF_CAP_S = 30.0
 
-RETRYABLE = {Code.SERVER_BUSY, Code.INTERNAL_ERROR}
+RETRYABLE = {Code.SERVER_BUSY, Code.INTERNAL_ERROR, Code.IDLE_TIMEOUT}
 # Refusals that re-registering the data folder mends; their text ends with the command.
 REREGISTER = {Code.EVENT_COLLISION, Code.CODE_RESET}
 ACKED_SEQ = "acked_seq"  # meta: the top of our own events the centre acknowledged
@@ -352,8 +352,8 @@ class SyncConnection:
             case Refused(refuse, by_peer):
                 if refuse.code in RETRYABLE:
                     busy = refuse.code == Code.SERVER_BUSY
-                    reason = (f"refused: {refuse.code}" if busy
-                              else CENTRE_FAILED.format(code=refuse.code))
+                    reason = (CENTRE_FAILED.format(code=refuse.code)
+                              if refuse.code == Code.INTERNAL_ERROR else refuse.message)
                     raise _Retry(reason, refuse.retry_after_s, busy=busy, code=refuse.code)
                 if not by_peer:
                     await self._flush()  # our Refuse, then close

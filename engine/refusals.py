@@ -30,6 +30,7 @@ class Code(enum.StrEnum):
     EVENT_COLLISION = "event_collision"
     BAD_SIGNATURE = "bad_signature"
     INTERNAL_ERROR = "internal_error"
+    IDLE_TIMEOUT = "idle_timeout"
 
 
 TEXT: dict[Code, str] = {
@@ -49,6 +50,7 @@ TEXT: dict[Code, str] = {
                            "(bertabrakan dengan data di server pusat): daftarkan ulang folder ini"),
     Code.BAD_SIGNATURE: "tanda tangan data pusat tidak sah",
     Code.INTERNAL_ERROR: "server pusat gagal memproses: coba lagi nanti",
+    Code.IDLE_TIMEOUT: "sesi ditutup karena terlalu lama tanpa kemajuan: sinkronkan lagi",
 }
 
 
@@ -71,6 +73,14 @@ class Detail(enum.StrEnum):
     BATCH_ORDER = "nomor batch tidak berurutan"
     BATCH_TOO_LARGE = "batch melebihi batas"
     ADMIN_SECRET = "admin secret is wrong"  # for the dinas's tools, not a school
+    BUSY_SCHOOL = "terlalu banyak sesi sekaligus dari sekolah ini"
+    BUSY_INSTALL = "instalasi ini masih punya sesi yang berjalan"
+    TOO_MANY_ATTEMPTS = "terlalu banyak percobaan kode atau kata sandi"
+
+
+def busy(reason: str, retry_after_s: float) -> str:
+    """A server_busy message that says until when."""
+    return f"{reason}: coba lagi dalam {max(1, round(retry_after_s))} detik"
 
 
 def unexpected(message_type: str) -> str:

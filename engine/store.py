@@ -142,6 +142,14 @@ class RegistryError(StoreError):
         return self.what
 
 
+class SessionCaps(msgspec.Struct, frozen=True):
+    """Sessions live at once, in every server process on one store (docs/security.md)."""
+
+    total: int = 64
+    school: int = 8  # of one school: its PCs, and a flood from one of them
+    install: int = 2  # of one install: a retry while its last session is still closing
+
+
 class AppendReport(msgspec.Struct, frozen=True):
     """What one append did: events stored, duplicates skipped, events held back
     because an earlier event of their origin is missing (they come again later)."""
@@ -294,10 +302,11 @@ class Registry(Protocol):
 
     def sessions(self, npsn: str, limit: int = 20) -> list[dict[str, Any]]: ...
 
-    def admit(self, npsn: str, session: str, install: str, now_ms: int, limit: int,
-              lease_ms: int) -> bool:
-        """Admit a session unless ``limit`` sessions are live, counted over every server
-        process on the store (a session not renewed within ``lease_ms`` has lapsed)."""
+    def admit(self, npsn: str, session: str, install: str, now_ms: int, caps: SessionCaps,
+              lease_ms: int) -> str | None:
+        """Admit a session unless one of ``caps`` is reached, counted over every server
+        process on the store (a session not renewed within ``lease_ms`` has lapsed);
+        the name of the cap reached ("total", "school", "install"), or None if admitted."""
         ...
 
     def renew(self, sessions: list[tuple[str, str]], now_ms: int) -> None:

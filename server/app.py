@@ -59,7 +59,7 @@ from selaras.engine.protocol import (
     Welcome,
     account_name,
 )
-from selaras.engine.refusals import TEXT, Detail
+from selaras.engine.refusals import TEXT, Detail, busy
 from selaras.engine.schema import SCHEMA_VERSION
 from selaras.engine.storage import open_centre
 from selaras.engine.store import (
@@ -70,11 +70,13 @@ from selaras.engine.store import (
     EventCollision,
     Registry,
     RegistryError,
+    SessionCaps,
     StoreError,
 )
 
 from . import credentials
 from .admin import AdminError, run_admin, run_query, table
+from .guard import CredentialChecks, RateLimit
 from .writer import CentreWriter
 
 T = TypeVar("T")
@@ -94,8 +96,20 @@ def now_ms() -> int:
 class ServerOptions:
     host: str = "127.0.0.1"
     port: int = 8765
-    max_sessions: int = 64  # live sessions in every process on the store; beyond: server_busy
+    # Live sessions in every process on the store: in all, per school, per install;
+    # beyond any of them, server_busy.
+    max_sessions: int = 64
+    max_school_sessions: int = 8
+    max_install_sessions: int = 2
     busy_retry_s: float = 5.0  # retry_after_s = this ± 25 %
+    idle_timeout_s: float = 60.0  # an authenticated session with no message for this long
+    max_unauthenticated: int = 256  # connections that have not yet been answered
+    max_opening_bytes: int = 16 << 10  # the first message (Hello, Register, AdminRequest)
+    credential_workers: int = 1  # threads for the slow hash of codes and passwords
+    credential_queue: int = 16  # checks waiting for them; beyond: server_busy
+    # Failed credential checks: after a burst, one more per 60 / rate seconds.
+    failed_register_per_minute: float = 10.0  # per school, and per peer address
+    failed_hello_per_minute: float = 60.0  # per peer address
     limits: Limits = field(default_factory=Limits)
     max_queue: int = 4  # frames buffered per connection before TCP back-pressure
     ping_interval: float | None = 20.0
@@ -111,6 +125,7 @@ class ServerOptions:
 
 @dataclass
 class ServerStats:
+    opening: int = 0  # connections not yet answered (unauthenticated)
     sessions: int = 0  # sync and pull sessions accepted
     active: int = 0
     busy_refusals: int = 0
@@ -143,6 +158,10 @@ class SelarasServer:
         self.centre = open_centre(o.store or self.data / DB_FILE, key=self.key,
                                   memory_limit=o.memory_limit)
         self.registry = self.centre.registry
+        self.caps = SessionCaps(o.max_sessions, o.max_school_sessions, o.max_install_sessions)
+        self.credentials = CredentialChecks(o.credential_workers, o.credential_queue)
+        self.failed_registers = RateLimit(o.failed_register_per_minute, burst=10)
+        self.failed_hellos = RateLimit(o.failed_hello_per_minute, burst=20)
         # Reads of the registry (authentication) use a reader of their own, one at a time.
         self._registry_reader = self.centre.reader()
         self._registry_lock = threading.Lock()
@@ -161,9 +180,9 @@ class SelarasServer:
             tls.load_cert_chain(o.tls_cert, o.tls_key)
         self._server = await serve(
             self._handle, o.host, o.port, ssl=tls, compression=o.compression,
-            # A little over the limit, so that a frame just over it gets a Refuse (R11)
-            # rather than only a close; far bigger ones are cut by the websocket layer.
-            max_size=o.limits.max_frame_bytes + 4096, max_queue=o.max_queue,
+            # Until a connection is answered, its one message may be a few KB; an
+            # authenticated session then gets the frame limit (SyncConnection.authenticated).
+            max_size=o.max_opening_bytes, max_queue=o.max_queue,
             ping_interval=o.ping_interval, ping_timeout=o.ping_timeout)
         self.port = self._server.sockets[0].getsockname()[1]
         host = o.host if ":" not in o.host else f"[{o.host}]"
@@ -185,6 +204,7 @@ class SelarasServer:
         self._server = None
         self._renewer.cancel()
         await asyncio.to_thread(self.writer.stop)
+        self.credentials.close()
         self._registry_reader.close()
         self._live_registry.close()
         while not self.readers.empty():
@@ -223,16 +243,15 @@ class SelarasServer:
                 return fn(self._registry_reader.registry)
         return await asyncio.to_thread(locked)
 
-    async def admit(self, conn: SyncConnection) -> bool:
-        """Admit a session if fewer than ``max_sessions`` are live in every process on the
-        store (the registry counts them, so the bound holds across processes)."""
-        limit = self.options.max_sessions
-
-        if not await self.live_sessions(lambda r: r.admit(
-                conn.npsn, conn.session, conn.install, now_ms(), limit, LEASE_MS)):
-            return False
-        self.live.add(conn)
-        return True
+    async def admit(self, conn: SyncConnection) -> str | None:
+        """Admit a session unless one of the session caps is reached in every process on
+        the store (the registry counts them, so the caps hold across processes); the
+        cap reached, or None."""
+        full = await self.live_sessions(lambda r: r.admit(
+            conn.npsn, conn.session, conn.install, now_ms(), self.caps, LEASE_MS))
+        if full is None:
+            self.live.add(conn)
+        return full
 
     async def leave(self, conn: SyncConnection) -> None:
         self.live.discard(conn)
@@ -286,6 +305,9 @@ class SyncConnection:
         self.session = uuid.uuid4().hex
         self.npsn = self.install = ""
         self.account = ("", "")  # (author, role) the session's events are stored with
+        self.peer = str((ws.remote_address or ("?",))[0])
+        self._committing_now = False  # a batch of this session is with the writer
+        self._opening = False
         self.outcome = "dropped"
         self.events_in = self.events_out = self.bytes_in = self.bytes_out = 0
         self.clock_bounded = 0  # events of this session's pushes with a clock far ahead
@@ -321,16 +343,36 @@ class SyncConnection:
         self._over.set()
 
     async def run(self) -> None:
-        try:
-            first = await asyncio.wait_for(self.ws.recv(), self.server.options.open_timeout_s)
-        except (TimeoutError, ConnectionClosed):
+        stats, o = self.server.stats, self.server.options
+        if stats.opening >= o.max_unauthenticated:
+            await self.ws.close(1013, "try again later")  # before reading a byte of it
             return
+        stats.opening += 1
+        self._opening = True
         try:
+            try:
+                first = await asyncio.wait_for(self.ws.recv(), o.open_timeout_s)
+            except (TimeoutError, ConnectionClosed):
+                return
             await self._open(first)
         except ConnectionClosed:
             pass
         finally:
+            self.answered()
             await self.ws.close(1001 if self.outcome == "drained" else 1000)
+
+    def answered(self) -> None:
+        """This connection's opening is dealt with: it no longer counts as unanswered."""
+        if self._opening:
+            self._opening = False
+            self.server.stats.opening -= 1
+
+    def authenticated(self) -> None:
+        """From now on frames may be as large as the session's limits allow. A little
+        over, so that a frame just over them gets a Refuse (R11) rather than only a
+        close; far bigger ones are cut by the websocket layer, compressed or not."""
+        self.answered()
+        self.ws.protocol.max_message_size = self.proto.limits.max_frame_bytes + 4096
 
     async def _open(self, first: str | bytes) -> None:
         if isinstance(first, str):
@@ -358,24 +400,22 @@ class SyncConnection:
         if reg.schema != SCHEMA_VERSION:
             await self.refuse(Code.VERSION_MISMATCH)
             return
-        school = await server.read_registry(lambda r: r.school(reg.npsn))
-        if school is None or not await asyncio.to_thread(
-                credentials.slow_verify, credentials.normal_kode(reg.kode), school["kode_hash"]):
-            await self.refuse(Code.BAD_CREDENTIAL, Detail.BAD_KODE)
+        keys = (f"school:{reg.npsn}", f"peer:{self.peer}")
+        if await self._too_many_failures(server.failed_registers, keys):
             return
         email = account_name(reg.user)
+        school = await server.read_registry(lambda r: r.school(reg.npsn))
         account = await server.read_registry(lambda r: r.account(reg.npsn, email))
-        new_hash = None
-        if account is None:
-            n = await server.read_registry(lambda r: r.account_count(reg.npsn))
-            if n or not email or not reg.password:
-                await self.refuse(Code.BAD_CREDENTIAL,
-                                  Detail.UNKNOWN_ACCOUNT)
-                return
-            new_hash = await asyncio.to_thread(credentials.slow_hash, reg.password)
-        elif not await asyncio.to_thread(credentials.slow_verify, reg.password,
-                                         account["password_hash"]):
-            await self.refuse(Code.BAD_CREDENTIAL, Detail.BAD_PASSWORD)
+        accounts = await server.read_registry(lambda r: r.account_count(reg.npsn))
+        checked = await server.credentials.run(check_register, reg, school, account, accounts)
+        if checked is None:
+            await self.refuse_busy(TEXT[Code.SERVER_BUSY])
+            return
+        failure, new_hash = checked
+        if failure:
+            for key in keys:
+                server.failed_registers.failed(key, time.monotonic())
+            await self.refuse(Code.BAD_CREDENTIAL, failure)
             return
         origin, token = str(uuid.uuid4()), credentials.new_token()
         token_hash = credentials.token_hash(server.secret, token)
@@ -404,13 +444,30 @@ class SyncConnection:
         await self.flush()
         log.info("register", npsn=reg.npsn, install=origin, user=email, role=role)
 
+    async def _too_many_failures(self, limit: RateLimit, keys: tuple[str, ...]) -> bool:
+        """Refuse (server_busy, saying until when) if any of ``keys`` failed too often."""
+        wait = max(limit.wait(key, time.monotonic()) for key in keys)
+        if wait:
+            await self.refuse_busy(Detail.TOO_MANY_ATTEMPTS, wait)
+        return bool(wait)
+
+    async def refuse_busy(self, reason: str, retry_after_s: float | None = None) -> None:
+        self.server.stats.busy_refusals += 1
+        wait = retry_after_s or self.server.busy_retry()
+        await self.refuse(Code.SERVER_BUSY, busy(reason, wait), retry_after_s=round(wait, 1))
+
     # -- AdminRequest -----------------------------------------------------------------------
 
     async def _admin(self, req: AdminRequest) -> None:
         server = self.server
+        peer = (f"peer:{self.peer}",)
+        if await self._too_many_failures(server.failed_hellos, peer):
+            return
         if not credentials.same_secret(req.token, server.admin_token):
+            server.failed_hellos.failed(peer[0], time.monotonic())
             await self.refuse(Code.BAD_CREDENTIAL, Detail.ADMIN_SECRET)
             return
+        self.authenticated()
         t = now_ms()
         try:
             if req.command == "stats":
@@ -442,9 +499,18 @@ class SyncConnection:
         if hello.schema != SCHEMA_VERSION:
             await self.refuse(Code.VERSION_MISMATCH)
             return
-        if server.draining.is_set() or not await server.admit(self):
-            server.stats.busy_refusals += 1
-            await self.refuse(Code.SERVER_BUSY, retry_after_s=server.busy_retry())
+        peer = (f"peer:{self.peer}",)
+        if await self._too_many_failures(server.failed_hellos, peer):
+            return
+        code = await self._authenticate(hello)  # before admission: a guess takes no slot
+        if code is not None:
+            if code is Code.BAD_CREDENTIAL:
+                server.failed_hellos.failed(peer[0], time.monotonic())
+            await self.refuse(code)
+            return
+        full = "total" if server.draining.is_set() else await server.admit(self)
+        if full is not None:
+            await self.refuse_busy(BUSY[full])
             return
         server.stats.active += 1
         started = now_ms()
@@ -472,10 +538,6 @@ class SyncConnection:
 
     async def _session(self, hello: Hello) -> None:
         server = self.server
-        code = await self._authenticate(hello)
-        if code is not None:
-            await self.refuse(code)
-            return
         if not valid_vector(hello.vector):
             await self.refuse(Code.MALFORMED_MESSAGE, Detail.BAD_VECTOR)
             return
@@ -484,6 +546,7 @@ class SyncConnection:
         try:
             vector = await self.read(self.reader.vector)
             server.stats.sessions += 1
+            self.authenticated()
             self.proto.accept(Welcome(self.session, now_ms(), vector, self.proto.limits,
                                       server.key.public))
             await self.flush()
@@ -515,9 +578,16 @@ class SyncConnection:
 
     async def _receiving(self) -> None:
         """Frames in: feed the protocol, queue batches for the writer in order."""
+        idle_s = self.server.options.idle_timeout_s
         try:
             while self.proto.state is not State.CLOSED:
-                data = await self.ws.recv()
+                try:
+                    data = await asyncio.wait_for(self.ws.recv(), idle_s)
+                except TimeoutError:
+                    if self._committing_now or not self._pending.empty():
+                        continue  # the client waits for us, not we for it
+                    await self.refuse(Code.IDLE_TIMEOUT)
+                    return
                 if isinstance(data, str):
                     await self.refuse(Code.MALFORMED_MESSAGE, Detail.TEXT_FRAME)
                     return
@@ -568,6 +638,7 @@ class SyncConnection:
                     return
                 n, _, future = item
                 try:
+                    self._committing_now = True
                     result, vector = await asyncio.wrap_future(future)
                 except Exception as exc:
                     log.error("append_failed", npsn=self.npsn, error=repr(exc))
@@ -584,6 +655,7 @@ class SyncConnection:
                 self.proto.ack(n, vector)
                 await self.flush()
             finally:
+                self._committing_now = False
                 self._pending.task_done()
 
     async def _sending(self, hello: Hello) -> None:
@@ -630,6 +702,28 @@ class SyncConnection:
             await self.server.write(lambda _, r: r.record_session(record))
         log.info("session", **{k: v for k, v in record.items() if not k.endswith("_ms")},
                  clock_bounded=self.clock_bounded, duration_s=round(seconds, 3))
+
+
+# What a school reads when a session cap is reached.
+BUSY = {"total": TEXT[Code.SERVER_BUSY], "school": Detail.BUSY_SCHOOL,
+        "install": Detail.BUSY_INSTALL}
+
+
+def check_register(reg: Register, school: dict[str, Any] | None,
+                   account: dict[str, Any] | None, accounts: int,
+                   ) -> tuple[str | None, str | None]:
+    """The slow part of a Register, on the credential pool: why it fails (or None), and
+    the password hash of the school's first account, if this makes it."""
+    if school is None or not credentials.slow_verify(credentials.normal_kode(reg.kode),
+                                                     school["kode_hash"]):
+        return Detail.BAD_KODE, None
+    if account is None:
+        if accounts or not account_name(reg.user) or not reg.password:
+            return Detail.UNKNOWN_ACCOUNT, None
+        return None, credentials.slow_hash(reg.password)
+    if not credentials.slow_verify(reg.password, account["password_hash"]):
+        return Detail.BAD_PASSWORD, None
+    return None, None
 
 
 class Refusal(msgspec.Struct, frozen=True):

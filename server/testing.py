@@ -190,7 +190,8 @@ class ProtocolClient:
                           vector: VersionVector | None = None, *, hello: Hello | None = None,
                           until: Callable[[list[Message]], bool] | None = None,
                           wait_s: float = 5.0) -> Outcome:
-        """Hello, then ``frames`` as they are, without waiting for the Welcome.
+        """Hello, then ``frames`` as they are once the server answered it (until then it
+        takes a few KB: ServerOptions.max_opening_bytes), without waiting for any ack.
 
         Collects every message until a Refuse, a close, ``until(messages)`` or ``wait_s``.
         """
@@ -199,6 +200,14 @@ class ProtocolClient:
         out = Outcome()
         async with connect(self.url, compression=None, max_size=None, ssl=self._tls) as ws:
             await _flush(proto, ws)
+            try:
+                async with asyncio.timeout(wait_s):
+                    out.messages.append(decode(await ws.recv(decode=False)))
+                if isinstance(out.messages[0], Refuse):
+                    out.refused = out.messages[0]
+                    return out
+            except (ConnectionClosed, TimeoutError):
+                return out
             with contextlib.suppress(ConnectionClosed):  # the server may refuse mid-way
                 for f in frames:
                     await ws.send(f)

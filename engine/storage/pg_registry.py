@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from ..store import SessionCaps
 from .pg_database import PgDatabase, partitioned
 from .registry import SqlRegistry
 
@@ -39,9 +40,9 @@ class PostgresRegistry(SqlRegistry):
                 for statement in TABLES:
                     db.run(statement, [])
 
-    def admit(self, npsn: str, session: str, install: str, now_ms: int, limit: int,
-              lease_ms: int) -> bool:
+    def admit(self, npsn: str, session: str, install: str, now_ms: int, caps: SessionCaps,
+              lease_ms: int) -> str | None:
         with self.db.transaction() as con:
             # Every process admits through this one lock: the count is the database's.
             con.execute("SELECT pg_advisory_xact_lock(5775)")
-            return super().admit(npsn, session, install, now_ms, limit, lease_ms)
+            return super().admit(npsn, session, install, now_ms, caps, lease_ms)

@@ -16,7 +16,7 @@ from typing import Any
 
 import duckdb
 
-from ..store import RegistryError
+from ..store import RegistryError, SessionCaps
 from .database import Database, failure
 
 # Runs one statement with ``?`` parameters: the column names and the rows.
@@ -126,17 +126,23 @@ class SqlRegistry:
 
     # -- sessions in flight: admission across every server process on the store --------------
 
-    def admit(self, npsn: str, session: str, install: str, now_ms: int, limit: int,
-              lease_ms: int) -> bool:
-        """Admit a session unless ``limit`` are live (renewed within ``lease_ms``: those of
-        a process that died lapse). Needs the caller's transaction and exclusion."""
+    def admit(self, npsn: str, session: str, install: str, now_ms: int, caps: SessionCaps,
+              lease_ms: int) -> str | None:
+        """Admit a session unless a cap is reached (counting those renewed within
+        ``lease_ms``: those of a process that died lapse); the cap reached, or None.
+        Needs the caller's transaction and exclusion."""
         self._run("DELETE FROM registry.live WHERE seen_ms < ?", [now_ms - lease_ms])
-        (live,) = self._run("SELECT count(*) FROM registry.live", [])[1][0]
-        if live >= limit:
-            return False
+        total, school, mine = self._run(
+            "SELECT count(*), count(*) FILTER (WHERE npsn = ?), "
+            "count(*) FILTER (WHERE npsn = ? AND install = ?) FROM registry.live",
+            [npsn, npsn, install])[1][0]
+        for cap, live, limit in (("install", mine, caps.install),
+                                 ("school", school, caps.school), ("total", total, caps.total)):
+            if live >= limit:
+                return cap
         self._run("INSERT INTO registry.live (npsn, session, install, started_ms, seen_ms) "
                   "VALUES (?, ?, ?, ?, ?)", [npsn, session, install, now_ms, now_ms])
-        return True
+        return None
 
     def renew(self, sessions: list[tuple[str, str]], now_ms: int) -> None:
         """Keep these (npsn, session) live for another lease."""
@@ -171,10 +177,10 @@ class DuckDBRegistry(SqlRegistry):
                 # One process has the file: sessions left live were a dead process's.
                 c.execute("DELETE FROM registry.live")
 
-    def admit(self, npsn: str, session: str, install: str, now_ms: int, limit: int,
-              lease_ms: int) -> bool:
+    def admit(self, npsn: str, session: str, install: str, now_ms: int, caps: SessionCaps,
+              lease_ms: int) -> str | None:
         with self.db.transaction():  # the writer alone writes: that is the exclusion
-            return super().admit(npsn, session, install, now_ms, limit, lease_ms)
+            return super().admit(npsn, session, install, now_ms, caps, lease_ms)
 
     def _query(self, sql: str, params: list[Any]) -> tuple[list[str], list[tuple[Any, ...]]]:
         try:
