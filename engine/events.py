@@ -234,7 +234,7 @@ class Batch:
             for name, blob in f.tables.items():
                 if name not in BY_NAME:
                     raise MalformedBatch(f"unknown entity {name!r}")
-                tables[name] = _from_ipc(blob, arrow_schema(BY_NAME[name]))
+                tables[name] = _from_ipc(blob, arrow_schema(BY_NAME[name]), len(_META))
                 _check_values(BY_NAME[name], tables[name])
             signatures = _from_ipc(f.signatures, SIGNATURE_SCHEMA) if f.signatures else None
             contexts = _from_ipc(f.contexts, CONTEXT_SCHEMA)
@@ -268,19 +268,31 @@ def _ipc(table: pa.Table) -> bytes:
     return bytes(sink.getvalue().to_pybytes())
 
 
-def _from_ipc(blob: bytes, schema: pa.Schema) -> pa.Table:
+def _from_ipc(blob: bytes, schema: pa.Schema, required: int | None = None) -> pa.Table:
     """An Arrow IPC stream of ``schema`` and record batches alone, none compressed: so
-    the decoded table is about the size of ``blob``, whatever it claims."""
+    the decoded table is about the size of ``blob``, whatever it claims. Validated
+    whole (offsets, UTF-8, decimal precision), and without a null in its first
+    ``required`` columns (all of them if None)."""
     reader = pa.ipc.MessageReader.open_stream(blob)
-    first = reader.read_next_message()
-    if first.type != "schema" or not pa.ipc.read_schema(first).equals(schema):
+    first = next(iter(reader), None)
+    if first is None or first.type != "schema" or not pa.ipc.read_schema(first).equals(schema):
         raise MalformedBatch("unexpected columns")
     batches = []
     for message in reader:
         if message.type != "record batch" or _compressed(message.metadata):
             raise MalformedBatch("compressed or unexpected Arrow data")
         batches.append(pa.ipc.read_record_batch(message, schema))
-    return pa.Table.from_batches(batches, schema)
+    table = pa.Table.from_batches(batches, schema)
+    try:
+        table.validate(full=True)
+    except pa.ArrowInvalid as exc:
+        # Arrow's words, less where it found it, and only a short prefix of the value
+        raise MalformedBatch(f"invalid values: {str(exc).split('Invalid: ')[-1][:60]}",
+                             ) from None
+    for column in table.columns[:required]:
+        if column.null_count:
+            raise MalformedBatch("an empty id, number or signature")
+    return table
 
 
 def _compressed(metadata: pa.Buffer) -> bool:
@@ -307,14 +319,8 @@ def _compressed(metadata: pa.Buffer) -> bool:
 
 
 def _check_values(e: Entity, t: pa.Table) -> None:
-    """MalformedBatch unless every value is valid and within the limits ``values.parse``
-    puts on a typed one (a decimal's, MAX_DECIMAL, is its Arrow type's precision)."""
-    try:
-        t.validate(full=True)  # UTF-8, offsets, decimal precision
-    except pa.ArrowInvalid as exc:
-        # Arrow's words, less where it found it, and only a short prefix of the value
-        raise MalformedBatch(f"invalid values: {str(exc).split('Invalid: ')[-1][:60]}",
-                             ) from None
+    """MalformedBatch unless every value is within the limits ``values.parse`` puts on a
+    typed one (a decimal's, MAX_DECIMAL, is its Arrow type's precision)."""
     if not t.num_rows:
         return
     types = {"author": "text", "role": "text", **{f.name: f.type for f in e.fields}}
