@@ -256,8 +256,9 @@ def delivered(db_path: str | os.PathLike[str]) -> dict[str, tuple[int, int]]:
     """Per entity: the rows in the table and their distinct row ids."""
     store = DuckDBStore(db_path, frozenset(), read_only=True)
     try:
-        _, found = store.query(f"SELECT entity, count(*), count(DISTINCT row_id) "
-                               f"FROM {TABLE} GROUP BY entity")
+        with store.transaction() as c:  # not store.query: that reads only the school's tables
+            found = c.execute(f"SELECT entity, count(*), count(DISTINCT row_id) "
+                              f"FROM {TABLE} GROUP BY entity").fetchall()
     finally:
         store.close()
     return {entity: (int(n), int(ids)) for entity, n, ids in found}

@@ -3,7 +3,11 @@
 Every command opens the install's store (``Install.open``), does one thing and
 closes it. Errors are one line on stderr, ``selaras: error: ...``, with exit
 status 1 (2 for usage errors); ``SelarasGroup.main`` is the one place that
-turns exceptions into that line.
+turns exceptions into that line. Input and environment faults (a bad value, a
+damaged bundle, a full disk, a read-only folder) are said in Indonesian, naming
+the field or the cause and what to do (docs/security.md, "Errors"); usage
+errors keep click's English, like the commands and their --help. "internal
+error" is for bugs only.
 
 Command groups that live outside client/ (``selaras bench``) plug in through
 the ``selaras.commands`` entry point group: client/ never imports them.
@@ -25,9 +29,10 @@ from typing import Any, NoReturn, TypeVar
 
 import click
 
-from selaras.engine.errors import InputError
-from selaras.engine.schema import TABS
-from selaras.engine.store import ImportRefused, StoreError, verify
+from selaras.engine.errors import InputError, os_error_text
+from selaras.engine.schema import ENTITIES, TABS, UnknownEntity
+from selaras.engine.store import AppendReport, StoreError, verify
+from selaras.engine.values import shown
 
 from . import output
 from .install import (
@@ -100,20 +105,17 @@ def fail(message: str, code: int) -> NoReturn:
 
 def describe(exc: Exception) -> str:
     """The one line an operator sees for an error."""
-    if isinstance(exc, ImportRefused):
-        n, msg = exc.problems[0]
-        more = len(exc.problems) - 1
-        return (f"{exc.path}: {f'line {n}: ' if n else ''}{msg}"
-                + (f" (and {more} more problem{'s' if more > 1 else ''})" if more else "")
-                + "; nothing was imported")
+    if isinstance(exc, UnknownEntity):  # schema's words are English and echo the name whole
+        return (f"entitas {shown(exc.name)} tidak dikenal; yang dikenal: "
+                f"{', '.join(e.name for e in ENTITIES)}")
     if isinstance(exc, EXPECTED_ERRORS):
         return str(exc)
     if isinstance(exc, OSError) and exc.strerror:
-        return f"{exc.filename}: {exc.strerror}" if exc.filename else exc.strerror
+        return os_error_text(exc)
     # Anything else is a bug: say what, and how to see where.
     if os.environ.get(DEBUG_ENV):
         traceback.print_exception(exc)
-    first = (str(exc).splitlines() or [""])[0]
+    first = (str(exc).splitlines() or [""])[0][:200]
     return (f"internal error: {type(exc).__name__}: {first} (set {DEBUG_ENV}=1 for the "
             "traceback, and please report it)")
 
@@ -170,16 +172,16 @@ def parse_assignments(ctx: click.Context, param: click.Parameter,
     for item in values:
         name, sep, value = item.partition("=")
         if not sep or not name:
-            raise click.BadParameter(f"{item!r} is not field=value", ctx, param)
+            raise click.BadParameter(f"{shown(item)} is not field=value", ctx, param)
         if name in out:
-            raise click.BadParameter(f"field {name!r} given twice", ctx, param)
+            raise click.BadParameter(f"field {shown(name)} given twice", ctx, param)
         out[name] = value
     return out
 
 
 def check_npsn(ctx: click.Context, param: click.Parameter, value: str) -> str:
     if not NPSN.fullmatch(value):
-        raise click.BadParameter(f"{value!r} is not an NPSN (8 digits)", ctx, param)
+        raise click.BadParameter(f"{shown(value)} is not an NPSN (8 digits)", ctx, param)
     return value
 
 
@@ -258,8 +260,8 @@ def init(install: Install, offline: bool, server_url: str | None, npsn: str, kod
         _reregister(install, server_url, npsn, kode, user, password, timeout, as_json)
         return
     if install.exists():
-        raise ClientError(f"{install.folder} already holds an install; use another --data "
-                          "(or --reregister it after its sync was refused)")
+        raise ClientError(f"{install.folder} sudah berisi instalasi: pakai --data lain "
+                          "(atau --reregister bila sinkronisasinya ditolak)")
     from .sync import register
 
     answer = asyncio.run(register(server_url, npsn, kode, user, password))
@@ -283,8 +285,8 @@ def _reregister(install: Install, url: str, npsn: str, kode: str, user: str, pas
     from .sync import register
 
     if not install.exists():
-        raise ClientError(f"no install in {install.folder} to register again; "
-                          "give --data, or run 'selaras init' without --reregister")
+        raise ClientError(f"tidak ada instalasi di {install.folder} untuk didaftarkan ulang: "
+                          "beri --data, atau jalankan 'selaras init' tanpa --reregister")
     with reregistering(install, npsn) as rereg:
         before = rereg.old.identity.origin
         answer = asyncio.run(register(url, npsn, kode, user, password))
@@ -398,7 +400,7 @@ def add(session: Session, entity: str, fields: dict[str, str], as_json: bool) ->
 @with_session()
 def edit(session: Session, entity: str, row_id: str, fields: dict[str, str]) -> None:
     """Change fields of a row."""
-    session.replica.edit(entity, row_id, fields, now_ms())
+    warn_clock(session.replica.edit(entity, row_id, fields, now_ms()))
 
 
 @cli.command()
@@ -407,7 +409,14 @@ def edit(session: Session, entity: str, row_id: str, fields: dict[str, str]) -> 
 @with_session()
 def delete(session: Session, entity: str, row_id: str) -> None:
     """Delete a row (rows are kept, with soft_delete = 1)."""
-    session.replica.delete(entity, row_id, now_ms())
+    warn_clock(session.replica.delete(entity, row_id, now_ms()))
+
+
+def warn_clock(report: AppendReport) -> None:
+    """Tell the operator when this PC's clock was behind what it had seen of the row."""
+    if report.clock_behind_ms:
+        click.echo(f"selaras: peringatan: {output.clock_behind(report.clock_behind_ms)}",
+                   err=True)
 
 
 @cli.command()
@@ -463,7 +472,7 @@ def conflicts(ctx: click.Context, as_json: bool) -> None:
 @with_session()
 def resolve(session: Session, entity: str, row_id: str, field: str, value: str) -> None:
     """Settle a conflict: write VALUE after every concurrent write."""
-    session.replica.resolve(entity, row_id, field, value, now_ms())
+    warn_clock(session.replica.resolve(entity, row_id, field, value, now_ms()))
 
 
 @cli.command()

@@ -36,6 +36,7 @@ from selaras.engine.replica import (
 )
 from selaras.engine.storage import open_install
 from selaras.engine.store import AppendReport, DataInUse, EventCollision, InstallStore
+from selaras.engine.values import shown
 
 DB_FILE = "selaras.duckdb"
 DEFAULT_DATA = "selaras-data"
@@ -43,6 +44,7 @@ ENV_DATA = "SELARAS_DATA"
 BUSY_WAIT_S = 2.0  # how long a command waits for another process to let go of the file
 NPSN = re.compile(r"[0-9]{8}")
 MAX_VECTOR_FILE = 1 << 20
+MAX_SEQ = 2**63 - 1  # a seq the store holds (BIGINT)
 
 
 class ClientError(Exception):
@@ -97,8 +99,8 @@ class Install:
     @contextmanager
     def open(self, *, read_only: bool = False) -> Iterator[Session]:
         if not self.exists():
-            raise ClientError(f"no install in {self.folder}: run 'selaras init' "
-                              "or give --data / SELARAS_DATA")
+            raise ClientError(f"tidak ada instalasi di {self.folder}: jalankan 'selaras init', "
+                              "atau beri --data / SELARAS_DATA")
         identity = self.identity()
         store = _connect(self.db, identity.central, read_only=read_only)
         try:
@@ -133,15 +135,16 @@ class Install:
         an interrupted init leaves no half install behind.
         """
         if not NPSN.fullmatch(npsn):
-            raise ClientError(f"NPSN must be 8 digits, not {npsn!r}")
+            raise ClientError(f"NPSN harus 8 angka, bukan {shown(npsn)}")
         if self.exists():
-            raise ClientError(f"{self.folder} already holds an install ({self.db.name})")
+            raise ClientError(f"{self.folder} sudah berisi instalasi ({self.db.name}): "
+                              "pakai --data lain")
         refs = referensi_events()
         fields = school_fields(npsn, nama, bentuk, refs)
         identity = Identity(npsn=npsn, origin=new_origin(), author=user, role="operator")
         self.folder.mkdir(parents=True, exist_ok=True)
         aside = self.folder / f".{DB_FILE}.init-{identity.origin[:8]}"
-        store = open_install(aside, identity.central)
+        store = _open_aside(aside, identity.central)
         try:
             store.append(Batch.from_events([*refs, school_identity_event(npsn, fields)]))
             store.set_meta(npsn=npsn, origin=identity.origin, user=user, role=identity.role)
@@ -169,11 +172,12 @@ class Install:
         moved into place, like ``init_offline``.
         """
         if self.exists():
-            raise ClientError(f"{self.folder} already holds an install ({self.db.name})")
+            raise ClientError(f"{self.folder} sudah berisi instalasi ({self.db.name}): "
+                              "pakai --data lain")
         identity = Identity(npsn=npsn, origin=origin, author=user, role=role)
         self.folder.mkdir(parents=True, exist_ok=True)
         aside = self.folder / f".{DB_FILE}.init-{origin[:8]}"
-        store = open_install(aside, identity.central)
+        store = _open_aside(aside, identity.central)
         try:
             store.set_meta(npsn=npsn, origin=origin, user=user, role=role, token=token,
                            url=url, centre_key=centre_key)
@@ -185,6 +189,15 @@ class Install:
         os.replace(aside, self.db)
         self._identity[:] = [identity]
         return identity
+
+
+def _open_aside(path: Path, central: frozenset[str]) -> InstallStore:
+    """A new store at ``path``; if it cannot be made (a full disk), no file left there."""
+    try:
+        return open_install(path, central)
+    except BaseException:
+        remove_db(path)
+        raise
 
 
 def _connect(path: Path, central: frozenset[str], *, read_only: bool) -> InstallStore:
@@ -204,7 +217,7 @@ def _identity_from(meta: Mapping[str, str], db: Path) -> Identity:
         return Identity(npsn=meta["npsn"], origin=meta["origin"], author=meta["user"],
                         role=meta["role"])
     except KeyError:
-        raise ClientError(f"{db} is not a selaras install (it records no identity)") from None
+        raise ClientError(f"{db} bukan instalasi selaras (tidak mencatat identitasnya)") from None
 
 
 def remove_db(path: Path) -> None:
@@ -257,11 +270,11 @@ def import_bundle(session: Session, data: bytes,
     except EventCollision as exc:
         if exc.origin == centre_origin(session.identity.npsn):
             raise ClientError(
-                "the two installs record the school's identity differently (initialised "
-                "offline with another --nama or --bentuk?); nothing was imported") from None
+                "kedua instalasi mencatat identitas sekolah secara berbeda (dibuat offline "
+                "dengan --nama atau --bentuk lain?); tidak ada yang diimpor") from None
         if exc.origin == REFERENSI_ORIGIN:
-            raise ClientError("the two installs hold different Referensi (different "
-                              "selaras versions?); nothing was imported") from None
+            raise ClientError("kedua instalasi memegang Referensi yang berbeda (versi "
+                              "selaras berbeda?); tidak ada yang diimpor") from None
         raise
     return b, report, warnings
 
@@ -282,17 +295,27 @@ def read_vector(path: Path, npsn: str) -> VersionVector:
     """A version vector from a file written by 'selaras vector' (or from a bundle)."""
     data = _read_limited(path, bundle.MAX_BUNDLE_BYTES if _is_bundle(path) else MAX_VECTOR_FILE)
     if bundle.is_bundle(data):
-        return bundle.decode(data, npsn=npsn).vector
+        theirs = bundle.decode(data, npsn=npsn).vector
+        try:
+            check_vector(theirs)
+        except ValueError:
+            raise bundle.BundleCorrupt("its vector is out of range") from None
+        return theirs
     try:
         vector = msgspec.json.decode(data, type=dict[str, int])
-        for origin, seq in vector.items():
-            uuid.UUID(origin)
-            if seq < 0:
-                raise ValueError
+        check_vector(vector)
     except (msgspec.DecodeError, ValueError):
-        raise ClientError(f"{path} is not a version vector (JSON {{origin: seq}}, "
-                          "as 'selaras vector' writes)") from None
+        raise ClientError(f"{path} bukan vektor versi (JSON {{origin: seq}}, seperti yang "
+                          "ditulis 'selaras vector')") from None
     return vector
+
+
+def check_vector(vector: VersionVector) -> None:
+    """ValueError unless every origin is a UUID and every seq a count the store can hold."""
+    for origin, seq in vector.items():
+        uuid.UUID(origin)
+        if not 0 <= seq <= MAX_SEQ:
+            raise ValueError(origin)
 
 
 def vector_json(vector: VersionVector) -> str:
@@ -311,12 +334,17 @@ def _is_bundle(path: Path) -> bool:
 def _read_limited(path: Path, limit: int) -> bytes:
     size = path.stat().st_size
     if size > limit:
-        raise ClientError(f"{path} is too large ({size} bytes; at most {limit})")
+        raise ClientError(f"{path} terlalu besar ({size} byte; paling besar {limit} byte)")
     return path.read_bytes()
 
 
 def write_atomically(path: Path, data: bytes) -> None:
     """Write a file so that a reader never sees half of it."""
     aside = path.with_name(f".{path.name}.part")
-    aside.write_bytes(data)
-    os.replace(aside, path)
+    try:
+        aside.write_bytes(data)
+        os.replace(aside, path)
+    except BaseException:  # a full disk: leave no half file behind
+        with suppress(OSError):
+            aside.unlink()
+        raise

@@ -90,6 +90,11 @@ def bundle_warnings(w: BundleWarnings) -> list[str]:
     return lines
 
 
+def clock_behind(ms: int) -> str:
+    return (f"jam komputer ini {max(1, ms // 60_000)} menit lebih lambat dari data yang sudah "
+            "ada: perubahan ini tetap dicatat setelahnya, tetapi perbaiki jam komputer ini")
+
+
 def report_json(report: AppendReport) -> dict[str, int]:
     return {"applied": report.applied, "duplicates": report.duplicates,
             "held_back": report.held_back}

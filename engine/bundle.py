@@ -162,7 +162,8 @@ class BundleError(InputError):
 
 class NotABundle(BundleError):
     def __str__(self) -> str:
-        return "not a selaras bundle"
+        return ("bukan file bundel selaras: pilih file yang dibuat 'selaras bundle export' "
+                "di instalasi lain sekolah ini")
 
 
 class BundleCorrupt(BundleError):
@@ -171,7 +172,16 @@ class BundleCorrupt(BundleError):
         self.reason = reason
 
     def __str__(self) -> str:
-        return f"the bundle is damaged or incomplete ({self.reason})"
+        if self.reason == "truncated":
+            how = "terpotong"
+        elif "checksum" in self.reason:
+            how = "isinya tidak cocok dengan checksum-nya"
+        elif self.reason.startswith("larger than"):
+            how = "terlalu besar"
+        else:  # the decoder's own words (msgspec, Arrow) tell a developer, not an operator
+            how = "isinya tidak dapat dibaca"
+        return (f"bundel rusak atau tidak lengkap ({how}); tidak ada yang diimpor: salin "
+                "ulang file bundel dari komputer pembuatnya, atau ekspor ulang di sana")
 
 
 class NotOfSchool(BundleError):
@@ -180,8 +190,14 @@ class NotOfSchool(BundleError):
         self.npsn, self.what = npsn, what
 
     def __str__(self) -> str:
-        return (f"the bundle of school {self.npsn} holds {self.what}: it was made for "
-                "another school or altered; nothing was imported")
+        if self.what == "a centre event of another school":
+            what = "data pusat milik sekolah lain"
+        elif self.what.endswith(" rows of another school"):
+            what = f"baris {self.what.split()[0]} milik sekolah lain"
+        else:
+            what = self.what
+        return (f"bundel sekolah {self.npsn} berisi {what}: bundel ini dibuat untuk sekolah "
+                "lain atau sudah diubah; tidak ada yang diimpor")
 
 
 class BundleMismatch(BundleError):
@@ -190,8 +206,10 @@ class BundleMismatch(BundleError):
         self.what, self.theirs, self.ours = what, theirs, ours
 
     def __str__(self) -> str:
-        return (f"the bundle has {self.what} {self.theirs}, this install has {self.ours}; "
-                "update selaras on the older side")
+        what = {"envelope version": "versi amplop", "bundle format": "format",
+                "schema version": "versi skema"}.get(self.what, self.what)
+        return (f"{what} bundel ini {self.theirs}, {what} instalasi ini {self.ours}: perbarui "
+                "selaras di komputer yang versinya lebih lama; tidak ada yang diimpor")
 
 
 class WrongSchool(BundleError):
@@ -200,5 +218,7 @@ class WrongSchool(BundleError):
         self.theirs, self.ours = theirs, ours
 
     def __str__(self) -> str:
-        shown = self.theirs if _NPSN.fullmatch(self.theirs) else repr(self.theirs)
-        return f"the bundle is of school {shown}; this install holds school {self.ours}"
+        shown = self.theirs if _NPSN.fullmatch(self.theirs) else (
+            repr(self.theirs[:40]) + ("..." if len(self.theirs) > 40 else ""))
+        return (f"bundel ini milik sekolah {shown}, sedangkan instalasi ini milik sekolah "
+                f"{self.ours}: impor bundel ini di instalasi sekolahnya; tidak ada yang diimpor")

@@ -21,10 +21,14 @@
         └── StoreFailure            the database itself failed (memory, disk, I/O)
 
 Each class carries structured attributes and builds its message in ``__str__``.
-Messages a peer receives never carry an exception's text (``refusals``).
+Messages a peer receives never carry an exception's text (``refusals``). The
+operating system's own errors (OSError: a full disk, a read-only folder) are
+not in the tree; ``os_error_text`` says them in the operator's words.
 """
 
 from __future__ import annotations
+
+import errno
 
 
 class SelarasError(Exception):
@@ -37,3 +41,31 @@ class UsageError(SelarasError):
 
 class InputError(SelarasError, ValueError):
     """Input from a person or a file that cannot be taken; nothing was changed."""
+
+
+def os_error_text(exc: OSError) -> str:
+    """An operating system's refusal (a full disk, a read-only folder ...) as an operator or
+    admin reads it: the file, the cause, what to do; in one line, in Indonesian."""
+    what = f"{exc.filename}: " if exc.filename else ""
+    match exc.errno:
+        case errno.ENOSPC:
+            why = "disk penuh (kosongkan sebagian ruang disk, lalu coba lagi)"
+        case errno.EROFS:
+            why = "folder hanya-baca, tidak dapat ditulis (pakai folder lain)"
+        case errno.EACCES | errno.EPERM:
+            why = "tidak ada izin (periksa izin file atau foldernya)"
+        case errno.ENOENT:
+            why = "tidak ada (periksa nama dan foldernya)"
+        case errno.EISDIR:
+            why = "itu folder, bukan file"
+        case errno.ENOTDIR:
+            why = "sebagian jalurnya bukan folder"
+        case errno.EEXIST:
+            why = "sudah ada"
+        case errno.ENAMETOOLONG:
+            why = "namanya terlalu panjang"
+        case errno.EIO:
+            why = "gagal dibaca atau ditulis (disk rusak atau tercabut?)"
+        case _:
+            why = exc.strerror or type(exc).__name__
+    return what + why

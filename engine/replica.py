@@ -12,7 +12,7 @@ from collections.abc import Mapping
 
 import msgspec
 
-from .clocks import hlc_from_ms, local_clock
+from .clocks import hlc_from_ms, hlc_ms, local_clock
 from .errors import InputError
 from .events import (
     REFERENSI_ORIGIN,
@@ -24,7 +24,7 @@ from .events import (
 )
 from .schema import Entity, Owner, entity
 from .store import AppendReport, Store
-from .values import Value, parse
+from .values import Value, parse, shown
 
 # Seed events (the school's identity, Referensi) carry fixed timestamps so that
 # every replica that makes them offline makes the very same events.
@@ -79,7 +79,7 @@ def school_fields(npsn: str, nama: str | None, bentuk: str, refs: list[Event],
     kinds = {str(ev.changes["nama"]).upper(): ev.changes["bentuk_pendidikan_id"]
              for ev in live if ev.entity == "ref.bentuk_pendidikan"}
     if bentuk.upper() not in kinds:
-        raise EditError(f"unknown bentuk pendidikan {bentuk!r}; known: "
+        raise EditError(f"bentuk pendidikan {shown(bentuk)} tidak dikenal; yang dikenal: "
                         f"{', '.join(sorted(kinds))}")
     # A school sits in a region of the finest level (a kecamatan).
     regions = [ev.changes for ev in live if ev.entity == "ref.mst_wilayah"]
@@ -87,7 +87,7 @@ def school_fields(npsn: str, nama: str | None, bentuk: str, refs: list[Event],
     codes = sorted(str(r["kode_wilayah"]) for r in regions
                    if int(str(r["id_level_wilayah"])) == finest)
     if not codes:
-        raise EditError("Referensi holds no region (ref.mst_wilayah)")
+        raise EditError("Referensi tidak berisi wilayah (ref.mst_wilayah)")
     return {
         "nama": nama or f"{bentuk.upper()} {npsn}",
         "bentuk_pendidikan_id": kinds[bentuk.upper()],
@@ -122,12 +122,18 @@ class Replica:
         carried = context if context != self.store.context(me.origin) else None
         clock = local_clock(self.store.max_hlc(me.origin), self.store.max_hlc(), now_ms)
         first = clock.tick(now_ms, len(changes))
+        # Above everything seen of the rows written, even if this PC's clock is behind:
+        # a write made after seeing a value supersedes it on every replica.
+        seen = max((self.store.row_hlc(name, row_id) for name, row_id, _ in changes), default=0)
+        behind_ms = hlc_ms(seen) - now_ms if seen >= first else 0
+        first = max(first, seen + 1)
         seq = vector.get(me.origin, 0)
         events = [Event(origin=me.origin, seq=seq + i, hlc=first + i - 1, entity=name,
                         row_id=row_id, changes=fields, author=me.author, role=me.role,
                         context=carried if i == 1 else None)
                   for i, (name, row_id, fields) in enumerate(changes, start=1)]
-        return self.store.append(Batch.from_events(events))
+        report = self.store.append(Batch.from_events(events))
+        return msgspec.structs.replace(report, clock_behind_ms=behind_ms)
 
     def add(self, entity_name: str, raw: Mapping[str, object], now_ms: int) -> str:
         """Create a row; returns its new id."""
@@ -136,59 +142,60 @@ class Replica:
         if e.school_field:
             given = fields.setdefault(e.school_field, self.identity.sekolah_id)
             if given != self.identity.sekolah_id:
-                raise EditError(f"{e.name}.{e.school_field}: this install holds only school "
-                                f"{self.identity.npsn} ({self.identity.sekolah_id})")
+                raise EditError(f"{e.name}.{e.school_field}: instalasi ini hanya memegang "
+                                f"sekolah {self.identity.npsn} ({self.identity.sekolah_id})")
         row_id = str(uuid.uuid4())
         self.record([(e.name, row_id, fields)], now_ms)
         return row_id
 
     def edit(self, entity_name: str, row_id: str, raw: Mapping[str, object], now_ms: int,
-             ) -> None:
+             ) -> AppendReport:
         e = entity(entity_name)
         row = self._existing(e, row_id)
         fields = self._parse(e, raw, row)
         if e.school_field and fields.get(e.school_field, row[e.school_field]) != row[
                 e.school_field]:
-            raise EditError(f"{e.name}.{e.school_field} cannot move a row to another school")
-        self.record([(e.name, row_id, fields)], now_ms)
+            raise EditError(f"{e.name}.{e.school_field}: baris tidak dapat dipindah ke "
+                            "sekolah lain")
+        return self.record([(e.name, row_id, fields)], now_ms)
 
-    def delete(self, entity_name: str, row_id: str, now_ms: int) -> None:
+    def delete(self, entity_name: str, row_id: str, now_ms: int) -> AppendReport:
         """Rows are never removed: deleting sets soft_delete = 1."""
-        self.edit(entity_name, row_id, {"soft_delete": "1"}, now_ms)
+        return self.edit(entity_name, row_id, {"soft_delete": "1"}, now_ms)
 
     def resolve(self, entity_name: str, row_id: str, field: str, raw: object, now_ms: int,
-                ) -> None:
+                ) -> AppendReport:
         """Settle a conflict: a new write whose context holds every sibling."""
         held = {(s.entity, s.row_id, s.field) for s in self.store.conflicts()}
         if (entity_name, row_id, field) not in held:
-            raise EditError(f"no conflict on {entity_name} {row_id} {field}")
-        self.edit(entity_name, row_id, {field: raw}, now_ms)
+            raise EditError(f"tidak ada konflik pada {shown(f'{entity_name} {row_id} {field}')}")
+        return self.edit(entity_name, row_id, {field: raw}, now_ms)
 
     def _existing(self, e: Entity, row_id: str) -> dict[str, object]:
         try:
             row_id = str(uuid.UUID(row_id))
         except ValueError:
-            raise EditError(f"{row_id!r} is not a row id (a UUID)") from None
+            raise EditError(f"{shown(row_id)} bukan id baris (UUID)") from None
         row = self.store.rows(e.name).get(row_id)
         if row is None:
-            raise EditError(f"{e.name} has no row {row_id}")
+            raise EditError(f"{e.name} tidak punya baris {row_id}")
         return row
 
     def _parse(self, e: Entity, raw: Mapping[str, object], row: Mapping[str, object] | None,
                ) -> dict[str, Value]:
         if e.is_reference or e.name == "sekolah" and row is None:
-            raise EditError(f"{e.name} rows come from the centre")
+            raise EditError(f"data {e.name} datang dari server pusat, tidak dapat diubah di sini")
         if not raw:
-            raise EditError("nothing to change: give field=value")
+            raise EditError("tidak ada yang diubah: beri isian=nilai (FIELD=VALUE)")
         verified = bool(row and e.verified_by and row.get(e.verified_by) == 1)
         out: dict[str, Value] = {}
         for name, value in raw.items():
             f = e.by_name.get(name)
             if f is None:
-                raise EditError(f"{e.name} has no field {name!r}; fields: "
+                raise EditError(f"{e.name} tidak punya isian {shown(name)}; isiannya: "
                                 f"{', '.join(e.by_name)}")
             if f.owner is Owner.CENTRE or f.owner is Owner.VERVAL and verified:
-                raise EditError(f"{e.name}.{name} is set by the centre"
-                                + (" (verified)" if f.owner is Owner.VERVAL else ""))
+                raise EditError(f"{e.name}.{name} diisi oleh server pusat"
+                                + (" (sudah diverifikasi)" if f.owner is Owner.VERVAL else ""))
             out[name] = parse(e, f, value)
         return out

@@ -94,10 +94,11 @@ class ImportRefused(InputError):
         self.path, self.problems = path, problems
 
     def __str__(self) -> str:
-        lines = [f"{self.path}: line {n}: {msg}" if n else f"{self.path}: {msg}"
-                 for n, msg in self.problems[:10]]
-        more = len(self.problems) - 10
-        return "\n".join(lines + ([f"... and {more} more"] if more > 0 else []))
+        n, msg = self.problems[0] if self.problems else (0, "tidak dapat dibaca")
+        more = len(self.problems) - 1
+        return (f"{self.path}: {f'baris {n}: ' if n else ''}{msg}"
+                + (f" (dan {more} masalah lain)" if more > 0 else "")
+                + "; tidak ada yang diimpor: perbaiki filenya lalu impor lagi")
 
 
 class QueryRefused(InputError):
@@ -113,7 +114,8 @@ class QueryRefused(InputError):
 
 class DataInUse(StoreError):
     def __str__(self) -> str:
-        return "the data folder is in use by another selaras process (a sync?); try again soon"
+        return ("folder data sedang dipakai proses selaras lain (sinkronisasi?): "
+                "coba lagi sebentar lagi")
 
 
 class StoreFailure(StoreError):
@@ -128,7 +130,7 @@ class StoreFailure(StoreError):
         self.reason, self.detail = reason, detail
 
     def __str__(self) -> str:
-        return f"{self.reason}; nothing was changed"
+        return f"{self.reason}; tidak ada yang diubah"
 
 
 class RegistryError(StoreError):
@@ -158,6 +160,10 @@ class AppendReport(msgspec.Struct, frozen=True):
     duplicates: int = 0
     held_back: int = 0
     clock_bounded: int = 0  # of the applied, how many the centre bounded (merge rule 5)
+    # An edit: how far this PC's clock was behind what it had seen of the row, when more
+    # than the clock may take in (MAX_AHEAD_MS): the edit was dated just after what was
+    # seen instead, so that it supersedes it.
+    clock_behind_ms: int = 0
 
 
 # What admitting one batch came to: its report, or the error that refused it alone.
@@ -179,6 +185,11 @@ class Store(Protocol):
     def max_hlc(self, origin: str | None = None) -> int:
         """The highest hlc of ``origin``'s events; without it, the highest effective
         hlc held (merge rule 5): what a clock observes."""
+        ...
+
+    def row_hlc(self, entity: str, row_id: str) -> int:
+        """The highest effective hlc of the events held for one row: a write made after
+        seeing the row is dated above it, whatever this PC's clock says."""
         ...
 
     def context(self, origin: str) -> VersionVector:
@@ -426,6 +437,12 @@ class MemoryStore:
 
     def vector(self) -> VersionVector:
         return dict(self._vector)
+
+    def row_hlc(self, entity: str, row_id: str) -> int:
+        bounds = clock_bounds(self._log.values(), self.central)
+        return max((effective_hlc(ev.origin, ev.seq, ev.hlc, bounds, self.central)
+                    for ev in self._log.values() if (ev.entity, ev.row_id) == (entity, row_id)),
+                   default=0)
 
     def max_hlc(self, origin: str | None = None) -> int:
         if origin is not None:

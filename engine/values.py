@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import datetime as dt
 import hashlib
+import re
 import uuid
 from collections.abc import Iterable, Sequence
 from decimal import Decimal, InvalidOperation
@@ -22,31 +23,69 @@ Value = str | int | None
 
 _QUANTUM = Decimal(1).scaleb(-DECIMAL_SCALE)
 _MAX_INT = 2**63 - 1
+_WHOLE = re.compile(r"[+-]?[0-9]+")
 # The limits of a value on every path: typed, imported, or decoded from the wire or a bundle.
 MAX_TEXT = 4096  # characters
 MAX_DECIMAL = 10**12  # a decimal's magnitude stays below this: DECIMAL(18, 6)
 FIRST_DATE, LAST_DATE = dt.date.min, dt.date.max  # years 1 to 9999
+SHOWN = 40  # characters of a bad value an error line echoes
 
 
 class BadValue(InputError):
-    """A value that does not fit its field."""
+    """A value that does not fit its field; ``problem`` says how (``PROBLEMS``) and
+    ``limit`` what the bound is, for a value out of range or too long."""
 
-    def __init__(self, entity: str, field: str, value: object, expected: str) -> None:
-        super().__init__(entity, field, value, expected)
+    def __init__(self, entity: str, field: str, value: object, expected: str,
+                 problem: str = "type", limit: str = "") -> None:
+        super().__init__(entity, field, value, expected, problem, limit)
         self.entity, self.field, self.value, self.expected = entity, field, value, expected
+        self.problem, self.limit = problem, limit
 
     def __str__(self) -> str:
-        return f"{self.entity}.{self.field}: {self.value!r} is not {self.expected}"
+        v = shown(self.value)
+        match self.problem:
+            case "range":
+                what = f"{v} di luar batas {self.expected} ({self.limit})"
+            case "long":
+                n = len(self.value) if isinstance(self.value, str) else 0
+                what = f"{v} terlalu panjang: {n} karakter ({self.limit})"
+            case "nested":
+                kind = "objek" if str(self.value)[:1] == "{" else "daftar"
+                what = f"berisi {kind} {v}, padahal harus satu nilai ({self.expected})"
+            case _:
+                what = f"{v} bukan {self.expected}"
+        return f"{self.entity}.{self.field}: {what}; perbaiki nilainya"
+
+
+# How a value can fail its field: not of its type, a number out of its type's range,
+# a text longer than MAX_TEXT, a list or an object (JSON) where one value goes.
+PROBLEMS = ("type", "range", "long", "nested")
+
+
+def shown(value: object) -> str:
+    """A bad value as an error line echoes it: quoted, on one line, and no more than
+    its first ``SHOWN`` characters (a 5000-character value is not worth a screen)."""
+    text = value if isinstance(value, str) else repr(value)
+    if len(text) <= SHOWN:
+        return repr(text) if isinstance(value, str) else text
+    cut = text[:SHOWN]
+    return (repr(cut) if isinstance(value, str) else cut) + "..."
 
 
 def parse(e: Entity, f: Field, raw: object) -> Value:
     """The canonical value of ``raw`` (a str typed by a person, or a JSON scalar)."""
     if raw is None or raw == "" and f.type != "text":
         return None
+    if isinstance(raw, list | dict | tuple):  # JSON where one value goes
+        raise bad_value(e, f, raw, "nested")
+    problem = "type"
     try:
         match f.type:
             case "text":
-                if not isinstance(raw, str) or len(raw) > MAX_TEXT:
+                if not isinstance(raw, str):
+                    raise ValueError
+                if len(raw) > MAX_TEXT:
+                    problem = "long"
                     raise ValueError
                 return raw
             case "uuid":
@@ -56,8 +95,11 @@ def parse(e: Entity, f: Field, raw: object) -> Value:
             case "int":
                 if isinstance(raw, bool) or not isinstance(raw, int | str):
                     raise ValueError
+                if isinstance(raw, str) and _WHOLE.fullmatch(raw.strip()):
+                    problem = "range"  # if int() fails now, it has too many digits
                 n = int(raw)
                 if abs(n) > _MAX_INT:
+                    problem = "range"
                     raise ValueError
                 return n
             case "date":
@@ -67,21 +109,38 @@ def parse(e: Entity, f: Field, raw: object) -> Value:
             case "decimal":
                 if isinstance(raw, bool) or not isinstance(raw, int | float | str):
                     raise ValueError
-                d = Decimal(str(raw)).quantize(_QUANTUM)
-                if not d.is_finite() or abs(d) >= MAX_DECIMAL:
+                d = Decimal(str(raw))
+                if d.is_finite() and abs(d) >= MAX_DECIMAL:
+                    problem = "range"
+                    raise ValueError
+                d = d.quantize(_QUANTUM)
+                if not d.is_finite() or abs(d) >= MAX_DECIMAL:  # 999999999999.9999999 rounds up
+                    problem = "range" if d.is_finite() else problem
                     raise ValueError
                 return str(d)
     except (ValueError, TypeError, InvalidOperation):
         pass
-    raise BadValue(e.name, f.name, raw, EXPECTED[f.type])
+    raise bad_value(e, f, raw, problem)
 
 
+def bad_value(e: Entity, f: Field, raw: object, problem: str = "type") -> BadValue:
+    """The BadValue for ``raw`` in field ``f``, with the words for its type and bounds."""
+    limit = LIMITS.get("text" if problem == "long" else f.type, "")
+    return BadValue(e.name, f.name, raw, EXPECTED[f.type], problem, limit)
+
+
+# What each type takes, and the bounds of its values, in the words of an error line.
 EXPECTED = {
-    "text": f"text of at most {MAX_TEXT} characters",
-    "uuid": "a UUID",
-    "int": "a whole number",
-    "date": "a date (YYYY-MM-DD)",
-    "decimal": "a number",
+    "text": "teks",
+    "uuid": "UUID",
+    "int": "bilangan bulat",
+    "date": "tanggal (YYYY-MM-DD)",
+    "decimal": "angka",
+}
+LIMITS = {
+    "text": f"paling panjang {MAX_TEXT} karakter",
+    "int": f"-{_MAX_INT} s.d. {_MAX_INT}",
+    "decimal": "lebih dari -1.000.000.000.000 dan kurang dari 1.000.000.000.000",
 }
 
 

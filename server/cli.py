@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import errno
 import json
 import logging
 import signal
@@ -24,6 +25,7 @@ from typing import Any
 import click
 import structlog
 
+from selaras.engine.errors import os_error_text
 from selaras.engine.protocol import AdminReply, Limits
 from selaras.engine.storage import is_postgres, open_centre
 from selaras.engine.store import DataInUse, StoreError
@@ -37,6 +39,7 @@ ENV_DATA = "SELARAS_CENTRE_DATA"
 DEFAULT_DATA = "selaras-centre"
 
 ENV_STORE = "SELARAS_CENTRE_STORE"
+STORE = "basis data pusat"  # how an error of the centre's store begins
 
 data_option = click.option(
     "--data", type=click.Path(file_okay=False, path_type=Path), envvar=ENV_DATA,
@@ -80,9 +83,25 @@ def server(data: Path, store: str | None, host: str, port: int, tls_cert: Path |
     except DataInUse as exc:
         raise click.ClickException(f"{data / DB_FILE}: {exc}") from None
     except StoreError as exc:
-        raise click.ClickException(f"the centre's store: {exc}") from None
+        raise click.ClickException(f"{STORE}: {exc}") from None
     except OSError as exc:
-        raise click.ClickException(f"cannot listen on {host}:{port}: {exc.strerror}") from None
+        if exc.filename:  # a file of the data folder: read-only, a full disk ...
+            raise click.ClickException(os_error_text(exc)) from None
+        raise click.ClickException(cannot_listen(host, port, exc)) from None
+
+
+def cannot_listen(host: str, port: int, exc: OSError) -> str:
+    """Why the server could not open its port, and what to do, in one line."""
+    match exc.errno:
+        case errno.EADDRINUSE:
+            why = "port itu sudah dipakai program lain: pilih --port lain atau hentikan program itu"
+        case errno.EACCES | errno.EPERM:
+            why = "tidak ada izin membuka port itu (port di bawah 1024?): pilih --port lain"
+        case errno.EADDRNOTAVAIL:
+            why = "alamat itu bukan milik komputer ini: periksa --host"
+        case _:
+            why = exc.strerror or type(exc).__name__
+    return f"tidak dapat membuka port {host}:{port}: {why}"
 
 
 async def _serve(data: Path, options: ServerOptions) -> None:
@@ -108,8 +127,9 @@ async def _serve(data: Path, options: ServerOptions) -> None:
 
 def check_store(store: str | None) -> None:
     if store is not None and not is_postgres(store):
-        raise click.BadParameter("give a postgresql:// URL (DuckDB needs no option)",
-                                 param_hint="--store")
+        # Not echoed: a URL may hold a password.
+        raise click.UsageError("--store: beri URL postgresql://... (tanpa --store, pusat "
+                               f"memakai DuckDB di DATA/{DB_FILE})")
 
 
 @click.group()
@@ -126,8 +146,8 @@ def dispatch(where: tuple[Path, str | None], command: str, **args: str) -> Admin
     """Run one admin command on the running server, or on the stopped store."""
     data, store = where
     info_path = data / SERVER_JSON
-    if info_path.exists():
-        info = json.loads(info_path.read_text(encoding="utf-8"))
+    info = _server_info(info_path)
+    if info is not None:
         token = (data / ADMIN_TOKEN).read_text(encoding="utf-8").strip()
         try:
             return asyncio.run(admin_request(info["url"], token, command,
@@ -137,24 +157,36 @@ def dispatch(where: tuple[Path, str | None], command: str, **args: str) -> Admin
         except OSError:
             pass  # a stale server.json (the server was killed): use the store directly
     if store is None and not (data / DB_FILE).exists() and command != "school_add":
-        raise click.ClickException(f"{data} holds no centre ({DB_FILE}); add a school first")
+        raise click.ClickException(f"{data} tidak berisi pusat ({DB_FILE}): tambahkan sekolah "
+                                   "dulu ('selaras admin school add')")
     if command == "stats":
-        raise click.ClickException("stats come from a running server only")
+        raise click.ClickException("stats hanya ada di server yang sedang berjalan: jalankan "
+                                   "'selaras server' dulu")
     data.mkdir(parents=True, exist_ok=True)
     try:
         centre = open_centre(store or data / DB_FILE, key=credentials.centre_key(data))
     except DataInUse:
         raise click.ClickException(
-            f"{data / DB_FILE} is in use by another process and no server answers "
-            f"at the URL in {SERVER_JSON}") from None
+            f"{data / DB_FILE} sedang dipakai proses lain dan tidak ada server yang menjawab "
+            f"di URL dalam {SERVER_JSON}: coba lagi sebentar lagi") from None
     except StoreError as exc:
-        raise click.ClickException(f"the centre's store: {exc}") from None
+        raise click.ClickException(f"{STORE}: {exc}") from None
     try:
         return run_admin(centre, centre.registry, command, args, now_ms())
     except AdminError as exc:
         raise click.ClickException(str(exc)) from None
     finally:
         centre.close()
+
+
+def _server_info(path: Path) -> dict[str, Any] | None:
+    """What a running server wrote in DATA/server.json; None if no server runs (or the
+    file is cut short: a server killed while writing it)."""
+    try:
+        info = json.loads(path.read_text(encoding="utf-8"))
+    except (FileNotFoundError, ValueError):  # UnicodeDecodeError too
+        return None
+    return info if isinstance(info, dict) and isinstance(info.get("url"), str) else None
 
 
 def show(reply: AdminReply, as_json: bool = False) -> None:

@@ -97,7 +97,7 @@ def test_a_school_add_that_runs_out_of_memory_leaves_nothing_and_says_so(tmp_pat
     starved = DuckDBCentre(tmp_path / "starved.duckdb", key=CentreKey(bytes(32)),
                            memory_limit="1MB")
     try:
-        with pytest.raises(AdminError, match="ran out of memory .*; nothing was changed"):
+        with pytest.raises(AdminError, match="kehabisan memori .*; tidak ada yang diubah"):
             run_admin(starved, starved.registry, "school_add", {"npsn": "20100001"}, NOW)
         assert starved.registry.schools() == []
         assert starved.school("20100001").vector() == {}
@@ -136,7 +136,7 @@ def test_a_school_add_on_a_full_disk_leaves_nothing_and_says_so(tmp_path):
     try:
         full = DuckDBCentre(small / "centre.duckdb", key=CentreKey(bytes(32)))
         added = 0
-        with pytest.raises(AdminError, match=r"the disk is full .*; nothing was changed"):
+        with pytest.raises(AdminError, match=r"disk penuh .*; tidak ada yang diubah"):
             for i in range(2000):
                 run_admin(full, full.registry, "school_add", {"npsn": f"2010{i:04d}"}, NOW)
                 added += 1

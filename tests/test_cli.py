@@ -126,7 +126,7 @@ def test_init_records_the_identity_and_the_centre_events(tmp_path: Path) -> None
 
 def test_init_refuses_a_folder_that_holds_an_install(school: Path) -> None:
     before = snapshot(school)
-    assert "already holds an install" in refused(school, "init", "--offline", "--npsn", NPSN)
+    assert "sudah berisi instalasi" in refused(school, "init", "--offline", "--npsn", NPSN)
     assert snapshot(school) == before
 
 
@@ -134,7 +134,8 @@ def test_init_refuses_a_folder_that_holds_an_install(school: Path) -> None:
     (["--npsn", NPSN], 2, "--offline"),
     (["--offline", "--npsn", "1234"], 2, "8 digits"),
     (["--offline", "--npsn", "2021987a"], 2, "8 digits"),
-    (["--offline", "--npsn", NPSN, "--bentuk", "UNIVERSITAS"], 1, "bentuk"),
+    (["--offline", "--npsn", NPSN, "--bentuk", "UNIVERSITAS"], 1,
+     "bentuk pendidikan 'UNIVERSITAS' tidak dikenal"),
 ])
 def test_init_refuses_bad_arguments(tmp_path: Path, args: list[str], code: int,
                                     says: str) -> None:
@@ -143,7 +144,7 @@ def test_init_refuses_bad_arguments(tmp_path: Path, args: list[str], code: int,
 
 
 def test_commands_need_an_install(tmp_path: Path) -> None:
-    assert "no install" in refused(tmp_path / "nothing", "checksum")
+    assert "tidak ada instalasi" in refused(tmp_path / "nothing", "checksum")
 
 
 def test_the_data_folder_comes_from_the_environment(school: Path) -> None:
@@ -184,22 +185,24 @@ def test_add_prints_json_and_fills_the_school(school: Path) -> None:
 
 
 @pytest.mark.parametrize("args, code, says", [
-    (["add", "murid", "nama=X"], 1, "unknown entity 'murid'"),
-    (["add", "peserta_didik", "warna=biru"], 1, "no field 'warna'"),
-    (["add", "peserta_didik", "tanggal_lahir=kemarin"], 1, "is not a date"),
-    (["add", "peserta_didik", "agama_id=satu"], 1, "is not a whole number"),
+    (["add", "murid", "nama=X"], 1, "entitas 'murid' tidak dikenal"),
+    (["add", "peserta_didik", "warna=biru"], 1, "tidak punya isian 'warna'"),
+    (["add", "peserta_didik", "tanggal_lahir=kemarin"], 1,
+     "peserta_didik.tanggal_lahir: 'kemarin' bukan tanggal"),
+    (["add", "peserta_didik", "agama_id=satu"], 1,
+     "peserta_didik.agama_id: 'satu' bukan bilangan bulat"),
     (["add", "peserta_didik", "nama"], 2, "is not field=value"),
     (["add", "peserta_didik"], 2, "Missing argument"),
-    (["add", "ref.agama", "agama_id=50", "nama=Baru"], 1, "come from the centre"),
+    (["add", "ref.agama", "agama_id=50", "nama=Baru"], 1, "datang dari server pusat"),
     (["add", "tanah", f"sekolah_id={school_row_id(OTHER_NPSN)}", "nama=X", "luas=1",
-      "kepemilikan_sarpras_id=1"], 1, "holds only school"),
+      "kepemilikan_sarpras_id=1"], 1, "hanya memegang sekolah"),
     (["edit", "peserta_didik", "00000000-0000-4000-8000-000000000000", "nama=X"], 1,
-     "has no row"),
-    (["edit", "peserta_didik", "not-a-uuid", "nama=X"], 1, "not a row id"),
-    (["edit", "sekolah", school_row_id(NPSN), "nama=SMA LAIN"], 1, "set by the centre"),
-    (["delete", "sekolah", "not-a-uuid"], 1, "not a row id"),
+     "tidak punya baris"),
+    (["edit", "peserta_didik", "not-a-uuid", "nama=X"], 1, "bukan id baris"),
+    (["edit", "sekolah", school_row_id(NPSN), "nama=SMA LAIN"], 1, "diisi oleh server pusat"),
+    (["delete", "sekolah", "not-a-uuid"], 1, "bukan id baris"),
     (["conflicts", "resolve", "sekolah", school_row_id(NPSN), "email", "x@y.id"], 1,
-     "no conflict"),
+     "tidak ada konflik"),
     (["frobnicate"], 2, "No such command"),
 ])
 def test_bad_edits_are_refused_and_change_nothing(school: Path, args: list[str], code: int,
@@ -246,19 +249,19 @@ def test_import_refuses_another_schools_rows(school: Path, tmp_path: Path) -> No
     write_small_school(theirs, school_row_id(OTHER_NPSN), students=2, teachers=2)
     before = snapshot(school)
     message = refused(school, "import", str(theirs))
-    assert "line 1: a row of another school" in message and "more problems" in message
-    assert message.endswith("nothing was imported")
+    assert "baris 1: data sekolah lain" in message and "masalah lain" in message
+    assert "tidak ada yang diimpor" in message
     assert snapshot(school) == before
 
 
 @pytest.mark.parametrize("content, says", [
-    ("this is not json\n", "not a JSON-lines rows file"),
-    ('{"entity": "murid", "murid_id": "x"}\n', "unknown entity"),
+    ("this is not json\n", "baris 1: bukan JSON: file impor harus berisi satu objek JSON"),
+    ('{"entity": "murid", "murid_id": "x"}\n', "entitas 'murid' tidak dikenal"),
     ('{"entity": "tanah", "tanah_id": "7c9e6679-7425-40de-944b-e07fc1f90ae7", '
      f'"sekolah_id": "{school_row_id(NPSN)}", "luas": "lebar"}}\n',
-     "tanah.luas: lebar is not a number"),
+     "tanah.luas: 'lebar' bukan angka"),
     ('{"entity": "ref.agama", "ref_id": "7c9e6679-7425-40de-944b-e07fc1f90ae7"}\n',
-     "come from the centre"),
+     "datang dari server pusat"),
 ])
 def test_import_refuses_a_malformed_file(school: Path, tmp_path: Path, content: str,
                                          says: str) -> None:
@@ -388,15 +391,15 @@ def test_bundle_refusals_change_nothing(school: Path, tmp_path: Path) -> None:
     run(school, "bundle", "export", "--out", str(good))
     data = good.read_bytes()
     cases = {
-        "truncated.bundle": (data[: len(data) // 2], "damaged or incomplete"),
+        "truncated.bundle": (data[: len(data) // 2], "bundel rusak atau tidak lengkap"),
         "flipped.bundle": (data[:-40] + bytes(b ^ 0xFF for b in data[-40:]),
-                           "damaged or incomplete"),
-        "notes.txt": (b"Daftar hadir kelas X-1\n", "not a selaras bundle"),
-        "empty.bundle": (b"", "not a selaras bundle"),
-        "header.bundle": (bundle.MAGIC, "damaged or incomplete"),
+                           "bundel rusak atau tidak lengkap"),
+        "notes.txt": (b"Daftar hadir kelas X-1\n", "bukan file bundel selaras"),
+        "empty.bundle": (b"", "bukan file bundel selaras"),
+        "header.bundle": (bundle.MAGIC, "bundel rusak atau tidak lengkap (terpotong)"),
     }
     before = snapshot(school)
-    assert f"school {OTHER_NPSN}" in refused(school, "bundle", "import", str(theirs))
+    assert f"milik sekolah {OTHER_NPSN}" in refused(school, "bundle", "import", str(theirs))
     for name, (content, says) in cases.items():
         (tmp_path / name).write_bytes(content)
         assert says in refused(school, "bundle", "import", str(tmp_path / name)), name
@@ -428,7 +431,7 @@ def test_a_newer_schema_is_refused(school: Path, tmp_path: Path,
     run(school, "bundle", "export", "--out", str(newer))
     monkeypatch.undo()
     before = snapshot(school)
-    assert "schema version" in refused(school, "bundle", "import", str(newer))
+    assert "versi skema bundel ini" in refused(school, "bundle", "import", str(newer))
     assert snapshot(school) == before
 
 
@@ -450,7 +453,7 @@ def test_installs_initialised_differently_say_so(school: Path, tmp_path: Path) -
     file = tmp_path / "other.bundle"
     run(other, "bundle", "export", "--out", str(file))
     before = snapshot(school)
-    assert "identity differently" in refused(school, "bundle", "import", str(file))
+    assert "identitas sekolah secara berbeda" in refused(school, "bundle", "import", str(file))
     assert snapshot(school) == before
 
 
@@ -462,7 +465,7 @@ def test_vector_files(school: Path, tmp_path: Path) -> None:
     negative = json.dumps({next(iter(printed)): -1})
     for content in ("[1, 2]", '{"not-a-uuid": 3}', "{", negative):
         (tmp_path / "bad.json").write_text(content)
-        assert "not a version vector" in refused(
+        assert "bukan vektor versi" in refused(
             school, "bundle", "export", "--out", str(tmp_path / "x"), "--for",
             str(tmp_path / "bad.json"))
     assert not (tmp_path / "x").exists()
@@ -504,7 +507,7 @@ def test_a_busy_data_folder_is_reported(school: Path, monkeypatch: pytest.Monkey
     try:
         assert holder.stdout is not None and holder.stdout.readline().strip() == "holding"
         monkeypatch.setattr(install_module, "BUSY_WAIT_S", 0.3)
-        assert "in use" in refused(school, "checksum")
+        assert "sedang dipakai" in refused(school, "checksum")
     finally:
         holder.communicate("")
 
@@ -557,7 +560,7 @@ def test_the_installed_entry_point(tmp_path: Path) -> None:
     bad = subprocess.run([exe, "--data", data, "add", "murid", "nama=X"],
                          capture_output=True, text=True)
     assert bad.returncode == 1 and bad.stdout == ""
-    assert bad.stderr.startswith("selaras: error: unknown entity 'murid'")
+    assert bad.stderr.startswith("selaras: error: entitas 'murid' tidak dikenal")
     assert len(bad.stderr.splitlines()) == 1
     usage = subprocess.run([exe, "--data", data, "add"], capture_output=True, text=True)
     assert usage.returncode == 2 and len(usage.stderr.splitlines()) == 1

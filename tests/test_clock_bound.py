@@ -96,11 +96,31 @@ def mine_of(batch, origin):
 
 def test_a_peer_far_ahead_does_not_drag_our_clock_along(tmp_path):
     store = DuckDBStore(tmp_path / "b.duckdb", central_origins(NPSN))
+    other = "d0000000-0000-4000-8000-0000000000ee"
     try:
         store.append(edits(A, 1, 1, NOW + YEARS))
-        Replica(store, Identity(NPSN, B)).edit("peserta_didik", PD, {"nik": "b"}, NOW)
+        store.append(Batch.from_events([Event(  # a row of B's own
+            origin=B, seq=1, hlc=hlc_from_ms(NOW - 1000), entity="peserta_didik", row_id=other,
+            changes={"nik": "b0"}, author="op", role="operator")]))
+        report = Replica(store, Identity(NPSN, B)).edit("peserta_didik", other, {"nik": "b"},
+                                                        NOW)
         mine = store.max_hlc(B)
         assert hlc_from_ms(NOW) <= mine <= hlc_from_ms(NOW + MAX_AHEAD_MS) + 1
+        assert report.clock_behind_ms == 0
+    finally:
+        store.close()
+
+
+def test_an_edit_of_what_a_peer_far_ahead_wrote_goes_above_it_and_says_so(tmp_path):
+    """Seen from B, A's clock years ahead looks like B's years behind: B's edit made after
+    seeing A's value supersedes it (the centre bounds both as soon as it sees them)."""
+    store = DuckDBStore(tmp_path / "b.duckdb", central_origins(NPSN))
+    try:
+        store.append(edits(A, 1, 1, NOW + YEARS))
+        report = Replica(store, Identity(NPSN, B)).edit("peserta_didik", PD, {"nik": "b"}, NOW)
+        assert store.rows("peserta_didik")[PD]["nik"] == "b"
+        assert report.clock_behind_ms == YEARS
+        assert store.conflicts() == []
     finally:
         store.close()
 

@@ -240,8 +240,8 @@ def test_admin_on_the_stopped_store_and_bad_stores_said_in_words(tmp_path: Path,
     assert NPSN in listed.stdout
     assert not (tmp_path / "centre" / "centre.duckdb").exists()  # all of it in PostgreSQL
     wrong = selaras("server", "--data", data, "--store", "sqlite:///centre.db")
-    assert wrong.returncode == 2 and "postgresql://" in wrong.stderr
+    assert wrong.returncode == 2 and "beri URL postgresql://" in wrong.stderr
     gone = selaras("server", "--data", data, "--store", "postgresql://nobody@127.0.0.1:1/none")
     assert gone.returncode == 1
-    assert "the centre's store: the database cannot be reached" in gone.stderr
+    assert "basis data pusat: the database cannot be reached" in gone.stderr
     assert "Traceback" not in gone.stderr

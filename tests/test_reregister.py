@@ -187,7 +187,7 @@ def test_bad_reregistering_changes_nothing(tmp_path: Path,
                 real_replace(src, dst)
 
             monkeypatch.setattr(os, "replace", failing)
-            assert "No space left" in await refused(
+            assert "disk penuh" in await refused(
                 b, "init", "--reregister", *args, "--kode", kode, "--password", PASSWORD)
             monkeypatch.undo()
             assert await state(b) == before
@@ -206,7 +206,7 @@ def test_only_a_refused_registered_folder_is_reregistered(tmp_path: Path) -> Non
     args = ["init", "--reregister", "--server", "ws://127.0.0.1:9", "--npsn", NPSN,
             "--kode", "K", "--password", "p"]
     assert "never registered" in selaras(folder, *args, code=1).stderr
-    assert "no install" in selaras(tmp_path / "empty", *args, code=1).stderr
+    assert "tidak ada instalasi" in selaras(tmp_path / "empty", *args, code=1).stderr
     assert "--offline" in selaras(folder, *args[:1], "--offline", *args[1:], code=2).stderr
 
 

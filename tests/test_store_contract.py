@@ -379,7 +379,7 @@ def test_a_file_made_by_the_older_layout_is_refused_in_words(tmp_path):
     con.execute("CREATE TABLE log.event (origin UUID, seq BIGINT, entity VARCHAR, "
                 "PRIMARY KEY (origin, seq))")
     con.close()
-    with pytest.raises(StoreFailure, match="made by an older selaras"):
+    with pytest.raises(StoreFailure, match="dibuat oleh selaras versi lama"):
         DuckDBStore(old, CENTRAL)
-    with pytest.raises(StoreFailure, match="made by an older selaras"):
+    with pytest.raises(StoreFailure, match="dibuat oleh selaras versi lama"):
         DuckDBCentre(old)

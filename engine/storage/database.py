@@ -42,18 +42,19 @@ def connect(path: str | os.PathLike[str], *, read_only: bool = False,
                                      # UUIDs cross Arrow as 16 bytes, not text
                                      "arrow_lossless_conversion": True})
     except duckdb.IOException as exc:
-        if "lock" in str(exc).lower():
+        text = str(exc).lower()
+        if "set lock on file" in text or "conflicting lock" in text:
             raise DataInUse() from exc
-        raise
+        raise failure(exc) from exc  # a read-only folder, a full disk, a damaged file
     # Else any query over 2 s draws a progress bar on stdout (a pipe too), into --json
     # output. Cursors have no progress bar by default.
     con.execute("SET enable_progress_bar_print = false")
     if con.execute("""SELECT 1 FROM duckdb_tables() WHERE schema_name = 'log'
                       AND table_name = 'event' AND NOT contains(sql, 'school')""").fetchall():
         con.close()
-        raise StoreFailure(f"{path} was made by an older selaras, whose tables have no school "
-                           "column; this version cannot read it (sync it with the version "
-                           "that made it, then make the folder anew)")
+        raise StoreFailure(f"{path} dibuat oleh selaras versi lama (tabelnya tanpa kolom "
+                           "sekolah) dan tidak dapat dibaca versi ini: sinkronkan dengan versi "
+                           "yang membuatnya, lalu buat folder data baru")
     return con
 
 
@@ -168,13 +169,20 @@ def failure(exc: duckdb.Error) -> StoreFailure:
     detail = (str(cause).splitlines() or [type(cause).__name__])[0]
     text = detail.lower()
     if isinstance(cause, duckdb.OutOfMemoryException) or "out of memory" in text:
-        reason = "the database ran out of memory (raise its memory limit, or use fewer sessions)"
+        reason = ("basis data kehabisan memori (naikkan batas memorinya, atau kurangi sesi "
+                  "yang berjalan bersamaan)")
     elif "no space left" in text or "disk is full" in text:
-        reason = "the disk is full (free some space)"
+        reason = "disk penuh (kosongkan sebagian ruang disk, lalu coba lagi)"
     elif "read-only" in text or "permission denied" in text:
-        reason = "the data folder cannot be written (read-only, or no permission)"
+        reason = ("folder data tidak dapat ditulis (hanya-baca, atau tanpa izin tulis): "
+                  "periksa izin folder itu atau pakai folder lain")
     elif isinstance(cause, duckdb.IOException):
-        reason = f"the database could not read or write its file ({detail})"
+        reason = f"basis data tidak dapat membaca atau menulis filenya ({_short(detail)})"
     else:
-        reason = f"the database failed ({detail})"
+        reason = f"basis data gagal ({_short(detail)})"
     return StoreFailure(reason, detail)
+
+
+def _short(detail: str, limit: int = 200) -> str:
+    """The database's own words, cut short: they may quote a value of any length."""
+    return detail if len(detail) <= limit else detail[:limit] + "..."

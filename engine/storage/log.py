@@ -119,6 +119,12 @@ class DuckDBStore:
         (h,) = self.con.execute(f"SELECT coalesce(max(h), 0) FROM ({union})").fetchall()[0]
         return int(h)
 
+    def row_hlc(self, entity: str, row_id: str) -> int:
+        (h,) = self.con.execute(
+            f"SELECT coalesce(max(lww >> 64), 0) FROM log.{BY_NAME[entity].slug} "
+            f"WHERE {self._scope} AND row_id = ?", [uuid.UUID(row_id)]).fetchall()[0]
+        return int(h)
+
     def context(self, origin: str) -> VersionVector:
         """The last causal context ``origin`` carried (contexts only grow)."""
         return dict(self.con.execute(

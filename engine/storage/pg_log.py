@@ -115,6 +115,13 @@ class PgStore:
         (h,) = self._all(f"SELECT coalesce(max(h), 0) FROM ({union}) m", **params)[0]
         return int(h)
 
+    def row_hlc(self, entity: str, row_id: str) -> int:
+        (h,) = self._all(f"SELECT coalesce(max({self._effective_hlc_sql()}), 0) "
+                         f"FROM log.{BY_NAME[entity].slug} x "
+                         "WHERE school = ANY(%(s)s) AND row_id = %(r)s",
+                         r=row_id, **self._bound_params())[0]
+        return int(h)
+
     def context(self, origin: str) -> VersionVector:
         return {str(p): int(n) for p, n in self._all(
             "SELECT peer, max(held) FROM log.context WHERE school = ANY(%(s)s) AND origin = %(o)s "

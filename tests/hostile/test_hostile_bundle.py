@@ -91,7 +91,7 @@ def refused_and_unchanged(folder: Path, data: bytes, tmp_path: Path, says: str) 
 
 def test_a_bundle_reheaded_to_another_school_is_refused(schools, tmp_path):
     a, b = schools
-    refused_and_unchanged(b, reheaded(export(a, tmp_path), B), tmp_path, "another school")
+    refused_and_unchanged(b, reheaded(export(a, tmp_path), B), tmp_path, "milik sekolah lain")
 
 
 def test_rows_naming_another_school_are_refused(schools, tmp_path):
@@ -100,10 +100,11 @@ def test_rows_naming_another_school_are_refused(schools, tmp_path):
     rombel = Event(origin=stranger, seq=1, hlc=5, entity="rombongan_belajar",
                    row_id=str(uuid.uuid4()), changes={"nama": "X", "sekolah_id": school_row_id(A)},
                    author="op", role="operator")
-    refused_and_unchanged(b, of_events(B, [rombel]), tmp_path, "rombongan_belajar rows")
+    refused_and_unchanged(b, of_events(B, [rombel]), tmp_path,
+                          "baris rombongan_belajar milik sekolah lain")
     school = Event(origin=stranger, seq=1, hlc=5, entity="sekolah", row_id=school_row_id(A),
                    changes={"nama": "X"}, author="op", role="operator")
-    refused_and_unchanged(b, of_events(B, [school]), tmp_path, "sekolah rows")
+    refused_and_unchanged(b, of_events(B, [school]), tmp_path, "baris sekolah milik sekolah lain")
 
 
 def test_a_centre_event_of_another_school_is_refused(schools, tmp_path):
@@ -112,7 +113,7 @@ def test_a_centre_event_of_another_school_is_refused(schools, tmp_path):
                changes={"nama": "X"}, author="pusat", role="pusat")
     signed = CentreKey(bytes(32)).sign(Batch.from_events([ev]))
     data = bundle.encode(npsn=B, origin=str(uuid.uuid4()), vector={}, batch=signed)
-    refused_and_unchanged(b, data, tmp_path, "centre event of another school")
+    refused_and_unchanged(b, data, tmp_path, "data pusat milik sekolah lain")
 
 
 def test_an_offline_install_says_it_took_centre_events_unchecked(schools, tmp_path):
