@@ -476,25 +476,39 @@ def resolve(session: Session, entity: str, row_id: str, field: str, value: str) 
 
 
 @cli.command()
+@click.option("--full", is_flag=True,
+              help="Recompute the digests from the rows, and compare with the kept ones.")
 @json_option
 @with_session(read_only=True)
-def checksum(session: Session, as_json: bool) -> None:
+def checksum(session: Session, full: bool, as_json: bool) -> None:
     """Per-entity digests of the data and the version vector (equal data, equal digests)."""
-    sums, vector = session.store.checksums(), session.store.vector()
-    emit(as_json, {"checksums": sums, "vector": vector},
+    sums, vector = session.store.checksums(full=full), session.store.vector()
+    differ = differing_checksums(session.store.checksums(), sums) if full else []
+    emit(as_json, {"checksums": sums, "vector": vector} | ({"differences": differ} if full else {}),
          output.table(["entity", "checksum"], sorted(sums.items())) + "\n\n"
-         + output.vector_table(vector, session.origin_label))
+         + output.vector_table(vector, session.origin_label)
+         + "".join(f"\n{d}" for d in differ))
+    if differ:
+        raise click.exceptions.Exit(1)
+
+
+def differing_checksums(kept: dict[str, str], recomputed: dict[str, str]) -> list[str]:
+    return [f"{name}: kept checksum {kept[name]} != recomputed {digest}"
+            for name, digest in recomputed.items() if kept[name] != digest]
 
 
 @cli.command()
 @click.option("--verify", "check", is_flag=True,
-              help="Then replay the log with the reference fold and compare.")
+              help="Then replay the log with the reference fold and compare (rows, conflicts, "
+                   "checksums; and the checksums kept before with those recomputed).")
 @json_option
 @with_session()
 def rebuild(session: Session, check: bool, as_json: bool) -> None:
     """Recompute the data from the event log."""
+    kept = session.store.checksums()
     session.store.rebuild()
-    problems = verify(session.store) if check else []
+    problems = ([*differing_checksums(kept, session.store.checksums(full=True)),
+                 *verify(session.store)] if check else [])
     text = "rebuilt from the log"
     if check:
         text += ("; verified: equal to a replay of the log" if not problems else

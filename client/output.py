@@ -198,6 +198,10 @@ def sync_text(r: Mapping[str, Any]) -> str:
     lines.append(f"{r['mode']}: {r['events_up']} events sent ({r['bytes_up']} bytes), "
                  f"{r['events_down']} received ({r['bytes_down']} bytes) in "
                  f"{r['attempts']} attempt(s), {r['busy_retries']} busy retr(ies)")
+    if r.get("repaired"):
+        found = ", ".join(f"{e} {len(ids)}" for e, ids in sorted(r["repaired"].items()) if ids)
+        lines.append(f"check: baris yang berbeda dari server pusat ({found}) dihitung ulang "
+                     "dari log dan kini sama")
     if r.get("vectors_equal"):
         lines.append("check: vectors equal, checksums equal (data sama dengan server pusat)")
     elif r.get("note"):

@@ -42,22 +42,27 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from importlib.metadata import PackageNotFoundError, version
-from typing import Any, Literal, NoReturn
+from typing import Any, Literal, NoReturn, TypeVar
 
 import pyarrow as pa
 import pyarrow.compute as pc
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidURI
 
+from selaras.engine import compare
 from selaras.engine.clocks import VersionVector
 from selaras.engine.events import Batch, MalformedBatch
 from selaras.engine.outbox import Outbox
 from selaras.engine.protocol import (
+    MAX_COMPARE_ROWS,
     PROTOCOL_VERSION,
     Answered,
     BatchAcked,
     BatchReceived,
     Code,
+    Compare,
+    Compared,
+    ComparedReceived,
     Hello,
     Limits,
     PeerSent,
@@ -140,13 +145,16 @@ def reregister_command(url: str, npsn: str, user: str) -> str:
 
 
 class SyncDiverged(SyncError):
-    def __init__(self, entities: list[str]) -> None:
-        super().__init__(entities)
-        self.entities = entities
+    def __init__(self, entities: list[str], rows: dict[str, list[str]]) -> None:
+        super().__init__(entities, rows)
+        self.entities, self.rows = entities, rows  # rows: those found to differ (R19)
 
     def __str__(self) -> str:
+        found = "; ".join(f"{e}: {', '.join(ids[:5])}{' ...' if len(ids) > 5 else ''}"
+                          for e, ids in self.rows.items() if ids)
         return ("DIVERGED: vectors are equal but checksums differ for "
-                f"{', '.join(self.entities)}; data berbeda dengan server pusat, laporkan ke dinas")
+                f"{', '.join(self.entities)}{f' (rows {found})' if found else ''}; "
+                "data berbeda dengan server pusat, laporkan ke dinas")
 
 
 class SyncTimedOut(SyncError):
@@ -157,6 +165,9 @@ class SyncTimedOut(SyncError):
     def __str__(self) -> str:
         return (f"sinkronisasi belum selesai setelah {self.timeout_s:g} detik "
                 f"(terakhir: {self.last}); coba lagi nanti, data yang sudah terkirim aman")
+
+
+A = TypeVar("A")  # a fact the session waits for
 
 
 class _Retry(Exception):
@@ -208,6 +219,7 @@ class SyncReport:
     received: dict[str, dict[str, int]] = field(default_factory=dict)
     vectors_equal: bool | None = None
     checksums_equal: bool | None = None
+    repaired: dict[str, list[str]] = field(default_factory=dict)  # rows recomputed (R19)
     note: str = ""
     sessions: list[str] = field(default_factory=list)
 
@@ -218,7 +230,7 @@ class SyncReport:
             "clock_offset_ms": self.clock_offset_ms, "clock_warning": self.clock_warning,
             "sent": self.sent, "received": self.received,
             "vectors_equal": self.vectors_equal, "checksums_equal": self.checksums_equal,
-            "note": self.note, "sessions": self.sessions,
+            "repaired": self.repaired, "note": self.note, "sessions": self.sessions,
             # The centre does not report neutralised events in Summary (yet).
             "neutralised": None,
         }
@@ -270,6 +282,7 @@ class SessionResult:
     vectors_equal: bool
     checksums_equal: bool | None
     centre_ahead: bool  # the centre holds events we lack (made while we pushed, say)
+    repaired: dict[str, list[str]]  # rows that differed from the centre's, recomputed
 
 
 class SyncConnection:
@@ -298,6 +311,7 @@ class SyncConnection:
         self.received_events: dict[str, int] = {}
         self.received_deleted: dict[str, int] = {}
         self.progressed = False  # the centre acked a batch of ours, or we committed one of its
+        self.repaired: dict[str, list[str]] = {}
         self._send_lock = asyncio.Lock()
         self._acked = asyncio.Event()
         self._tops: dict[int, int] = {}  # our batch number -> the top seq it carried
@@ -460,15 +474,55 @@ class SyncConnection:
         ours = await self.worker(lambda: (store.vector(), store.checksums()))
         self.proto.send_done(*ours)
         await self._flush()
-        while self.proto.state is State.DONE_SENT:
+        summary = await self._answer(SummaryReceived)
+        if _nonzero(ours[0]) == _nonzero(summary.summary.vector):
+            differ = compare.differing(ours[1], summary.summary.checksums)
+            if differ:
+                ours = (ours[0], await self._repair(differ, summary.summary.checksums))
+        self.proto.close()
+        return self._result(ours, summary.summary.vector, summary.summary.checksums)
+
+    async def _answer(self, kind: type[A]) -> A:
+        """Frames in until the fact ``kind`` (the Summary, or a Compared) comes."""
+        while self.proto.state is not State.CLOSED:
             frame = await self._ws.recv(decode=False)  # type: ignore[union-attr]
             self.counters.bytes_down += len(frame)
             self.proto.receive_data(frame)
             for fact in self.proto.facts():
-                if isinstance(fact, SummaryReceived):
-                    return self._result(ours, fact.summary.vector, fact.summary.checksums)
+                if isinstance(fact, kind):
+                    return fact
                 await self._handle(fact)
-        raise _Retry("closed before the summary")
+        raise _Retry(f"closed before the {kind.__name__}")
+
+    async def _ask(self, q: Compare) -> Compared:
+        self.proto.send_compare(q)
+        await self._flush()
+        return (await self._answer(ComparedReceived)).compared
+
+    async def _repair(self, differ: list[str], theirs: dict[str, str]) -> dict[str, str]:
+        """Equal vectors, different checksums of ``differ``: find the rows that differ
+        (R19), re-pull their events and recompute them from our log; our checksums
+        after. SyncDiverged, naming the rows, if they still differ."""
+        store = self.worker.store
+        rows: dict[str, list[str]] = {}
+        for entity in differ:
+            ours = await self.worker(store.bucket_digests, entity)
+            buckets = compare.differing(ours, (await self._ask(Compare(entity))).buckets)
+            rows[entity] = []
+            for chunk in compare.in_chunks(buckets):
+                mine = await self.worker(store.row_hashes, entity, chunk)
+                rows[entity] += compare.differing(
+                    mine, (await self._ask(Compare(entity, buckets=chunk))).rows)
+            for ids in compare.in_chunks(rows[entity], MAX_COMPARE_ROWS):
+                b = Batch.from_bytes((await self._ask(Compare(entity, rows=ids))).payload)
+                await self.worker(store.append, b)
+            await self.worker(store.rematerialise, entity, rows[entity])
+        sums: dict[str, str] = await self.worker(store.checksums)
+        still = compare.differing(sums, theirs)
+        if still:
+            raise SyncDiverged(still, {e: rows.get(e, []) for e in still})
+        self.repaired = rows
+        return sums
 
     def _result(self, ours: tuple[VersionVector, dict[str, str]], their_vector: VersionVector,
                 their_sums: dict[str, str]) -> SessionResult:
@@ -477,14 +531,13 @@ class SyncConnection:
         ahead = any(seq > our_vector.get(o, 0) for o, seq in their_vector.items())
         sums_equal = None
         if equal:
-            differ = sorted(k for k in set(our_sums) | set(their_sums)
-                            if our_sums.get(k) != their_sums.get(k))
+            differ = compare.differing(our_sums, their_sums)
             if differ:
-                raise SyncDiverged(differ)
+                raise SyncDiverged(differ, {})
             sums_equal = True
         return SessionResult(self.session, self.counters, self.clock_offset_ms, self.sent,
                              self.received_events, self.received_deleted, equal, sums_equal,
-                             ahead)
+                             ahead, self.repaired)
 
     async def _send_all(self, outbox: Outbox | None) -> None:
         while outbox:
@@ -569,7 +622,7 @@ async def run_sync(store: InstallStore, identity: Identity, *, mode: Mode,
             _add(report.totals, counters)
             raise
         except SyncDiverged as exc:
-            outcome, detail = "diverged", {"entities": exc.entities}
+            outcome, detail = "diverged", {"entities": exc.entities, "rows": exc.rows}
             await _record(worker, conn, mode, started, outcome, counters, detail)
             raise
         finally:
@@ -589,6 +642,7 @@ async def run_sync(store: InstallStore, identity: Identity, *, mode: Mode,
                 report.sessions.append(result.session)
                 report.vectors_equal = result.vectors_equal
                 report.checksums_equal = result.checksums_equal
+                report.repaired = result.repaired
                 if not result.vectors_equal:
                     report.note = ("vektor berbeda: ada perubahan lain di server pusat atau "
                                    "di instalasi ini sejak sesi dimulai; sinkronkan lagi nanti")

@@ -30,7 +30,7 @@ from .errors import SelarasError, UsageError
 from .refusals import TEXT, Detail, unexpected
 from .refusals import Code as Code  # the protocol speaks it: Refuse.code
 
-PROTOCOL_VERSION = 2  # 2: centre signatures (R18)
+PROTOCOL_VERSION = 3  # 2: centre signatures (R18); 3: Compare after the Summary (R19)
 
 
 # -- messages (frozen, tagged; new fields get defaults and go last) ---------------------
@@ -142,8 +142,28 @@ class Summary(msgspec.Struct, frozen=True, tag="summary"):
     checksums: dict[str, str]
 
 
+class Compare(msgspec.Struct, frozen=True, tag="compare"):
+    """Client, after the Summary: narrow a difference of ``entity`` down (R19). With
+    neither ``buckets`` nor ``rows``: its bucket digests; with ``buckets``: the hashes
+    of the rows in them; with ``rows``: those rows' events."""
+
+    entity: str
+    buckets: list[int] = []
+    rows: list[str] = []
+
+
+class Compared(msgspec.Struct, frozen=True, tag="compared"):
+    entity: str
+    buckets: dict[int, str] = {}  # bucket -> digest, buckets with rows only
+    rows: dict[str, int] = {}  # row id -> values.row_hash
+    payload: bytes = b""  # events.Batch.to_bytes() of the rows' events
+
+
+MAX_COMPARE_BUCKETS = 16  # buckets one Compare may ask for
+MAX_COMPARE_ROWS = 100  # rows whose events one Compare may ask for
+
 Message = (Hello | Register | AdminRequest | Welcome | Registered | AdminReply | Refuse | Events
-           | Ack | Sent | Done | Summary)
+           | Ack | Sent | Done | Summary | Compare | Compared)
 Opening = Hello | Register | AdminRequest
 Answer = Registered | AdminReply
 
@@ -211,8 +231,16 @@ class SummaryReceived(msgspec.Struct, frozen=True):
     summary: Summary
 
 
+class CompareReceived(msgspec.Struct, frozen=True):
+    compare: Compare
+
+
+class ComparedReceived(msgspec.Struct, frozen=True):
+    compared: Compared
+
+
 Fact = (Opened | Welcomed | Answered | Refused | BatchReceived | BatchAcked | PeerSent
-        | DoneReceived | SummaryReceived)
+        | DoneReceived | SummaryReceived | CompareReceived | ComparedReceived)
 
 
 # -- errors -----------------------------------------------------------------------------
@@ -248,6 +276,9 @@ class State(enum.Enum):
     REQUEST_SENT = "request_sent"  # client: Register or AdminRequest sent, waiting
     STREAMING = "streaming"  # both: Events, Ack, Sent flow both ways
     DONE_SENT = "done_sent"  # client: Done sent, waiting for Summary
+    SUMMARISING = "summarising"  # server: Done received, the adapter reading the Summary
+    COMPARING = "comparing"  # both, after the Summary: Compare and Compared, or the close
+    COMPARE_SENT = "compare_sent"  # client: waiting for Compared
     CLOSED = "closed"
 
 
@@ -262,11 +293,13 @@ TRANSITIONS: dict[tuple[Side, State, type], State] = {
     (Side.CLIENT, State.STREAMING, Events): State.STREAMING,
     (Side.CLIENT, State.STREAMING, Ack): State.STREAMING,
     (Side.CLIENT, State.STREAMING, Sent): State.STREAMING,
-    (Side.CLIENT, State.DONE_SENT, Summary): State.CLOSED,
+    (Side.CLIENT, State.DONE_SENT, Summary): State.COMPARING,
+    (Side.CLIENT, State.COMPARE_SENT, Compared): State.COMPARING,
     (Side.SERVER, State.STREAMING, Events): State.STREAMING,
     (Side.SERVER, State.STREAMING, Ack): State.STREAMING,
     (Side.SERVER, State.STREAMING, Sent): State.STREAMING,
-    (Side.SERVER, State.STREAMING, Done): State.CLOSED,
+    (Side.SERVER, State.STREAMING, Done): State.SUMMARISING,
+    (Side.SERVER, State.COMPARING, Compare): State.COMPARING,
 }
 # A Refuse from the peer ends the session in any open state.
 
@@ -391,11 +424,26 @@ class SyncProtocol:
         self.state = State.DONE_SENT
 
     def send_summary(self, vector: VersionVector, checksums: dict[str, str]) -> None:
-        """Server: answer the client's Done; the session is over."""
-        self._expect(Side.SERVER, State.CLOSED)
-        if self.error is not None:
-            raise ProtocolError("the session ended with a refusal")
+        """Server: answer the client's Done; then the client compares, or closes."""
+        self._expect(Side.SERVER, State.SUMMARISING)
         self._send(Summary(vector, checksums))
+        self.state = State.COMPARING
+
+    def send_compare(self, compare: Compare) -> None:
+        """Client, after the Summary: one question about a difference (R19)."""
+        self._expect(Side.CLIENT, State.COMPARING)
+        self._send(compare)
+        self.state = State.COMPARE_SENT
+
+    def send_compared(self, compared: Compared) -> None:
+        """Server: the answer to the Compare received last."""
+        self._expect(Side.SERVER, State.COMPARING)
+        self._send(compared)
+
+    def close(self) -> None:
+        """Client: the session is over (after the Summary, or the last Compared)."""
+        self._expect(Side.CLIENT, State.COMPARING)
+        self.state = State.CLOSED
 
     # -- receiving ------------------------------------------------------------------------
 
@@ -454,6 +502,13 @@ class SyncProtocol:
                 self._facts.append(DoneReceived(msg))
             case Summary():
                 self._facts.append(SummaryReceived(msg))
+            case Compare():
+                if (len(msg.buckets) > MAX_COMPARE_BUCKETS or len(msg.rows) > MAX_COMPARE_ROWS
+                        or (msg.buckets and msg.rows)):
+                    raise RemoteError(Code.MALFORMED_MESSAGE, Detail.BAD_COMPARE)
+                self._facts.append(CompareReceived(msg))
+            case Compared():
+                self._facts.append(ComparedReceived(msg))
         self.state = after
 
     def _receive_events(self, msg: Events) -> None:

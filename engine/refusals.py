@@ -72,6 +72,7 @@ class Detail(enum.StrEnum):
     PULL_SENDS = "mode Tarik Data tidak boleh mengirim data"
     BATCH_ORDER = "nomor batch tidak berurutan"
     BATCH_TOO_LARGE = "batch melebihi batas"
+    BAD_COMPARE = "permintaan perbandingan tidak valid"
     ADMIN_SECRET = "admin secret is wrong"  # for the dinas's tools, not a school
     BUSY_SCHOOL = "terlalu banyak sesi sekaligus dari sekolah ini"
     BUSY_INSTALL = "instalasi ini masih punya sesi yang berjalan"

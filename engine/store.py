@@ -217,7 +217,10 @@ class Store(Protocol):
 
     def conflicts(self) -> list[Sibling]: ...
 
-    def checksums(self) -> dict[str, str]: ...
+    def checksums(self, *, full: bool = False) -> dict[str, str]:
+        """Per entity, ``values.table_digest`` of the materialised rows: as kept up to
+        date with them, or (``full``) recomputed from them."""
+        ...
 
     def close(self) -> None: ...
 
@@ -245,6 +248,20 @@ class SchoolStore(Store, Protocol):
         ``neutralised`` (without effect or clock-bounded), and of those ``clock``."""
         ...
 
+    # Comparing with a peer (engine/compare.py).
+
+    def bucket_digests(self, entity: str) -> dict[int, str]:
+        """Per bucket holding rows of ``entity``, the kept digest of those rows."""
+        ...
+
+    def row_hashes(self, entity: str, buckets: list[int]) -> dict[str, int]:
+        """Per row of ``entity`` in ``buckets``, its ``values.row_hash``."""
+        ...
+
+    def events_of_rows(self, entity: str, row_ids: list[str]) -> Batch:
+        """Every held event of the rows ``row_ids`` of ``entity``."""
+        ...
+
 
 class InstallStore(SchoolStore, Protocol):
     """An install's store: its school's replica, and what is local to the install."""
@@ -268,6 +285,10 @@ class InstallStore(SchoolStore, Protocol):
 
     def rebuild(self) -> None:
         """Recompute the materialised state from the log."""
+        ...
+
+    def rematerialise(self, entity: str, row_ids: list[str]) -> None:
+        """Recompute those rows from the log, and their buckets' kept digests from them."""
         ...
 
     def validate(self) -> None:
@@ -490,9 +511,8 @@ class MemoryStore:
     def conflicts(self) -> list[Sibling]:
         return list(self._conflicts)
 
-    def checksums(self) -> dict[str, str]:
-        return {name: table_digest([[rid, *r.values()] for rid, r in rows.items()])
-                for name, rows in self._rows.items()}
+    def checksums(self, *, full: bool = False) -> dict[str, str]:
+        return checksums_of(self._rows)
 
     def close(self) -> None:
         pass
@@ -517,4 +537,13 @@ def verify(store: Store) -> list[str]:
                                 f"!= replayed {spec.get(row_id)}")
     if store.conflicts() != state.conflicts:
         problems.append("conflicts differ from the replayed ones")
+    kept = store.checksums()
+    problems += [f"{name}: kept checksum {kept[name]} != replayed {digest}"
+                 for name, digest in checksums_of(state.rows).items() if kept[name] != digest]
     return problems
+
+
+def checksums_of(rows: Rows) -> dict[str, str]:
+    """Per entity, ``values.table_digest`` of ``rows``."""
+    return {name: table_digest([[rid, *r.values()] for rid, r in by_id.items()])
+            for name, by_id in rows.items()}

@@ -152,14 +152,35 @@ def canonical_text(v: Value) -> str:
     return f"{len(s)}:{s}"
 
 
-def row_digest(values: Iterable[Value]) -> str:
-    return hashlib.md5("".join(canonical_text(v) for v in values).encode()).hexdigest()
+# A table's digest is order-independent, so it can be kept up to date as rows
+# change (add a row's hash, subtract it) instead of recomputed (DESIGN.md section 5):
+# the count of rows and the exact sum of their hashes, per bucket of keys. Every
+# store computes the same numbers (DuckDB in SQL, PostgreSQL and MemoryStore here).
+HASH_HEX = 15  # a row's hash: the first 60 bits of the md5 of its canonical text
+BUCKETS = 256  # a row's bucket: the first byte of the md5 of its key
+
+
+def row_hash(values: Iterable[Value]) -> int:
+    """The hash of a row (its key first, then its fields in schema order)."""
+    text = "".join(canonical_text(v) for v in values)
+    return int(hashlib.md5(text.encode()).hexdigest()[:HASH_HEX], 16)
+
+
+def bucket_of(key: str) -> int:
+    return int(hashlib.md5(key.encode()).hexdigest()[:2], 16)
+
+
+def digest(rows: int, total: int) -> str:
+    """The digest shown for ``rows`` rows whose hashes sum to ``total``."""
+    return hashlib.md5(f"{rows}:{total}".encode()).hexdigest()
 
 
 def table_digest(rows: Sequence[Sequence[Value]]) -> str:
-    """The digest of a table: its row digests in key order (column 0 is the key)."""
-    digests = [row_digest(r) for r in sorted(rows, key=lambda r: str(r[0]))]
-    return hashlib.md5(",".join(digests).encode()).hexdigest()
+    """The digest of a table, computed from its rows (column 0 is the key)."""
+    return digest(len(rows), sum(row_hash(r) for r in rows))
+
+
+EMPTY_DIGEST = digest(0, 0)
 
 
 def from_python(f: Field, v: Any) -> Value:

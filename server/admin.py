@@ -133,7 +133,7 @@ def _run(centre: CentreStore, registry: Registry, command: str,
         case "checksum":
             npsn = _known(registry, args["npsn"])
             store = centre.school(npsn)
-            vector, sums = store.vector(), store.checksums()
+            vector, sums = store.vector(), store.checksums(full="full" in args)
             reply = table(["entity", "checksum"], sorted(sums.items()),
                           f"{sum(vector.values())} events from {len(vector)} origins")
             return msgspec.structs.replace(reply, data={"checksums": sums, "vector": vector})

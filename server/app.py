@@ -39,6 +39,7 @@ import structlog
 from websockets.asyncio.server import Server, ServerConnection, serve
 from websockets.exceptions import ConnectionClosed
 
+from selaras.engine import compare
 from selaras.engine.events import Batch, MalformedBatch
 from selaras.engine.outbox import Outbox
 from selaras.engine.protocol import (
@@ -46,6 +47,7 @@ from selaras.engine.protocol import (
     BatchAcked,
     BatchReceived,
     Code,
+    CompareReceived,
     DoneReceived,
     Hello,
     Limits,
@@ -53,6 +55,7 @@ from selaras.engine.protocol import (
     Refused,
     Register,
     Registered,
+    RemoteError,
     Side,
     State,
     SyncProtocol,
@@ -597,7 +600,8 @@ class SyncConnection:
                     await self._on(fact)
                 await self.flush()
         except ConnectionClosed:
-            self.outcome = "dropped" if not self._over.is_set() else self.outcome
+            if not self._over.is_set() and self.outcome != "done":
+                self.outcome = "dropped"
         finally:
             self._over.set()
 
@@ -619,9 +623,16 @@ class SyncConnection:
                 checksums = await self.read(self.reader.checksums)
                 vector = await self.read(self.reader.vector)
                 self.proto.send_summary(vector, checksums)
-                self.outcome = "done"
+                self.outcome = "done"  # the client may still compare (R19), then closes
                 await self.flush()
-                self._over.set()
+            case CompareReceived(compare=q):
+                try:
+                    answer = await self.read(compare.answer, self.reader, q)
+                except RemoteError as exc:
+                    await self.refuse(exc.code, exc.message)
+                    return
+                self.proto.send_compared(answer)
+                await self.flush()
             case Refused(refuse=r, by_peer=by_peer):
                 if not by_peer:
                     await self.end_refused()

@@ -278,8 +278,8 @@ def revoke(ctx: click.Context, install: str) -> None:
 def query(ctx: click.Context, npsn: str, sql: str, as_json: bool) -> None:
     """One read-only SELECT over the school's tables.
 
-    Unqualified names are the school's entity tables, then its log tables;
-    Referensi tables are t<NPSN>_ref.<name>.
+    It reads the school's entity tables (peserta_didik, ptk, ...), its log
+    (event, context, signature) and Referensi (ref.<name>), nothing else.
     """
     run(ctx, "query", as_json, npsn=npsn, sql=sql)
 
@@ -288,9 +288,10 @@ def query(ctx: click.Context, npsn: str, sql: str, as_json: bool) -> None:
 @npsn_option
 @json_option
 @click.pass_context
-def checksum(ctx: click.Context, npsn: str, as_json: bool) -> None:
+@click.option("--full", is_flag=True, help="Recompute them from the rows.")
+def checksum(ctx: click.Context, npsn: str, full: bool, as_json: bool) -> None:
     """Per-entity checksums of the school's state at the centre."""
-    run(ctx, "checksum", as_json, npsn=npsn)
+    run(ctx, "checksum", as_json, npsn=npsn, full=full or None)
 
 
 @admin.command()

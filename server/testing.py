@@ -170,6 +170,7 @@ class ProtocolClient:
                                 pass
                             case SummaryReceived(summary=s):
                                 out.summary = (s.vector, s.checksums)
+                                proto.close()
                             case Refused(refuse=r):
                                 out.refused = r
                     if proto.state is State.STREAMING:

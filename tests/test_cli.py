@@ -479,10 +479,29 @@ def test_rebuild_recomputes_the_data_from_the_log(school: Path, rows_file: Path)
     con = duckdb.connect(str(school / "selaras.duckdb"))
     con.execute("UPDATE peserta_didik SET nama = 'Dirusak'; DELETE FROM ptk")
     con.close()
-    assert snapshot(school) != before
+    # The kept checksums are those of the rows the merge wrote; a full recompute sees the
+    # tampering, names the tables and fails.
+    assert snapshot(school) == before
+    full = json.loads(run(school, "checksum", "--full", "--json", code=1).stdout)
+    assert [d.split(":")[0] for d in full["differences"]] == ["peserta_didik", "ptk"]
+    assert full["checksums"]["sekolah"] == before[0]["sekolah"]
+    assert full["checksums"]["ptk"] != before[0]["ptk"]
     assert json.loads(run(school, "rebuild", "--verify", "--json").stdout) == {
         "rebuilt": True, "verified": True, "differences": []}
     assert snapshot(school) == before
+    assert out_json(school, "checksum", "--full")["differences"] == []
+
+
+def test_rebuild_verify_says_when_the_kept_checksums_were_wrong(school: Path) -> None:
+    import duckdb
+
+    con = duckdb.connect(str(school / "selaras.duckdb"))
+    con.execute("UPDATE replica.digest SET total = total + 1 WHERE entity = 'sekolah'")
+    con.close()
+    result = run(school, "rebuild", "--verify", code=1)
+    assert "1 differences from a replay" in result.stdout
+    assert "sekolah: kept checksum" in result.stdout
+    assert out_json(school, "checksum", "--full")["differences"] == []  # rebuilt
 
 
 def test_checksum_shows_digests_and_who_holds_what(school: Path) -> None:

@@ -126,6 +126,7 @@ def test_the_postgresql_store_merges_as_the_fold(pg_centre, events, rng):
     memory = MemoryStore(central)
     memory.append(Batch.from_events(events))
     assert snapshot(store) == snapshot(memory)
+    assert store.checksums(full=True) == store.checksums()
     assert store.vector() == memory.vector()
 
 

@@ -80,13 +80,68 @@ def test_a_whole_sync_session_both_ways_converges():
     pump(client, server)
     [done] = server.facts()
     assert isinstance(done, p.DoneReceived)
-    assert server.state is p.State.CLOSED
+    assert server.state is p.State.SUMMARISING
     server.send_summary(centre.vector(), centre.checksums())
     pump(server, client)
     [summary] = client.facts()
     assert summary.summary.vector == done.done.vector
     assert summary.summary.checksums == done.done.checksums
+    assert client.state is server.state is p.State.COMPARING
+    client.close()
     assert client.state is p.State.CLOSED and client.error is None
+
+
+def test_after_the_summary_the_client_may_compare_then_close():
+    client, server = opened()
+    client.finish_sending()
+    server.finish_sending()
+    pump(client, server)
+    pump(server, client)
+    server.facts(), client.facts()
+    client.send_done({}, {})
+    pump(client, server)
+    server.facts()
+    server.send_summary({}, {})
+    pump(server, client)
+    client.facts()
+    client.send_compare(p.Compare("peserta_didik", buckets=[1, 2]))
+    with pytest.raises(p.ProtocolError):  # one question at a time
+        client.send_compare(p.Compare("peserta_didik"))
+    pump(client, server)
+    [asked] = server.facts()
+    assert asked.compare == p.Compare("peserta_didik", buckets=[1, 2])
+    server.send_compared(p.Compared("peserta_didik", rows={"r": 5}))
+    pump(server, client)
+    [answered] = client.facts()
+    assert answered.compared.rows == {"r": 5} and client.state is p.State.COMPARING
+    client.close()
+    assert client.state is p.State.CLOSED and client.error is None
+
+
+@pytest.mark.parametrize("compare", [
+    p.Compare("peserta_didik", buckets=list(range(p.MAX_COMPARE_BUCKETS + 1))),
+    p.Compare("peserta_didik", rows=["r"] * (p.MAX_COMPARE_ROWS + 1)),
+    p.Compare("peserta_didik", buckets=[1], rows=["r"]),
+])
+def test_a_compare_beyond_its_limits_is_refused(compare):
+    client, server = opened()
+    client.finish_sending()
+    server.finish_sending()
+    pump(client, server)
+    pump(server, client)
+    client.send_done({}, {})
+    pump(client, server)
+    server.send_summary({}, {})
+    server.facts()
+    server.receive_data(p.encode(compare))
+    assert server.state is p.State.CLOSED
+    assert server.error.code == p.Code.MALFORMED_MESSAGE
+
+
+def test_a_compare_before_the_summary_is_unexpected():
+    client, server = opened()
+    server.receive_data(p.encode(p.Compare("peserta_didik")))
+    assert server.error.code == p.Code.UNEXPECTED_MESSAGE
 
 
 def test_the_window_holds_the_sender_back_until_acks_come():

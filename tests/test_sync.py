@@ -328,3 +328,40 @@ def test_the_outbox_reads_one_batch_at_a_time_and_covers_the_push(tmp_path: Path
             seqs += sorted(q for t in batch.tables.values() for q in t["seq"].to_pylist())
         assert seqs == list(range(11, top + 1))
         assert sum(outbox.sent.values()) == top - 10
+
+
+def test_rows_that_differ_from_the_centre_are_found_and_recomputed(
+        tmp_path: Path, centre_store: str | None) -> None:
+    """Equal vectors, different checksums (R19): the client narrows the difference down to
+    the rows, re-pulls their events, recomputes them from its log, and says which."""
+    from selaras.engine.schema import ENTITIES
+    from selaras.engine.storage.database import add_digests_sql
+
+    async def main() -> None:
+        async with running_server(tmp_path / "centre", store=centre_store) as srv:
+            kode = await srv.add_school(NPSN, "SMA Negeri 1")
+            with ExitStack() as stack:
+                s = await enrol(srv, kode, tmp_path / "a", stack)
+                ids = add_tanah(s, 600, "tanah")  # rows in most of the 256 buckets
+                assert (await run_sync(s.store, s.identity, mode="sync", timeout_s=20,
+                                       **FAST)).checksums_equal
+                right = s.store.rows("tanah")
+                # Damage two rows behind the merge's back, and the kept digests with them,
+                # as a bug in the merge would.
+                con = s.store.con
+                con.execute("UPDATE tanah SET nama = 'Rusak' WHERE tanah_id IN (?, ?)",
+                            [ids[7], ids[400]])
+                con.execute("DELETE FROM replica.digest")
+                for e in ENTITIES:
+                    con.execute(add_digests_sql(e, f"FROM {e.table}"))
+                assert local_state(s) != await centre_state(srv)
+                r = await run_sync(s.store, s.identity, mode="sync", timeout_s=20, **FAST)
+                assert r.ok and r.checksums_equal
+                assert r.repaired == {"tanah": sorted([ids[7], ids[400]])}
+                assert s.store.rows("tanah") == right
+                assert local_state(s) == await centre_state(srv)
+                assert s.store.checksums(full=True) == s.store.checksums()
+                # A clean sync compares nothing.
+                r = await run_sync(s.store, s.identity, mode="sync", timeout_s=20, **FAST)
+                assert r.checksums_equal and r.repaired == {}
+    run(main())

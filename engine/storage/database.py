@@ -13,6 +13,9 @@ for every school:
 - ``log.context``    causal contexts, one row per peer, only where they changed.
 - ``log.signature``  the centre's signature of each centre event that came with one.
 - ``<entity>``       the materialised tables (``ref.*`` in schema ref).
+- ``replica.digest`` per entity and bucket of keys, the count and the sum of the
+                     materialised rows' hashes (``values.row_hash``), kept up to
+                     date in the transaction that changes the rows.
 - ``replica.*``      replica-local state: meta, conflicts, validation results,
                      sync history (not ``selaras.*``: a file named selaras.duckdb
                      is catalog ``selaras``, and ``selaras.meta`` would be ambiguous).
@@ -29,6 +32,7 @@ import duckdb
 
 from ..schema import ENTITIES, SQL_TYPES, Entity
 from ..store import DataInUse, StoreFailure
+from ..values import HASH_HEX
 
 MEMORY_LIMIT = "1GB"
 
@@ -71,6 +75,9 @@ def create_tables(db: Database) -> None:
 
 
 def _create(c: duckdb.DuckDBPyConnection) -> None:
+    made = {f"{s}.{t}" for s, t in c.execute(
+        "SELECT schema_name, table_name FROM duckdb_tables()").fetchall()}
+    fill_digests = "log.event" in made and "replica.digest" not in made  # made before digests
     for schema in ("log", "ref", "replica"):
         c.execute(f"CREATE SCHEMA IF NOT EXISTS {schema}")
     c.execute("""CREATE TABLE IF NOT EXISTS log.event (school VARCHAR, origin UUID, seq BIGINT,
@@ -90,6 +97,9 @@ def _create(c: duckdb.DuckDBPyConnection) -> None:
     c.execute("""CREATE TABLE IF NOT EXISTS replica.validation (
         rule_id VARCHAR, tab VARCHAR, severity VARCHAR, entity VARCHAR, row_id UUID,
         field VARCHAR, message VARCHAR, detail VARCHAR)""")
+    c.execute("""CREATE TABLE IF NOT EXISTS replica.digest (school VARCHAR, entity VARCHAR,
+        bucket SMALLINT, rows BIGINT NOT NULL, total HUGEINT NOT NULL,
+        PRIMARY KEY (school, entity, bucket))""")
     for e in ENTITIES:
         values = [f"{f.name} {SQL_TYPES[f.type]}" for f in e.fields]
         # The change log: one row per event; lww packs the LWW order (hlc, origin) in one integer.
@@ -99,6 +109,8 @@ def _create(c: duckdb.DuckDBPyConnection) -> None:
             role VARCHAR NOT NULL, mask UBIGINT NOT NULL, {", ".join(values)})""")
         c.execute(f"CREATE TABLE IF NOT EXISTS {e.table} (school VARCHAR NOT NULL, "
                   f"{e.key} UUID, {', '.join(values)})")
+        if fill_digests:
+            c.execute(add_digests_sql(e, f"FROM {e.table}"))
 
 
 def quote(s: str) -> str:
@@ -109,6 +121,30 @@ def quote(s: str) -> str:
 def fields_sql(e: Entity, prefix: str = "") -> str:
     """The field columns of ``e``, in order, each with ``prefix``."""
     return ", ".join(prefix + f.name for f in e.fields)
+
+
+def bucket_sql(key: str) -> str:
+    """SQL: the bucket of the row whose key is in column ``key`` (``values.bucket_of``)."""
+    return f"('0x' || md5({key}::VARCHAR)[1:2])::SMALLINT"
+
+
+def row_hashes_sql(e: Entity, rows: str) -> str:
+    """SQL: the school, bucket, key and hash (``values.row_hash``) of each of ``rows``,
+    a query with the columns of ``e``'s table."""
+    text = ", ".join(f"CASE WHEN {c} IS NULL THEN '-' "
+                     f"ELSE length({c}::VARCHAR)::VARCHAR || ':' || {c}::VARCHAR END"
+                     for c in e.columns)
+    return f"""SELECT school, {bucket_sql(e.key)} AS bucket, {e.key}::VARCHAR AS row_id,
+                      ('0x' || md5(concat({text}))[1:{HASH_HEX}])::BIGINT AS h
+               FROM ({rows})"""
+
+
+def add_digests_sql(e: Entity, rows: str, sign: int = 1) -> str:
+    """SQL: add (``sign`` 1) or take away (-1) ``rows`` of ``e``'s table from its digests."""
+    return f"""INSERT INTO replica.digest
+        SELECT school, '{e.name}', bucket, {sign} * count(*), {sign} * sum(h)
+        FROM ({row_hashes_sql(e, rows)}) GROUP BY school, bucket
+        ON CONFLICT DO UPDATE SET rows = rows + excluded.rows, total = total + excluded.total"""
 
 
 class Database:

@@ -20,20 +20,21 @@ from ..events import REFERENSI_ORIGIN, SIGNATURE_SCHEMA, Batch, Event, Malformed
 from ..merge import Sibling
 from ..schema import BY_NAME, CLOCK_BOUND, ENTITIES, Entity, Owner
 from ..store import AppendReport, EventCollision, check_signatures, clock_bound_event
-from ..values import from_python, table_digest
+from ..values import EMPTY_DIGEST, bucket_of, digest, from_python
 from . import bulk
 from .database import (
     ANY_SCHOOL,
     MEMORY_LIMIT,
     Database,
+    add_digests_sql,
+    bucket_sql,
     connect,
     create_tables,
     fields_sql,
     quote,
+    row_hashes_sql,
 )
 from .query import SOURCES, VIEWS, query_school
-
-EMPTY_DIGEST = table_digest([])  # checksums() of an empty table
 
 
 class DuckDBStore:
@@ -186,29 +187,61 @@ class DuckDBStore:
             out.append(Sibling(entity, row_id, field, origin, seq, value, author, role, winner))
         return sorted(out)
 
-    def checksums(self) -> dict[str, str]:
-        """Per entity, a digest of the materialised values (values.table_digest in SQL)."""
-        # An empty table's digest needs no query (the one per entity costs a few ms).
-        filled = {name for (name,) in self.con.execute(" UNION ALL ".join(
-            f"SELECT '{e.name}' FROM (FROM {e.table} WHERE {self._scope} LIMIT 1)"
-            for e in ENTITIES),
+    def checksums(self, *, full: bool = False) -> dict[str, str]:
+        """Per entity, the digest of the materialised rows (``values.table_digest``): as
+        kept in replica.digest, or (``full``) recomputed from the rows."""
+        if full:
+            source = " UNION ALL ".join(
+                f"SELECT '{e.name}' AS entity, count(*) AS rows, coalesce(sum(h), 0) AS total "
+                f"FROM ({row_hashes_sql(e, f'FROM {e.table} WHERE {self._scope}')})"
+                for e in ENTITIES)
+        else:
+            source = f"FROM replica.digest WHERE {self._scope}"
+        sums = {entity: digest(int(rows), int(total)) for entity, rows, total in self.con.execute(
+            f"SELECT entity, sum(rows), sum(total) FROM ({source}) GROUP BY entity").fetchall()}
+        return {e.name: sums.get(e.name, EMPTY_DIGEST) for e in ENTITIES}
+
+    # -- comparing with a peer (engine/compare.py) ---------------------------------------
+
+    def bucket_digests(self, entity: str) -> dict[int, str]:
+        return {int(b): digest(int(n), int(t)) for b, n, t in self.con.execute(
+            f"""SELECT bucket, sum(rows), sum(total) FROM replica.digest
+                WHERE {self._scope} AND entity = ? GROUP BY bucket
+                HAVING sum(rows) <> 0 OR sum(total) <> 0""", [entity]).fetchall()}
+
+    def row_hashes(self, entity: str, buckets: list[int]) -> dict[str, int]:
+        e = BY_NAME[entity]
+        return {row_id: int(h) for row_id, h in self.con.execute(
+            f"SELECT row_id, h FROM ({row_hashes_sql(e, self._in_buckets(e, buckets))})",
         ).fetchall()}
-        out = {}
-        for e in ENTITIES:
-            if e.name not in filled:
-                out[e.name] = EMPTY_DIGEST
-                continue
-            enc = ", ".join(
-                f"CASE WHEN {c} IS NULL THEN '-' "
-                f"ELSE length({c}::VARCHAR)::VARCHAR || ':' || {c}::VARCHAR END"
-                for c in e.columns)
-            (digest,) = self.con.execute(f"""
-                SELECT md5(coalesce(string_agg(d, ',' ORDER BY k), ''))
-                FROM (SELECT {e.key}::VARCHAR AS k, md5(concat({enc})) AS d
-                      FROM {e.table} WHERE {self._scope})
-                """).fetchall()[0]
-            out[e.name] = digest
-        return out
+
+    def _in_buckets(self, e: Entity, buckets: list[int]) -> str:
+        """SQL: this school's rows of ``e`` in ``buckets``."""
+        listed = ", ".join(str(int(b)) for b in buckets) or "NULL"
+        return f"FROM {e.table} WHERE {self._scope} AND {bucket_sql(e.key)} IN ({listed})"
+
+    def events_of_rows(self, entity: str, row_ids: list[str]) -> Batch:
+        e = BY_NAME[entity]
+        listed = ", ".join(f"'{uuid.UUID(r)}'" for r in row_ids) or "NULL"
+        self.con.execute(f"""CREATE OR REPLACE TEMP TABLE wanted AS SELECT origin, seq
+            FROM log.{e.slug} WHERE {self._scope} AND row_id IN ({listed})""")
+        return self._events("SEMI JOIN wanted w ON w.origin = x.origin AND w.seq = x.seq",
+                            "true")
+
+    def rematerialise(self, entity: str, row_ids: list[str]) -> None:
+        """Recompute the rows ``row_ids`` of ``entity`` from the log, and the kept digests
+        of their buckets from the rows (a repair after comparing with a peer)."""
+        e = BY_NAME[entity]
+        school = ANY_SCHOOL if e.is_reference else self.school
+        buckets = sorted({bucket_of(r) for r in row_ids})
+        with self.transaction() as c:
+            c.execute("CREATE OR REPLACE TEMP TABLE touched (school VARCHAR, row_id UUID)")
+            c.executemany("INSERT INTO touched VALUES (?, ?)", [(school, r) for r in row_ids])
+            self._materialise(e)
+            c.execute(f"""DELETE FROM replica.digest WHERE {self._scope} AND entity = ?
+                          AND bucket IN ({', '.join(map(str, buckets)) or 'NULL'})""",
+                      [e.name])
+            c.execute(add_digests_sql(e, self._in_buckets(e, buckets)))
 
     def query(self, sql: str, time_limit_s: float | None = None,
               ) -> tuple[list[str], list[tuple[Any, ...]]]:
@@ -520,13 +553,15 @@ class DuckDBStore:
             UNION SELECT school, row_id FROM prior""")
         # A row this replica has never seen, written once (most of a bulk load): its
         # values are the event's, less what authority takes away; nothing to merge.
-        once = ", ".join(f"CASE WHEN eff & {e.bit(f.name)} <> 0 THEN {f.name} END"
+        once = ", ".join(f"CASE WHEN eff & {e.bit(f.name)} <> 0 THEN {f.name} END AS {f.name}"
                          for f in e.fields)
-        c.execute(f"""INSERT INTO {e.table} SELECT school, row_id, {once}
+        once_rows = f"""SELECT school, row_id AS {e.key}, {once}
             FROM (SELECT *, CASE WHEN origin IN ({self._central_sql}) THEN mask
                                  ELSE mask & ~{self._centre_mask(e)}::UBIGINT END AS eff
                   FROM ({new}) ANTI JOIN touched USING (school, row_id))
-            WHERE eff <> 0""")
+            WHERE eff <> 0"""
+        c.execute(f"INSERT INTO {e.table} {once_rows}")
+        c.execute(add_digests_sql(e, once_rows))
         if c.execute("SELECT 1 FROM touched LIMIT 1").fetchall():
             self._materialise(e)
 
@@ -534,6 +569,9 @@ class DuckDBStore:
         """Recompute the ``touched`` rows of ``e`` and their conflicts from the log."""
         c = self.con
         c.execute(f"CREATE OR REPLACE TEMP TABLE eff AS {self._effective(e, 'FROM touched')}")
+        rows = (f"FROM {e.table} x SEMI JOIN touched t "
+                f"ON x.school = t.school AND x.{e.key} = t.row_id")
+        c.execute(add_digests_sql(e, rows, -1))
         c.execute(f"DELETE FROM {e.table} x USING touched t "
                   f"WHERE x.school = t.school AND x.{e.key} = t.row_id")
         winners = ", ".join(
@@ -541,6 +579,7 @@ class DuckDBStore:
             for f in e.fields)
         c.execute(f"""INSERT INTO {e.table} SELECT school, row_id, {winners} FROM eff
                       GROUP BY school, row_id HAVING bit_or(eff) <> 0""")
+        c.execute(add_digests_sql(e, rows))
         self._find_conflicts(e)
 
     def _find_conflicts(self, e: Entity) -> None:
@@ -581,6 +620,7 @@ class DuckDBStore:
         """Recompute every materialised table and conflict from the log."""
         with self.transaction() as c:
             c.execute(f"DELETE FROM replica.conflict WHERE {self._scope}")
+            c.execute(f"DELETE FROM replica.digest WHERE {self._scope}")
             for e in ENTITIES:
                 c.execute(f"DELETE FROM {e.table} WHERE {self._scope}")
                 c.execute(f"CREATE OR REPLACE TEMP TABLE touched AS "

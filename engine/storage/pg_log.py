@@ -34,7 +34,7 @@ from ..events import (
 from ..merge import Sibling, effective_hlc, fold, written_once
 from ..schema import BY_NAME, CLOCK_BOUND, ENTITIES, Entity, Owner
 from ..store import AppendReport, check_and_order, clock_bound_event
-from ..values import Value, from_python, table_digest
+from ..values import EMPTY_DIGEST, Value, bucket_of, digest, from_python, row_hash, table_digest
 from .database import ANY_SCHOOL
 from .pg_database import PgDatabase, partitioned
 from .query import SOURCES, VIEWS, query_school
@@ -56,6 +56,9 @@ def tables() -> list[str]:
         role text, winner boolean""", "school")
     out.append("CREATE INDEX IF NOT EXISTS conflict_row ON replica.conflict "
                "(school, entity, row_id)")
+    out += partitioned("replica.digest", """school text, entity text, bucket smallint,
+        rows bigint NOT NULL, total numeric NOT NULL, PRIMARY KEY (school, entity, bucket)""",
+                       "school")
     for e in ENTITIES:
         values = ", ".join(f"{f.name} {TYPES[f.type]}" for f in e.fields)
         out += partitioned(f"log.{e.slug}", f"""school text, origin uuid, seq bigint,
@@ -174,9 +177,37 @@ class PgStore:
                                role, winner))
         return sorted(out)
 
-    def checksums(self) -> dict[str, str]:
-        """Per entity, ``values.table_digest`` of the materialised rows (equal to DuckDB's)."""
-        return {e.name: table_digest(self._rows(e)) for e in ENTITIES}
+    def checksums(self, *, full: bool = False) -> dict[str, str]:
+        """Per entity, ``values.table_digest`` of the materialised rows (equal to DuckDB's):
+        as kept in replica.digest, or (``full``) recomputed from the rows."""
+        if full:
+            return {e.name: table_digest(self._rows(e)) for e in ENTITIES}
+        sums = {entity: digest(int(rows), int(total)) for entity, rows, total in self._all(
+            "SELECT entity, sum(rows), sum(total) FROM replica.digest "
+            "WHERE school = ANY(%(s)s) GROUP BY entity")}
+        return {e.name: sums.get(e.name, EMPTY_DIGEST) for e in ENTITIES}
+
+    # -- comparing with a peer (engine/compare.py) ---------------------------------------
+
+    def bucket_digests(self, entity: str) -> dict[int, str]:
+        return {int(b): digest(int(n), int(t)) for b, n, t in self._all(
+            """SELECT bucket, sum(rows), sum(total) FROM replica.digest
+               WHERE school = ANY(%(s)s) AND entity = %(e)s GROUP BY bucket
+               HAVING sum(rows) <> 0 OR sum(total) <> 0""", e=entity)}
+
+    def row_hashes(self, entity: str, buckets: list[int]) -> dict[str, int]:
+        e = BY_NAME[entity]
+        rows = self._all(f"""SELECT {', '.join(e.columns)} FROM {e.table}
+            WHERE school = ANY(%(s)s) AND substr(md5({e.key}::text), 1, 2) = ANY(%(b)s)""",
+                         b=[f"{b:02x}" for b in buckets])
+        return {str(key): row_hash([str(key), *(from_python(f, v) for f, v in
+                                                zip(e.fields, values, strict=True))])
+                for key, *values in rows}
+
+    def events_of_rows(self, entity: str, row_ids: list[str]) -> Batch:
+        return self._events(f"""JOIN (SELECT origin, seq FROM log.{BY_NAME[entity].slug}
+            WHERE school = ANY(%(s)s) AND row_id = ANY(%(r)s::uuid[])) w USING (origin, seq)""",
+                            "true", r=row_ids)
 
     def query(self, sql: str, time_limit_s: float | None = None,
               ) -> tuple[list[str], list[tuple[Any, ...]]]:
@@ -475,10 +506,12 @@ class PgStore:
                  rows: list[tuple[Any, ...]], siblings: list[tuple[Any, ...]]) -> None:
         """The materialised rows and conflicts of ``old`` (the rows there may be) replaced,
         and new ones added: ``rows`` and ``siblings``."""
+        gone: list[tuple[Any, ...]] = []
         if old:
             params = _keys(old)
             keyed = "(school, {}) IN (SELECT * FROM " + KEYS + ")"
-            con.execute(f"DELETE FROM {e.table} WHERE {keyed.format(e.key)}", params)
+            gone = con.execute(f"DELETE FROM {e.table} WHERE {keyed.format(e.key)} "
+                               f"RETURNING school, {', '.join(e.columns)}", params).fetchall()
             con.execute(f"DELETE FROM replica.conflict WHERE entity = %(e)s AND "
                         f"{keyed.format('row_id')}", {**params, "e": e.name})
         cur = con.cursor()
@@ -490,6 +523,34 @@ class PgStore:
                           "value, author, role, winner) FROM STDIN") as copy:
                 for sibling in siblings:
                     copy.write_row(sibling)
+        add_digests(con, e, rows, gone)
+
+
+def fill_digests(con: psycopg.Connection[Any]) -> None:
+    """replica.digest computed from the rows (a database made before digests were kept)."""
+    for e in ENTITIES:
+        with con.cursor(name=f"fill_{e.slug}") as rows:  # on the server: streamed
+            rows.execute(f"SELECT school, {', '.join(e.columns)} FROM {e.table}")
+            add_digests(con, e, rows)
+
+
+def add_digests(con: psycopg.Connection[Any], e: Entity, added: Iterable[tuple[Any, ...]],
+                removed: Iterable[tuple[Any, ...]] = ()) -> None:
+    """Keep replica.digest up to date: rows (school first, then ``e``'s columns, as
+    stored) ``added`` to ``e``'s table and ``removed`` from it."""
+    change: dict[tuple[str, int], list[int]] = defaultdict(lambda: [0, 0])
+    for sign, rows in ((1, added), (-1, removed)):
+        for school, key, *values in rows:
+            canonical = [str(key), *(from_python(f, v) for f, v in
+                                     zip(e.fields, values, strict=True))]
+            d = change[(school, bucket_of(str(key)))]
+            d[0] += sign
+            d[1] += sign * row_hash(canonical)
+    con.cursor().executemany(
+        """INSERT INTO replica.digest VALUES (%s, %s, %s, %s, %s) ON CONFLICT
+           (school, entity, bucket) DO UPDATE SET rows = replica.digest.rows + excluded.rows,
+           total = replica.digest.total + excluded.total""",
+        [(school, e.name, bucket, n, total) for (school, bucket), (n, total) in change.items()])
 
 
 KEYS = "unnest(%(ks)s::text[], %(kr)s::uuid[]) k(school, row_id)"  # rows by (school, row_id)
