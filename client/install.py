@@ -101,10 +101,11 @@ class Install:
         if not self.exists():
             raise ClientError(f"tidak ada instalasi di {self.folder}: jalankan 'selaras init', "
                               "atau beri --data / SELARAS_DATA")
-        identity = self.identity()
-        store = _connect(self.db, identity.central, read_only=read_only)
+        store = _connect(self.db, None, read_only=read_only)  # central: the meta's school
         try:
-            yield Session(store, identity)
+            if not self._identity:
+                self._identity.append(_identity_from(store.meta(), self.db))
+            yield Session(store, self._identity[0])
         finally:
             store.close()
 
@@ -200,7 +201,7 @@ def _open_aside(path: Path, central: frozenset[str]) -> InstallStore:
         raise
 
 
-def _connect(path: Path, central: frozenset[str], *, read_only: bool) -> InstallStore:
+def _connect(path: Path, central: frozenset[str] | None, *, read_only: bool) -> InstallStore:
     """Open the store, waiting a little while another process (a sync) holds it."""
     deadline = time.monotonic() + BUSY_WAIT_S
     while True:

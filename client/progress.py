@@ -8,10 +8,12 @@ from __future__ import annotations
 
 import time
 from types import TracebackType
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
-from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
+
+if TYPE_CHECKING:
+    from rich.progress import Progress
 
 PLAIN_EVERY_S = 5.0  # a plain line at most this often (logs, pipes, Windows services)
 
@@ -36,6 +38,9 @@ class SyncProgress:
 
     def __enter__(self) -> SyncProgress:
         if self.enabled and self.tty:
+            # rich costs 40 ms to import: only a terminal pays for it.
+            from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
+
             self._bar = Progress(SpinnerColumn(), TextColumn("{task.description}"),
                                  TimeElapsedColumn(), transient=True)
             self._bar.start()

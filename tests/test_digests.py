@@ -35,7 +35,7 @@ def kept_equals_recomputed(store):
     assert kept == checksums_of(fold(store.events_after({}).events(), store.central).rows)
 
 
-@settings(max_examples=30, deadline=None)
+@settings(max_examples=20, deadline=None)
 @given(histories(), st.lists(step, min_size=1, max_size=6), st.randoms(use_true_random=False))
 def test_kept_digests_equal_a_full_recompute(tmp_path_factory, events, steps, rng):
     folder = tmp_path_factory.mktemp("digest")

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import os
 
+from ..events import central_origins
 from ..signatures import CentreKey
 from ..store import CentreStore, InstallStore
 from .centre import DuckDBCentre
@@ -26,11 +27,15 @@ from .log import DuckDBStore
 from .registry import DuckDBRegistry
 
 
-def open_install(path: str | os.PathLike[str], central: frozenset[str], *,
+def open_install(path: str | os.PathLike[str], central: frozenset[str] | None = None, *,
                  read_only: bool = False) -> InstallStore:
     """An install's store in the DuckDB file at ``path`` (made if missing and writable).
+    ``central``: the origins with the centre's authority; None, those of the school its
+    meta names (one connection, where reading the meta first would take two).
     DataInUse while another process holds it."""
-    return DuckDBStore(path, central, read_only=read_only)
+    store = DuckDBStore(path, central or frozenset(), read_only=read_only)
+    npsn = store.meta().get("npsn") if central is None else None
+    return DuckDBStore("", central_origins(npsn), db=store.db) if npsn else store
 
 
 def open_centre(where: str | os.PathLike[str], *, key: CentreKey | None = None,

@@ -74,9 +74,17 @@ def create_tables(db: Database) -> None:
         _create(c)
 
 
+TABLES = frozenset({"log.event", "log.context", "log.signature", "replica.meta",
+                    "replica.conflict", "replica.sync_history", "replica.validation",
+                    "replica.digest", *(f"log.{e.slug}" for e in ENTITIES),
+                    *(e.table if "." in e.table else f"main.{e.table}" for e in ENTITIES)})
+
+
 def _create(c: duckdb.DuckDBPyConnection) -> None:
     made = {f"{s}.{t}" for s, t in c.execute(
         "SELECT schema_name, table_name FROM duckdb_tables()").fetchall()}
+    if made >= TABLES:
+        return  # a store opened again: dozens of CREATE ... IF NOT EXISTS cost 30 ms
     fill_digests = "log.event" in made and "replica.digest" not in made  # made before digests
     for schema in ("log", "ref", "replica"):
         c.execute(f"CREATE SCHEMA IF NOT EXISTS {schema}")
