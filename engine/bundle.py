@@ -39,6 +39,7 @@ from .clocks import VersionVector
 from .errors import InputError
 from .events import Batch, MalformedBatch, central_origins, school_row_id
 from .schema import BY_NAME, SCHEMA_VERSION
+from .values import is_uuid
 
 MAGIC = b"SLRSBDL\x00"
 FORMAT_VERSION = 1
@@ -135,8 +136,8 @@ def decode(data: bytes, *, npsn: str) -> Bundle:
         bundle = msgspec.msgpack.decode(body, type=Bundle)
     except (msgspec.DecodeError, UnicodeDecodeError) as exc:
         raise BundleCorrupt(_reason(exc)) from None
-    if not _is_uuid(bundle.origin) or not all(
-            _is_uuid(o) and s >= 0 for o, s in bundle.vector.items()):
+    if not is_uuid(bundle.origin) or not all(
+            is_uuid(o) and s >= 0 for o, s in bundle.vector.items()):
         raise BundleCorrupt("the exporter's origin or vector is not made of UUIDs")
     return bundle
 
@@ -146,14 +147,6 @@ def _reason(exc: Exception) -> str:
         return "text that is not UTF-8"
     text = str(exc)
     return "truncated" if "truncated" in text.lower() else text
-
-
-def _is_uuid(s: str) -> bool:
-    try:
-        uuid.UUID(s)
-    except ValueError:
-        return False
-    return True
 
 
 class BundleError(InputError):

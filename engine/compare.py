@@ -12,7 +12,6 @@ ranges) and PowerSync's bucket checksums are the same idea at a coarser grain.
 
 from __future__ import annotations
 
-import uuid
 from collections.abc import Mapping
 from typing import TypeVar
 
@@ -20,7 +19,7 @@ from .protocol import MAX_COMPARE_BUCKETS, Code, Compare, Compared, RemoteError
 from .refusals import Detail
 from .schema import BY_NAME
 from .store import SchoolStore
-from .values import BUCKETS
+from .values import BUCKETS, is_uuid
 
 K = TypeVar("K", int, str)
 
@@ -28,7 +27,7 @@ K = TypeVar("K", int, str)
 def answer(store: SchoolStore, q: Compare) -> Compared:
     """The centre's answer to one Compare; RemoteError if it asks for nonsense."""
     if (q.entity not in BY_NAME or not all(0 <= b < BUCKETS for b in q.buckets)
-            or not all(_is_uuid(r) for r in q.rows)):
+            or not all(is_uuid(r) for r in q.rows)):
         raise RemoteError(Code.MALFORMED_MESSAGE, Detail.BAD_COMPARE)
     if q.rows:
         return Compared(q.entity, payload=store.events_of_rows(q.entity, q.rows).to_bytes())
@@ -44,11 +43,3 @@ def differing(ours: Mapping[K, object], theirs: Mapping[K, object]) -> list[K]:
 
 def in_chunks(items: list[K], size: int = MAX_COMPARE_BUCKETS) -> list[list[K]]:
     return [items[i:i + size] for i in range(0, len(items), size)]
-
-
-def _is_uuid(s: str) -> bool:
-    try:
-        uuid.UUID(s)
-    except ValueError:
-        return False
-    return True

@@ -144,6 +144,14 @@ LIMITS = {
 }
 
 
+def is_uuid(s: str) -> bool:
+    try:
+        uuid.UUID(s)
+    except ValueError:
+        return False
+    return True
+
+
 def canonical_text(v: Value) -> str:
     """A value's place in a row's checksum text: NULL marked, length-prefixed."""
     if v is None:
