@@ -43,29 +43,23 @@ class InputError(SelarasError, ValueError):
     """Input from a person or a file that cannot be taken; nothing was changed."""
 
 
+OS_REASONS = {
+    errno.ENOSPC: "disk penuh (kosongkan sebagian ruang disk, lalu coba lagi)",
+    errno.EROFS: "folder hanya-baca, tidak dapat ditulis (pakai folder lain)",
+    errno.EACCES: "tidak ada izin (periksa izin file atau foldernya)",
+    errno.EPERM: "tidak ada izin (periksa izin file atau foldernya)",
+    errno.ENOENT: "tidak ada (periksa nama dan foldernya)",
+    errno.EISDIR: "itu folder, bukan file",
+    errno.ENOTDIR: "sebagian jalurnya bukan folder",
+    errno.EEXIST: "sudah ada",
+    errno.ENAMETOOLONG: "namanya terlalu panjang",
+    errno.EIO: "gagal dibaca atau ditulis (disk rusak atau tercabut?)",
+}
+
+
 def os_error_text(exc: OSError) -> str:
     """An operating system's refusal (a full disk, a read-only folder ...) as an operator or
     admin reads it: the file, the cause, what to do; in one line, in Indonesian."""
     what = f"{exc.filename}: " if exc.filename else ""
-    match exc.errno:
-        case errno.ENOSPC:
-            why = "disk penuh (kosongkan sebagian ruang disk, lalu coba lagi)"
-        case errno.EROFS:
-            why = "folder hanya-baca, tidak dapat ditulis (pakai folder lain)"
-        case errno.EACCES | errno.EPERM:
-            why = "tidak ada izin (periksa izin file atau foldernya)"
-        case errno.ENOENT:
-            why = "tidak ada (periksa nama dan foldernya)"
-        case errno.EISDIR:
-            why = "itu folder, bukan file"
-        case errno.ENOTDIR:
-            why = "sebagian jalurnya bukan folder"
-        case errno.EEXIST:
-            why = "sudah ada"
-        case errno.ENAMETOOLONG:
-            why = "namanya terlalu panjang"
-        case errno.EIO:
-            why = "gagal dibaca atau ditulis (disk rusak atau tercabut?)"
-        case _:
-            why = exc.strerror or type(exc).__name__
+    why = OS_REASONS.get(exc.errno or 0) or exc.strerror or type(exc).__name__
     return what + why
