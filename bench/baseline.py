@@ -123,14 +123,21 @@ def load_rows(path: str | os.PathLike[str]) -> list[Row]:
 # -- the receiving side ---------------------------------------------------------------------
 
 class Sink:
-    """One DuckDB table in a file; ``insert`` decodes a frame and commits it."""
+    """One DuckDB table in a file; ``insert`` decodes a frame and commits it.
 
-    def __init__(self, db_path: str | os.PathLike[str]) -> None:
-        if Path(db_path).exists():
-            raise FileExistsError(f"the bare pipeline writes a fresh file; {db_path} exists")
+    A fresh file by default; with ``update`` the table of an earlier run, where
+    each batch replaces the rows it sends again (edited rows), in one transaction.
+    """
+
+    def __init__(self, db_path: str | os.PathLike[str], *, update: bool = False) -> None:
+        if Path(db_path).exists() != update:
+            raise FileExistsError(f"the bare pipeline writes a fresh file; {db_path} exists"
+                                  if not update else f"no earlier run's file {db_path}")
         self.store = DuckDBStore(db_path, frozenset())
-        with self.store.transaction() as c:
-            c.execute(f"CREATE TABLE {TABLE} (entity VARCHAR, row_id VARCHAR, data JSON)")
+        self.update = update
+        if not update:
+            with self.store.transaction() as c:
+                c.execute(f"CREATE TABLE {TABLE} (entity VARCHAR, row_id VARCHAR, data JSON)")
         self._decode = msgspec.msgpack.Decoder(list[dict[str, Any]]).decode
         self._json = msgspec.json.Encoder().encode
 
@@ -150,6 +157,9 @@ class Sink:
                           "data": pa.array(docs, pa.string())})
         with self.store.transaction() as c:
             c.register("batch", batch)
+            if self.update:
+                c.execute(f"DELETE FROM {TABLE} t USING batch b "
+                          f"WHERE t.entity = b.entity AND t.row_id = b.row_id")
             c.execute(f"INSERT INTO {TABLE} SELECT entity, row_id, data FROM batch")
             c.unregister("batch")
         return len(rows)
@@ -225,15 +235,16 @@ async def _send_all(uri: str, rows: Sequence[Row], batch_rows: int, window: int,
 
 async def run_pipeline(rows: Sequence[Row], db_path: str | os.PathLike[str],
                        batch_rows: int = BATCH_ROWS, *, window: int = WINDOW,
-                       ) -> PipelineResult:
-    """Send ``rows`` (already in memory) through the bare pipeline into a fresh ``db_path``.
+                       update: bool = False) -> PipelineResult:
+    """Send ``rows`` (already in memory) through the bare pipeline into a fresh ``db_path``
+    (or, with ``update``, over the rows an earlier run left there: ``Sink``).
 
     The rows are not modified (the server decodes its own copies). Only the
     transfer is timed; the server's table is created before the clock starts.
     """
     if batch_rows < 1 or window < 1:
         raise ValueError("batch_rows and window must be >= 1")
-    sink = await asyncio.to_thread(Sink, db_path)
+    sink = await asyncio.to_thread(lambda: Sink(db_path, update=update))
     try:
         async with serve(lambda ws: _serve_one(ws, sink), HOST, 0, compression=None,
                          max_size=MAX_FRAME, ping_interval=None) as server:

@@ -49,7 +49,7 @@ import pyarrow.compute as pc
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidURI
 
-from selaras.engine import compare
+from selaras.engine import compare, stages
 from selaras.engine.clocks import VersionVector
 from selaras.engine.events import Batch, MalformedBatch
 from selaras.engine.outbox import Outbox
@@ -316,8 +316,10 @@ class SyncConnection:
         self._acked = asyncio.Event()
         self._tops: dict[int, int] = {}  # our batch number -> the top seq it carried
         self._ws: ClientConnection | None = None
+        self._started = 0.0
 
     async def run(self) -> SessionResult:
+        self._started = time.perf_counter()
         try:
             async with connect(self.url, compression="deflate" if self.compress else None,
                                max_size=Limits().max_frame_bytes, max_queue=MAX_QUEUE,
@@ -381,6 +383,7 @@ class SyncConnection:
         # R14: the server's clock at the midpoint of our send and receive.
         self.clock_offset_ms = welcome.server_ms - (self._hello_ms + received) // 2
         self.their_vector = welcome.vector
+        stages.add("connect", time.perf_counter() - self._started)
 
     async def _check_centre_key(self, key: str) -> None:
         """Refuse a centre whose signing key is not the one this install registered with."""
@@ -401,7 +404,8 @@ class SyncConnection:
 
     async def _store_batch(self, batch: int, count: int, payload: bytes) -> None:
         try:
-            b = Batch.from_bytes(payload)
+            with stages.stage("decode"):
+                b = Batch.from_bytes(payload)
         except MalformedBatch:
             self.proto.refuse(Code.MALFORMED_MESSAGE, "batch tidak dapat dibaca")
             await self._flush()
@@ -419,8 +423,10 @@ class SyncConnection:
                 if dels:
                     self.received_deleted[name] = self.received_deleted.get(name, 0) + dels
         store = self.worker.store
+        append = stages.stage("append")(store.append)
+        read_vector = stages.stage("vector")(store.vector)  # the ack carries it
         try:
-            vector = await self.worker(lambda: (store.append(b), store.vector())[1])
+            vector = await self.worker(lambda: (append(b), read_vector())[1])
         except BadSignature as exc:
             await self._refuse_untrusted(f"event pusat ({exc.origin}, {exc.seq}) tanpa tanda "
                                          "tangan pusat yang sah")
@@ -471,7 +477,8 @@ class SyncConnection:
         finally:
             if not sender.done():
                 sender.cancel()
-        ours = await self.worker(lambda: (store.vector(), store.checksums()))
+        check = stages.stage("check")(lambda: (store.vector(), store.checksums()))
+        ours = await self.worker(check)
         self.proto.send_done(*ours)
         await self._flush()
         summary = await self._answer(SummaryReceived)
@@ -671,10 +678,10 @@ async def _finish(worker: _StoreWorker, store: InstallStore, report: SyncReport,
                   conn: SyncConnection, result: SessionResult, rows_before: dict[str, int],
                   conflicts_before: dict[str, int], pushed_after: int) -> None:
     me = conn.identity.origin
-    rows_after, conflicts_after, neutralised = await worker(lambda: (
+    rows_after, conflicts_after, neutralised = await worker(stages.stage("finish")(lambda: (
         store.row_counts(), conflict_counts(store),
         store.neutralised(me, pushed_after, store.vector().get(me, 0))
-        if report.mode == "sync" else {}))
+        if report.mode == "sync" else {})))
     _merge_counts(report.received,
                   {k: {"events": v} for k, v in result.received_events.items()})
     for name, counts in report.received.items():

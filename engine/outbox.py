@@ -9,6 +9,7 @@ million events holds about one batch in memory, never the whole backlog.
 from __future__ import annotations
 
 from .protocol import Limits
+from .stages import stage
 from .store import Store
 
 
@@ -29,6 +30,7 @@ class Outbox:
     def __bool__(self) -> bool:
         return self.pos < self.top
 
+    @stage("read")
     def next(self) -> tuple[bytes, int]:
         """The next batch's payload and event count (0 if the range held no event)."""
         limits = self.limits

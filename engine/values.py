@@ -190,6 +190,23 @@ def table_digest(rows: Sequence[Sequence[Value]]) -> str:
 
 EMPTY_DIGEST = digest(0, 0)
 
+DigestChange = dict[tuple[str, int], list[int]]  # (school, bucket) -> [rows, hash total]
+
+
+def digest_change(e: Entity, added: Iterable[Sequence[Any]],
+                  removed: Iterable[Sequence[Any]] = ()) -> DigestChange:
+    """What rows (school first, then ``e``'s columns, as a store reads them back)
+    ``added`` to ``e``'s table and ``removed`` from it change in its digests."""
+    change: DigestChange = {}
+    for sign, rows in ((1, added), (-1, removed)):
+        for school, key, *values in rows:
+            canonical = [str(key), *(from_python(f, v) for f, v in
+                                     zip(e.fields, values, strict=True))]
+            d = change.setdefault((school, bucket_of(str(key))), [0, 0])
+            d[0] += sign
+            d[1] += sign * row_hash(canonical)
+    return change
+
 
 def from_python(f: Field, v: Any) -> Value:
     """A value read back from storage (date, Decimal, UUID objects) in canonical form."""

@@ -64,6 +64,7 @@ from selaras.engine.protocol import (
 )
 from selaras.engine.refusals import TEXT, Detail, busy
 from selaras.engine.schema import SCHEMA_VERSION
+from selaras.engine.stages import spent, stage
 from selaras.engine.storage import open_centre
 from selaras.engine.store import (
     AppendReport,
@@ -230,7 +231,8 @@ class SelarasServer:
         s = self.stats
         return {"sessions": s.sessions, "active": s.active, "busy_refusals": s.busy_refusals,
                 "refusals": s.refusals, "registrations": s.registrations,
-                **self.writer.stats.as_dict()}
+                **self.writer.stats.as_dict(),
+                **{f"{name}_s": round(s, 3) for name, s in spent().items()}}
 
     # -- helpers for connections ---------------------------------------------------------
 
@@ -620,8 +622,8 @@ class SyncConnection:
                 self._window.set()
             case DoneReceived():
                 await self._pending.join()
-                checksums = await self.read(self.reader.checksums)
-                vector = await self.read(self.reader.vector)
+                check = stage("check")(lambda: (self.reader.vector(), self.reader.checksums()))
+                vector, checksums = await self.read(check)
                 self.proto.send_summary(vector, checksums)
                 self.outcome = "done"  # the client may still compare (R19), then closes
                 await self.flush()
@@ -742,6 +744,7 @@ class Refusal(msgspec.Struct, frozen=True):
     message: str
 
 
+@stage("decode")
 def admissible(payload: bytes, count: int, install: str, account: tuple[str, str],
                ) -> Batch | Refusal:
     """The pushed batch as the centre stores it, or why it is refused: it must decode,

@@ -21,6 +21,7 @@ from typing import Any, TypeVar
 
 from selaras.engine.clocks import VersionVector
 from selaras.engine.events import Batch
+from selaras.engine.stages import stage
 from selaras.engine.store import Admitted, AppendReport, CentreStore, Registry
 
 T = TypeVar("T")
@@ -123,9 +124,11 @@ class CentreWriter:
         if not jobs:
             return
         try:
-            results = self.centre.append_group([(j.npsn, j.batch) for j in jobs],
-                                               int(time.time() * 1000))
-            vectors = {n: self.centre.school(n).vector() for n in {j.npsn for j in jobs}}
+            with stage("append"):
+                results = self.centre.append_group([(j.npsn, j.batch) for j in jobs],
+                                                   int(time.time() * 1000))
+            with stage("vector"):  # the acks carry it
+                vectors = {n: self.centre.school(n).vector() for n in {j.npsn for j in jobs}}
         except BaseException as exc:
             for j in jobs:
                 j.future.set_exception(exc)

@@ -19,8 +19,9 @@ from ..clocks import VersionVector, origin_rank
 from ..events import REFERENSI_ORIGIN, SIGNATURE_SCHEMA, Batch, Event, MalformedBatch, arrow_schema
 from ..merge import Sibling
 from ..schema import BY_NAME, CLOCK_BOUND, ENTITIES, Entity, Owner
+from ..stages import stage
 from ..store import AppendReport, EventCollision, check_signatures, clock_bound_event
-from ..values import EMPTY_DIGEST, bucket_of, digest, from_python
+from ..values import EMPTY_DIGEST, bucket_of, digest, digest_change, from_python
 from . import bulk
 from .database import (
     ANY_SCHOOL,
@@ -35,6 +36,9 @@ from .database import (
     row_hashes_sql,
 )
 from .query import SOURCES, VIEWS, query_school
+
+SMALL = 500  # rows of one entity changed at once: up to this many, their digests are kept
+# from the rows the change returns (``_add_digests``); more are hashed in SQL.
 
 
 class DuckDBStore:
@@ -57,6 +61,7 @@ class DuckDBStore:
                 create_tables(db)
         self.db, self.con = db, db.con
         self.school = school
+        self._staged: dict[str, int] = {}  # events staged per entity, in the append running
         self._scope = f"school IN ({quote(school)}, {quote(ANY_SCHOOL)})"
         self._central_sql = ", ".join(f"'{o}'::UUID" for o in sorted(central)) or "NULL"
 
@@ -255,10 +260,10 @@ class DuckDBStore:
                             ).to_arrow_table()
 
     def row_counts(self) -> dict[str, int]:
-        """Per entity, the rows materialised."""
-        union = " UNION ALL ".join(
-            f"SELECT '{e.name}', count(*) FROM {e.table} WHERE {self._scope}" for e in ENTITIES)
-        return {str(n): int(c) for n, c in self.con.execute(union).fetchall()}
+        """Per entity, the rows materialised (the digests count them: no table is scanned)."""
+        counted = dict(self.con.execute(f"SELECT entity, sum(rows) FROM replica.digest "
+                                        f"WHERE {self._scope} GROUP BY entity").fetchall())
+        return {e.name: int(counted.get(e.name, 0)) for e in ENTITIES}
 
     def event_counts(self, origin: str, after: int = 0) -> dict[str, int]:
         """Per entity, the events of ``origin`` held past seq ``after``."""
@@ -278,15 +283,17 @@ class DuckDBStore:
                         key=lambda e: e.name != CLOCK_BOUND)
         if not staged:
             return AppendReport()
-        duplicates = self._stage_new(batch, staged)
-        ids = " UNION ALL ".join(f"SELECT origin, seq, '{e.name}' AS entity FROM s_{e.slug}"
-                                 for e in staged)
-        runs = self._runs_once_each(staged, ids)
-        fresh = sum(n for _, _, n, _ in runs.values())
-        accepted, only_accepted = self._accepted(runs, ids)
-        (applied,) = self.con.execute(f"SELECT count(*) FROM ({accepted})").fetchall()[0]
+        with stage("append.check"):
+            duplicates = self._stage_new(batch, staged)
+            ids = " UNION ALL ".join(f"SELECT origin, seq, '{e.name}' AS entity FROM s_{e.slug}"
+                                     for e in staged)
+            runs = self._runs_once_each(staged, ids)
+            fresh = sum(n for _, _, n, _ in runs.values())
+            accepted, only_accepted = self._accepted(runs, ids)
+            (applied,) = self.con.execute(f"SELECT count(*) FROM ({accepted})").fetchall()[0]
         if applied:
-            self._log_ids(batch, accepted)
+            with stage("append.log"):
+                self._log_ids(batch, accepted)
             self._write_staged(staged, runs, only_accepted)
         return AppendReport(applied, duplicates, fresh - applied)
 
@@ -305,7 +312,7 @@ class DuckDBStore:
             c.register("incoming", batch.tables[e.name])
             try:
                 duplicates += self._check_held(e)
-                self._stage(e)
+                self._staged[e.name] = self._stage(e)
             finally:
                 c.unregister("incoming")
         return duplicates
@@ -375,14 +382,16 @@ class DuckDBStore:
         """Log and merge the accepted staged events of each entity, with their LWW keys."""
         ranks = " UNION ALL ".join(f"SELECT '{o}'::UUID AS origin, {origin_rank(o)} AS rank"
                                    for o in runs)
+        hlc = self._effective_hlc("s")
         for e in staged:
             new = f"""SELECT {self._school_of('s')} AS school, s.origin, s.seq, s.hlc,
-                             ({self._effective_hlc('s')}::HUGEINT << 64) | r.rank::HUGEINT
+                             ({hlc}::HUGEINT << 64) | r.rank::HUGEINT
                              AS lww, s.row_id, s.author, s.role, s.mask, {fields_sql(e, 's.')}
                       FROM s_{e.slug} s JOIN ({ranks}) r ON r.origin = s.origin {only_accepted}"""
-            self.write(e, new)
-            if e.name == CLOCK_BOUND:
+            self.write(e, new, self._staged[e.name])
+            if e.name == CLOCK_BOUND:  # staged first: the other entities' keys follow it
                 self._rebound()
+                hlc = self._effective_hlc("s")
             self.con.execute(f"DROP TABLE s_{e.slug}")
 
     # -- clock bounds (merge rule 5) ---------------------------------------------------------
@@ -455,15 +464,24 @@ class DuckDBStore:
         written = {name for (name,) in self.con.execute(
             f"SELECT DISTINCT entity FROM log.event WHERE {self._scope} AND origin = ? "
             "AND seq > ? AND seq <= ?", [str(o), after, upto]).fetchall()} if upto > after else ()
+        mine = {}  # per entity written, its events that the rules may have changed
         for e in (e for e in ENTITIES if e.name in written):
             guarded = self._centre_mask(e) | sum(
                 e.bit(f.name) for f in e.fields if f.owner is Owner.VERVAL)
-            mine = (f"{self._scope} AND origin = '{o}' "
-                    f"AND seq > {int(after)} AND seq <= {int(upto)} "
-                    f"AND (mask & {guarded} <> 0 OR lww >> 64 <> hlc)")
+            mine[e] = (f"{self._scope} AND origin = '{o}' "
+                       f"AND seq > {int(after)} AND seq <= {int(upto)} "
+                       f"AND (mask & {guarded} <> 0 OR lww >> 64 <> hlc)")
+        # Most pushes write only the school's own fields: one look finds none to check.
+        maybe = {name for (name,) in self.con.execute(" UNION ALL ".join(
+            f"(SELECT '{e.name}' FROM log.{e.slug} WHERE {where} LIMIT 1)"
+            for e, where in mine.items())).fetchall()} if mine else set()
+        for e, where in mine.items():
+            if e.name not in maybe:
+                continue
+            rows = f"SELECT school, row_id FROM log.{e.slug} WHERE {where}"
             n, clock = self.con.execute(f"""SELECT count(*), count(*) FILTER (lww >> 64 <> hlc)
-                FROM ({self._effective(e, f"SELECT school, row_id FROM log.{e.slug} WHERE {mine}")})
-                WHERE {mine} AND (eff <> mask OR lww >> 64 <> hlc)""").fetchall()[0]
+                FROM ({self._effective(e, rows)})
+                WHERE {where} AND (eff <> mask OR lww >> 64 <> hlc)""").fetchall()[0]
             if n:
                 out[e.name] = {"neutralised": int(n), "clock": int(clock)}
         return out
@@ -483,32 +501,32 @@ class DuckDBStore:
     def _check_held(self, e: Entity) -> int:
         """Check the registered ``incoming`` events: MalformedBatch if any is not an
         event, EventCollision if one we hold differs; the number we hold already."""
-        c = self.con
-        (bad,) = c.execute(f"""SELECT count(*) FROM incoming WHERE origin IS NULL
-            OR row_id IS NULL OR seq IS NULL OR seq < 1 OR hlc IS NULL OR hlc < 0
-            OR mask IS NULL OR mask >> {len(e.fields)} <> 0 OR author IS NULL OR role IS NULL
-            """).fetchall()[0]
-        if bad:
-            raise MalformedBatch(f"{bad} {e.name} events with bad ids, seq, clock or mask")
         old = (f"(SELECT {self._masked(e)} FROM incoming i "
                "SEMI JOIN ours o ON i.origin = o.origin AND i.seq <= o.seq)")
         differs = " OR ".join(f"s.{col} IS DISTINCT FROM l.{col}" for col in
                               ("hlc", "row_id", "author", "role", "mask",
                                *(f.name for f in e.fields)))
-        (held, clash) = c.execute(f"""
-            SELECT count(*), arg_min((s.origin::VARCHAR, s.seq), s.seq)
+        (bad, held, clash) = self.con.execute(f"""
+            SELECT (SELECT count(*) FROM incoming WHERE origin IS NULL
+                    OR row_id IS NULL OR seq IS NULL OR seq < 1 OR hlc IS NULL OR hlc < 0
+                    OR mask IS NULL OR mask >> {len(e.fields)} <> 0 OR author IS NULL
+                    OR role IS NULL),
+                   count(*), arg_min((s.origin::VARCHAR, s.seq), s.seq)
                              FILTER (WHERE l.seq IS NULL OR {differs})
             FROM {old} s LEFT JOIN (FROM log.{e.slug} WHERE {self._scope}) l USING (origin, seq)
             """).fetchall()[0]
+        if bad:
+            raise MalformedBatch(f"{bad} {e.name} events with bad ids, seq, clock or mask")
         if clash:
             raise EventCollision(*clash)
         return int(held)
 
-    def _stage(self, e: Entity) -> None:
-        """Copy the registered ``incoming`` events we do not hold into s_<entity>."""
-        self.con.execute(f"""CREATE OR REPLACE TEMP TABLE s_{e.slug} AS
+    def _stage(self, e: Entity) -> int:
+        """Copy the registered ``incoming`` events we do not hold into s_<entity>; how many."""
+        (n,) = self.con.execute(f"""CREATE OR REPLACE TEMP TABLE s_{e.slug} AS
             SELECT {self._masked(e)} FROM incoming i
-            ANTI JOIN ours o ON i.origin = o.origin AND i.seq <= o.seq""")
+            ANTI JOIN ours o ON i.origin = o.origin AND i.seq <= o.seq""").fetchall()[0]
+        return int(n)
 
     # -- bulk import ---------------------------------------------------------------------
 
@@ -544,17 +562,19 @@ class DuckDBStore:
             FROM (SELECT *, {lock} AS lock FROM log.{e.slug}
                   SEMI JOIN ({rows_sql}) USING (school, row_id))"""
 
-    def write(self, e: Entity, new: str) -> None:
-        """Append the new events of ``e`` (a query in log column order) to its log,
-        and bring the materialised rows and conflicts they touch up to date."""
+    def write(self, e: Entity, new: str, events: int | None = None) -> None:
+        """Append the new events of ``e`` (a query in log column order; ``events`` of
+        them at most, if known) to its log, and bring the materialised rows and
+        conflicts they touch up to date."""
         c = self.con
-        c.execute(f"""CREATE OR REPLACE TEMP TABLE prior AS SELECT DISTINCT school, row_id
-                      FROM log.{e.slug} SEMI JOIN (SELECT school, row_id FROM ({new}))
-                      USING (school, row_id)""")
-        c.execute(f"INSERT INTO log.{e.slug} {new}")
-        c.execute(f"""CREATE OR REPLACE TEMP TABLE touched AS
-            SELECT school, row_id FROM ({new}) GROUP BY ALL HAVING count(*) > 1
-            UNION SELECT school, row_id FROM prior""")
+        with stage("append.log"):
+            # The rows to merge: those written before, and those written twice here.
+            (touched,) = c.execute(f"""CREATE OR REPLACE TEMP TABLE touched AS
+                SELECT school, row_id FROM ({new}) GROUP BY ALL HAVING count(*) > 1
+                UNION SELECT school, row_id FROM log.{e.slug}
+                      SEMI JOIN (SELECT school, row_id FROM ({new})) USING (school, row_id)
+                """).fetchall()[0]
+            c.execute(f"INSERT INTO log.{e.slug} {new}")
         # A row this replica has never seen, written once (most of a bulk load): its
         # values are the event's, less what authority takes away; nothing to merge.
         once = ", ".join(f"CASE WHEN eff & {e.bit(f.name)} <> 0 THEN {f.name} END AS {f.name}"
@@ -564,37 +584,71 @@ class DuckDBStore:
                                  ELSE mask & ~{self._centre_mask(e)}::UBIGINT END AS eff
                   FROM ({new}) ANTI JOIN touched USING (school, row_id))
             WHERE eff <> 0"""
-        c.execute(f"INSERT INTO {e.table} {once_rows}")
-        c.execute(add_digests_sql(e, once_rows))
-        if c.execute("SELECT 1 FROM touched LIMIT 1").fetchall():
-            self._materialise(e)
+        if events is not None and touched >= events:
+            pass  # every row is one to merge (edits)
+        elif events is not None and events <= SMALL:
+            with stage("append.rows"):
+                added = c.execute(f"INSERT INTO {e.table} {once_rows} RETURNING *").fetchall()
+            self._add_digests(e, added)
+        else:
+            with stage("append.rows"):
+                (once,) = c.execute(f"INSERT INTO {e.table} {once_rows}").fetchall()[0]
+            if once:
+                with stage("append.digests"):
+                    c.execute(add_digests_sql(e, once_rows))
+        if touched:
+            self._materialise(e, touched)
 
-    def _materialise(self, e: Entity) -> None:
-        """Recompute the ``touched`` rows of ``e`` and their conflicts from the log."""
+    def _add_digests(self, e: Entity, added: list[tuple[Any, ...]],
+                     removed: list[tuple[Any, ...]] | None = None) -> None:
+        """Keep the digests up to date with a few rows ``added`` and ``removed`` (as the
+        change returned them): hashed here, which costs less than a statement that
+        hashes them in SQL."""
+        with stage("append.digests"):
+            change = [(school, bucket, n, total) for (school, bucket), (n, total)
+                      in digest_change(e, added, removed or ()).items() if n or total]
+            if change:
+                self.con.execute(f"""INSERT INTO replica.digest VALUES {", ".join(
+                    f"({quote(school)}, '{e.name}', {b}, {n}, {t})" for school, b, n, t in change)}
+                    ON CONFLICT DO UPDATE SET rows = rows + excluded.rows,
+                                              total = total + excluded.total""")
+
+    def _materialise(self, e: Entity, touched: int | None = None) -> None:
+        """Recompute the ``touched`` rows of ``e`` (that many, if known) and their
+        conflicts from the log."""
         c = self.con
-        c.execute(f"CREATE OR REPLACE TEMP TABLE eff AS {self._effective(e, 'FROM touched')}")
+        small = touched is not None and touched <= SMALL
         rows = (f"FROM {e.table} x SEMI JOIN touched t "
                 f"ON x.school = t.school AND x.{e.key} = t.row_id")
-        c.execute(add_digests_sql(e, rows, -1))
-        c.execute(f"DELETE FROM {e.table} x USING touched t "
-                  f"WHERE x.school = t.school AND x.{e.key} = t.row_id")
-        winners = ", ".join(
-            f"arg_max_null({f.name}, lww) FILTER (WHERE eff & {e.bit(f.name)} <> 0)"
-            for f in e.fields)
-        c.execute(f"""INSERT INTO {e.table} SELECT school, row_id, {winners} FROM eff
-                      GROUP BY school, row_id HAVING bit_or(eff) <> 0""")
-        c.execute(add_digests_sql(e, rows))
-        self._find_conflicts(e)
+        if not small:
+            with stage("append.digests"):
+                c.execute(add_digests_sql(e, rows, -1))
+        returning = " RETURNING *" if small else ""
+        with stage("append.merge"):
+            c.execute(f"CREATE OR REPLACE TEMP TABLE eff AS {self._effective(e, 'FROM touched')}")
+            gone = c.execute(f"DELETE FROM {e.table} x USING touched t WHERE x.school = t.school "
+                             f"AND x.{e.key} = t.row_id{returning}").fetchall()
+            winners = ", ".join(
+                f"arg_max_null({f.name}, lww) FILTER (WHERE eff & {e.bit(f.name)} <> 0)"
+                for f in e.fields)
+            added = c.execute(f"""INSERT INTO {e.table} SELECT school, row_id, {winners} FROM eff
+                GROUP BY school, row_id HAVING bit_or(eff) <> 0{returning}""").fetchall()
+        if small:
+            self._add_digests(e, added, gone)
+        else:
+            with stage("append.digests"):
+                c.execute(add_digests_sql(e, rows))
+        with stage("append.conflicts"):
+            self._find_conflicts(e)
 
     def _find_conflicts(self, e: Entity) -> None:
         """Merge rule 4, for the touched rows written by more than one origin."""
         c = self.con
         c.execute(f"DELETE FROM replica.conflict x USING touched t WHERE x.entity = '{e.name}' "
                   "AND x.school = t.school AND x.row_id = t.row_id")
-        c.execute("""CREATE OR REPLACE TEMP TABLE multi AS SELECT * FROM eff
-                     SEMI JOIN (SELECT school, row_id FROM eff WHERE eff <> 0 GROUP BY ALL
-                                HAVING count(DISTINCT origin) > 1) USING (school, row_id)""")
-        (n,) = c.execute("SELECT count(*) FROM multi").fetchall()[0]
+        (n,) = c.execute("""CREATE OR REPLACE TEMP TABLE multi AS SELECT * FROM eff
+            SEMI JOIN (SELECT school, row_id FROM eff WHERE eff <> 0 GROUP BY ALL
+                       HAVING count(DISTINCT origin) > 1) USING (school, row_id)""").fetchall()[0]
         if not n:
             return
         writes = " UNION ALL ".join(

@@ -34,7 +34,15 @@ from ..events import (
 from ..merge import Sibling, effective_hlc, fold, written_once
 from ..schema import BY_NAME, CLOCK_BOUND, ENTITIES, Entity, Owner
 from ..store import AppendReport, check_and_order, clock_bound_event
-from ..values import EMPTY_DIGEST, Value, bucket_of, digest, from_python, row_hash, table_digest
+from ..values import (
+    EMPTY_DIGEST,
+    Value,
+    digest,
+    digest_change,
+    from_python,
+    row_hash,
+    table_digest,
+)
 from .database import ANY_SCHOOL
 from .pg_database import PgDatabase, partitioned
 from .query import SOURCES, VIEWS, query_school
@@ -225,9 +233,9 @@ class PgStore:
                          for i, (c, t) in enumerate(columns)})
 
     def row_counts(self) -> dict[str, int]:
-        union = " UNION ALL ".join(f"SELECT '{e.name}', count(*) FROM {e.table} "
-                                   "WHERE school = ANY(%(s)s)" for e in ENTITIES)
-        return {str(n): int(c) for n, c in self._all(union)}
+        counted = dict(self._all("SELECT entity, sum(rows) FROM replica.digest "
+                                 "WHERE school = ANY(%(s)s) GROUP BY entity"))
+        return {e.name: int(counted.get(e.name, 0)) for e in ENTITIES}
 
     def event_counts(self, origin: str, after: int = 0) -> dict[str, int]:
         return {str(n): int(c) for n, c in self._all(
@@ -538,14 +546,7 @@ def add_digests(con: psycopg.Connection[Any], e: Entity, added: Iterable[tuple[A
                 removed: Iterable[tuple[Any, ...]] = ()) -> None:
     """Keep replica.digest up to date: rows (school first, then ``e``'s columns, as
     stored) ``added`` to ``e``'s table and ``removed`` from it."""
-    change: dict[tuple[str, int], list[int]] = defaultdict(lambda: [0, 0])
-    for sign, rows in ((1, added), (-1, removed)):
-        for school, key, *values in rows:
-            canonical = [str(key), *(from_python(f, v) for f, v in
-                                     zip(e.fields, values, strict=True))]
-            d = change[(school, bucket_of(str(key)))]
-            d[0] += sign
-            d[1] += sign * row_hash(canonical)
+    change = digest_change(e, added, removed)
     con.cursor().executemany(
         """INSERT INTO replica.digest VALUES (%s, %s, %s, %s, %s) ON CONFLICT
            (school, entity, bucket) DO UPDATE SET rows = replica.digest.rows + excluded.rows,
