@@ -219,6 +219,18 @@ class Batch:
             contexts=_ipc(self.contexts),
             signatures=_ipc(self.signatures) if self.signatures.num_rows else b""))
 
+    def check_well_formed(self) -> None:
+        """MalformedBatch if any event has a missing id, a bad seq, clock or mask."""
+        for name, t in self.tables.items():
+            bad = pc.invert(pc.fill_null(pc.and_(pc.greater_equal(t["seq"], 1),
+                                                 pc.greater_equal(t["hlc"], 0)), False))
+            for column in ("origin", "row_id", "author", "role", "mask"):
+                bad = pc.or_(bad, pc.is_null(t[column]))
+            over = pc.not_equal(pc.shift_right(t["mask"], len(BY_NAME[name].fields)), 0)
+            n = pc.sum(pc.fill_null(pc.or_(bad, over), True).cast(pa.int64())).as_py() or 0
+            if n:
+                raise MalformedBatch(f"{n} {name} events with bad ids, seq, clock or mask")
+
     @classmethod
     def from_bytes(cls, data: bytes) -> Batch:
         """Decode a batch; MalformedBatch on anything that is not one.

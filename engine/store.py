@@ -527,8 +527,11 @@ def verify(store: Store) -> list[str]:
 
     An empty list means the materialised state and conflicts equal the fold's.
     """
-    state = fold(store.events_after({}).events(), store.central)
+    held = store.events_after({})
+    state = fold(held.events(), store.central)
     problems = []
+    if store.vector() != held.vector():
+        problems.append(f"the kept vector {store.vector()} != the log's {held.vector()}")
     for name in BY_NAME:
         ours, spec = store.rows(name), MemoryStore.rows_of(state.rows, name)
         for row_id in sorted(ours.keys() | spec.keys()):

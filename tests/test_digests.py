@@ -82,7 +82,7 @@ def test_one_changed_field_changes_the_digest() -> None:
     assert table_digest([]) == EMPTY_DIGEST == digest(0, 0)
 
 
-def test_a_file_made_before_digests_were_kept_gets_them_on_opening(tmp_path) -> None:
+def test_a_file_made_before_digests_and_heads_were_kept_gets_them_on_opening(tmp_path) -> None:
     central = central_origins(NPSN)
     store = DuckDBStore(tmp_path / "r.duckdb", central)
     path = tmp_path / "rows.jsonl"
@@ -90,12 +90,14 @@ def test_a_file_made_before_digests_were_kept_gets_them_on_opening(tmp_path) -> 
                                         "nama": "Ani"}) + "\n" for rid in ROWS["peserta_didik"]))
     store.import_jsonl(path, origin=IMPORTER, author="op", role="operator",
                        sekolah_id=SEKOLAH_ID, now_ms=1_000)
-    before = store.checksums()
+    before, vector = store.checksums(), store.vector()
     assert before["peserta_didik"] != EMPTY_DIGEST
-    store.con.execute("DROP TABLE replica.digest")
+    assert vector == {IMPORTER: len(ROWS["peserta_didik"])}
+    store.con.execute("DROP TABLE replica.digest; DROP TABLE replica.head")
     store.close()
     store = DuckDBStore(tmp_path / "r.duckdb", central)
     try:
         assert store.checksums() == before == store.checksums(full=True)
+        assert store.vector() == vector
     finally:
         store.close()

@@ -19,7 +19,7 @@ from ..clocks import local_clock, origin_rank
 from ..schema import BY_NAME, SQL_TYPES, Entity
 from ..store import AppendReport, ImportRefused
 from ..values import EXPECTED, MAX_TEXT, BadValue, bad_value, shown
-from .database import fields_sql, quote
+from .database import advance_head_sql, fields_sql, quote
 
 if TYPE_CHECKING:
     from .log import DuckDBStore
@@ -92,6 +92,9 @@ def import_jsonl(store: DuckDBStore, path: str, *, origin: str, author: str, rol
                           for f in e.fields)
         c.execute(f"INSERT INTO log.event SELECT {quote(store.school)}, '{origin}', "
                   f"{base} + line, '{e.name}' FROM t_{e.slug}")
+        c.execute(advance_head_sql(f"(SELECT {quote(store.school)} AS school, "
+                                   f"'{origin}'::UUID AS origin, {base} + line AS seq "
+                                   f"FROM t_{e.slug})"))
         store.write(e, f"""
             SELECT {quote(store.school)} AS school, '{origin}'::UUID AS origin,
                    {base} + line AS seq, {first - 1} + line AS hlc,

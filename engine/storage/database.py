@@ -13,6 +13,8 @@ for every school:
 - ``log.context``    causal contexts, one row per peer, only where they changed.
 - ``log.signature``  the centre's signature of each centre event that came with one.
 - ``<entity>``       the materialised tables (``ref.*`` in schema ref).
+- ``replica.head``   per origin, the highest seq held: the version vector, kept up to
+                     date with log.event (reading it costs no scan of the log).
 - ``replica.digest`` per entity and bucket of keys, the count and the sum of the
                      materialised rows' hashes (``values.row_hash``), kept up to
                      date in the transaction that changes the rows.
@@ -76,7 +78,7 @@ def create_tables(db: Database) -> None:
 
 TABLES = frozenset({"log.event", "log.context", "log.signature", "replica.meta",
                     "replica.conflict", "replica.sync_history", "replica.validation",
-                    "replica.digest", *(f"log.{e.slug}" for e in ENTITIES),
+                    "replica.digest", "replica.head", *(f"log.{e.slug}" for e in ENTITIES),
                     *(e.table if "." in e.table else f"main.{e.table}" for e in ENTITIES)})
 
 
@@ -86,6 +88,7 @@ def _create(c: duckdb.DuckDBPyConnection) -> None:
     if made >= TABLES:
         return  # a store opened again: dozens of CREATE ... IF NOT EXISTS cost 30 ms
     fill_digests = "log.event" in made and "replica.digest" not in made  # made before digests
+    fill_head = "log.event" in made and "replica.head" not in made
     for schema in ("log", "ref", "replica"):
         c.execute(f"CREATE SCHEMA IF NOT EXISTS {schema}")
     c.execute("""CREATE TABLE IF NOT EXISTS log.event (school VARCHAR, origin UUID, seq BIGINT,
@@ -108,6 +111,10 @@ def _create(c: duckdb.DuckDBPyConnection) -> None:
     c.execute("""CREATE TABLE IF NOT EXISTS replica.digest (school VARCHAR, entity VARCHAR,
         bucket SMALLINT, rows BIGINT NOT NULL, total HUGEINT NOT NULL,
         PRIMARY KEY (school, entity, bucket))""")
+    c.execute("""CREATE TABLE IF NOT EXISTS replica.head (school VARCHAR, origin UUID,
+        seq BIGINT NOT NULL, PRIMARY KEY (school, origin))""")
+    if fill_head:
+        c.execute(advance_head_sql("log.event"))
     for e in ENTITIES:
         values = [f"{f.name} {SQL_TYPES[f.type]}" for f in e.fields]
         # The change log: one row per event; lww packs the LWW order (hlc, origin) in one integer.
@@ -153,6 +160,12 @@ def add_digests_sql(e: Entity, rows: str, sign: int = 1) -> str:
         SELECT school, '{e.name}', bucket, {sign} * count(*), {sign} * sum(h)
         FROM ({row_hashes_sql(e, rows)}) GROUP BY school, bucket
         ON CONFLICT DO UPDATE SET rows = rows + excluded.rows, total = total + excluded.total"""
+
+
+def advance_head_sql(events: str) -> str:
+    """SQL: raise replica.head to the highest seqs of ``events`` (school, origin, seq)."""
+    return f"""INSERT INTO replica.head SELECT school, origin, max(seq) FROM {events}
+        GROUP BY school, origin ON CONFLICT DO UPDATE SET seq = greatest(seq, excluded.seq)"""
 
 
 class Database:

@@ -14,9 +14,10 @@ from typing import Any
 
 import duckdb
 import pyarrow as pa
+import pyarrow.compute as pc
 
 from ..clocks import VersionVector, origin_rank
-from ..events import REFERENSI_ORIGIN, SIGNATURE_SCHEMA, Batch, Event, MalformedBatch, arrow_schema
+from ..events import REFERENSI_ORIGIN, SIGNATURE_SCHEMA, Batch, Event, arrow_schema
 from ..merge import Sibling
 from ..schema import BY_NAME, CLOCK_BOUND, ENTITIES, Entity, Owner
 from ..stages import stage
@@ -28,6 +29,7 @@ from .database import (
     MEMORY_LIMIT,
     Database,
     add_digests_sql,
+    advance_head_sql,
     bucket_sql,
     connect,
     create_tables,
@@ -36,6 +38,17 @@ from .database import (
     row_hashes_sql,
 )
 from .query import SOURCES, VIEWS, query_school
+
+
+def _may_hold(t: pa.Table, ours: VersionVector) -> bool:
+    """Whether we may hold some of the events ``t`` (we hold each origin's seqs up to
+    ``ours``): the usual new events need no look at the log."""
+    if not t.num_rows:
+        return False
+    lowest = pc.min(t["seq"]).as_py()
+    return any(ours.get(str(uuid.UUID(bytes=o)), 0) >= lowest
+               for o in pc.unique(t["origin"].combine_chunks().storage).to_pylist())
+
 
 SMALL = 500  # rows of one entity changed at once: up to this many, their digests are kept
 # from the rows the change returns (``_add_digests``); more are hashed in SQL.
@@ -113,8 +126,7 @@ class DuckDBStore:
 
     def vector(self) -> VersionVector:
         return dict(self.con.execute(
-            f"SELECT origin::VARCHAR, max(seq) FROM log.event WHERE {self._scope} "
-            "GROUP BY origin").fetchall())
+            f"SELECT origin::VARCHAR, seq FROM replica.head WHERE {self._scope}").fetchall())
 
     def max_hlc(self, origin: str | None = None) -> int:
         col, where = ("hlc", f"AND origin = '{uuid.UUID(origin)}'") if origin else (
@@ -302,16 +314,18 @@ class DuckDBStore:
         the number of events already held."""
         c = self.con
         c.execute("CREATE OR REPLACE TEMP TABLE ours AS "
-                  f"SELECT origin, max(seq) AS seq FROM log.event WHERE {self._scope} "
-                  "GROUP BY origin")
+                  f"SELECT origin, seq FROM replica.head WHERE {self._scope}")
+        batch.check_well_formed()
+        ours = self._ours()
         key = self.centre_key
         if key:
-            check_signatures(batch, key, self._ours(), self.central)
+            check_signatures(batch, key, ours, self.central)
         duplicates = 0
         for e in staged:
             c.register("incoming", batch.tables[e.name])
             try:
-                duplicates += self._check_held(e)
+                if _may_hold(batch.tables[e.name], ours):
+                    duplicates += self._check_held(e)
                 self._staged[e.name] = self._stage(e)
             finally:
                 c.unregister("incoming")
@@ -358,6 +372,8 @@ class DuckDBStore:
         """The accepted events' ids, their causal contexts and centre signatures."""
         c = self.con
         c.execute(f"INSERT INTO log.event SELECT {self._school_of('a')}, a.* FROM ({accepted}) a")
+        c.execute(advance_head_sql(f"(SELECT {self._school_of('a')} AS school, a.origin, a.seq "
+                                   f"FROM ({accepted}) a)"))
         c.register("incoming_context", batch.contexts)
         try:
             c.execute(f"""INSERT INTO log.context
@@ -384,15 +400,18 @@ class DuckDBStore:
                                    for o in runs)
         hlc = self._effective_hlc("s")
         for e in staged:
-            new = f"""SELECT {self._school_of('s')} AS school, s.origin, s.seq, s.hlc,
-                             ({hlc}::HUGEINT << 64) | r.rank::HUGEINT
-                             AS lww, s.row_id, s.author, s.role, s.mask, {fields_sql(e, 's.')}
-                      FROM s_{e.slug} s JOIN ({ranks}) r ON r.origin = s.origin {only_accepted}"""
-            self.write(e, new, self._staged[e.name])
+            # The events as logged, made once: write() reads them several times.
+            (n,) = self.con.execute(f"""CREATE OR REPLACE TEMP TABLE n_{e.slug} AS
+                SELECT {self._school_of('s')} AS school, s.origin, s.seq, s.hlc,
+                       ({hlc}::HUGEINT << 64) | r.rank::HUGEINT
+                       AS lww, s.row_id, s.author, s.role, s.mask, {fields_sql(e, 's.')}
+                FROM s_{e.slug} s JOIN ({ranks}) r ON r.origin = s.origin {only_accepted}
+                """).fetchall()[0]
+            self.write(e, f"FROM n_{e.slug}", n)
             if e.name == CLOCK_BOUND:  # staged first: the other entities' keys follow it
                 self._rebound()
                 hlc = self._effective_hlc("s")
-            self.con.execute(f"DROP TABLE s_{e.slug}")
+            self.con.execute(f"DROP TABLE s_{e.slug}; DROP TABLE n_{e.slug}")
 
     # -- clock bounds (merge rule 5) ---------------------------------------------------------
 
@@ -499,24 +518,18 @@ class DuckDBStore:
             for f in e.fields])
 
     def _check_held(self, e: Entity) -> int:
-        """Check the registered ``incoming`` events: MalformedBatch if any is not an
-        event, EventCollision if one we hold differs; the number we hold already."""
+        """Check the registered ``incoming`` events: EventCollision if one we hold
+        differs; the number we hold already."""
         old = (f"(SELECT {self._masked(e)} FROM incoming i "
                "SEMI JOIN ours o ON i.origin = o.origin AND i.seq <= o.seq)")
         differs = " OR ".join(f"s.{col} IS DISTINCT FROM l.{col}" for col in
                               ("hlc", "row_id", "author", "role", "mask",
                                *(f.name for f in e.fields)))
-        (bad, held, clash) = self.con.execute(f"""
-            SELECT (SELECT count(*) FROM incoming WHERE origin IS NULL
-                    OR row_id IS NULL OR seq IS NULL OR seq < 1 OR hlc IS NULL OR hlc < 0
-                    OR mask IS NULL OR mask >> {len(e.fields)} <> 0 OR author IS NULL
-                    OR role IS NULL),
-                   count(*), arg_min((s.origin::VARCHAR, s.seq), s.seq)
+        (held, clash) = self.con.execute(f"""
+            SELECT count(*), arg_min((s.origin::VARCHAR, s.seq), s.seq)
                              FILTER (WHERE l.seq IS NULL OR {differs})
             FROM {old} s LEFT JOIN (FROM log.{e.slug} WHERE {self._scope}) l USING (origin, seq)
             """).fetchall()[0]
-        if bad:
-            raise MalformedBatch(f"{bad} {e.name} events with bad ids, seq, clock or mask")
         if clash:
             raise EventCollision(*clash)
         return int(held)

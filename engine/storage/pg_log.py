@@ -19,7 +19,6 @@ from typing import Any
 import msgspec
 import psycopg
 import pyarrow as pa
-import pyarrow.compute as pc
 
 from ..clocks import VersionVector, lww_key
 from ..events import (
@@ -28,7 +27,6 @@ from ..events import (
     SIGNATURE_SCHEMA,
     Batch,
     Event,
-    MalformedBatch,
     arrow_schema,
 )
 from ..merge import Sibling, effective_hlc, fold, written_once
@@ -349,7 +347,7 @@ class PgStore:
     def _append(self, con: psycopg.Connection[Any], batch: Batch) -> AppendReport:
         if not batch.tables:
             return AppendReport()
-        _check_well_formed(batch)
+        batch.check_well_formed()
         incoming = list(batch.events())
         self.lock_schools(con, {self._school_of(ev) for ev in incoming})
         ours = self.vector()
@@ -584,20 +582,6 @@ def _arrow(rows: list[tuple[Any, ...]], schema: pa.Schema) -> pa.Table:
             values = tuple(None if v is None else v.bytes for v in values)
         arrays.append(pa.array(values, type=field.type))
     return pa.Table.from_arrays(arrays, schema=schema)
-
-
-def _check_well_formed(batch: Batch) -> None:
-    """MalformedBatch if any event has a missing id, a bad seq, clock or mask."""
-    for name, t in batch.tables.items():
-        e = BY_NAME[name]
-        bad = pc.invert(pc.fill_null(pc.and_(pc.greater_equal(t["seq"], 1),
-                                             pc.greater_equal(t["hlc"], 0)), False))
-        for column in ("origin", "row_id", "author", "role", "mask"):
-            bad = pc.or_(bad, pc.is_null(t[column]))
-        over = pc.not_equal(pc.shift_right(t["mask"], len(e.fields)), 0)
-        n = pc.sum(pc.fill_null(pc.or_(bad, over), True).cast(pa.int64())).as_py() or 0
-        if n:
-            raise MalformedBatch(f"{n} {name} events with bad ids, seq, clock or mask")
 
 
 # A query view's column types as Arrow (``query_school`` casts them to the SQL types).
