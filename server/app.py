@@ -528,16 +528,21 @@ class SyncConnection:
 
     async def _authenticate(self, hello: Hello) -> Code | None:
         server = self.server
-        install = await server.read_registry(lambda r: r.install(hello.install, hello.npsn))
+
+        def look_up(r: Registry) -> tuple[dict[str, Any] | None, ...]:
+            install = r.install(hello.install, hello.npsn)
+            if install is None:
+                return None, None, None
+            return install, r.school(hello.npsn), r.account(hello.npsn, install["email"])
+
+        install, school, account = await server.read_registry(look_up)  # one thread hop
         if install is None or not credentials.token_matches(
                 server.secret, hello.token, install["token_hash"]):
             return Code.BAD_CREDENTIAL
         if install["revoked"]:
             return Code.INSTALL_REVOKED
-        school = await server.read_registry(lambda r: r.school(hello.npsn))
         if school is None or school["generation"] != install["generation"]:
             return Code.CODE_RESET
-        account = await server.read_registry(lambda r: r.account(hello.npsn, install["email"]))
         self.account = (install["email"], account["role"] if account else "operator")
         return None
 

@@ -160,10 +160,12 @@ class DuckDBStore:
     def events_between(self, origin: str, after: int, upto: int) -> Batch:
         """The events of ``origin`` with ``after < seq <= upto`` (one batch of a push)."""
         return self._events("", f"x.origin = '{uuid.UUID(origin)}' "
-                                f"AND x.seq > {int(after)} AND x.seq <= {int(upto)}")
+                                f"AND x.seq > {int(after)} AND x.seq <= {int(upto)}",
+                            signed=origin in self.central)
 
-    def _events(self, join: str, where: str) -> Batch:
-        """Held events as a Batch: each log table ``x`` with ``join`` and ``where``."""
+    def _events(self, join: str, where: str, *, signed: bool = True) -> Batch:
+        """Held events as a Batch: each log table ``x`` with ``join`` and ``where``
+        (``signed``: signatures may be among them; only the centre's events have one)."""
         c = self.con
         where = f"x.{self._scope} AND {where}"
         # Only the entities that have events there: a small batch touches few of them.
@@ -180,6 +182,8 @@ class DuckDBStore:
                 tables[e.name] = t.cast(arrow_schema(e))
         contexts = c.sql(f"""SELECT x.origin, x.seq, x.peer, x.held
             FROM log.context x {join} WHERE {where} ORDER BY ALL""").to_arrow_table()
+        if not signed:
+            return Batch(tables, contexts)
         signatures = c.sql(f"""SELECT x.origin, x.seq, x.sig
             FROM log.signature x {join} WHERE {where} ORDER BY ALL""").to_arrow_table()
         return Batch(tables, contexts, signatures.cast(SIGNATURE_SCHEMA))
