@@ -15,11 +15,15 @@ durable at the centre and the checksums compared):
 - ``10%``: a tenth of the rows edited (one field each, imported as an edit, not
   timed) and synced;
 - ``10``: ten rows edited and synced;
+- ``0``: nothing changed, synced: the fixed cost of a session through the library;
 - at the largest scale also 100, 1,000, 10,000 and 100,000 edited rows (those
   up to 80 % of the rows): the curve of time against changed rows
   (``docs/bench/incremental-sync-<store>.png``).
 
-Right after, in the same repetition, the bare pipeline (``bench.baseline``: msgspec, one
+Then, the centre still up, ``selaras sync`` with nothing to send runs as a command
+(its wall time, process start included: the ``cli`` round; target under 0.5 s,
+and the library's ``0`` round under 50 ms). Right after, in the same
+repetition, the bare pipeline (``bench.baseline``: msgspec, one
 websocket, one DuckDB table, a commit per batch, no CRDT work) does the same:
 the rows into a fresh file, then each round's edited rows (whole rows, as a
 bare pipeline holds them) replacing their old versions. Both run in child
@@ -39,6 +43,7 @@ import asyncio
 import json
 import os
 import statistics
+import subprocess
 import sys
 import time
 from pathlib import Path
@@ -54,7 +59,9 @@ SCALES = [int(s) for s in os.environ.get("SELARAS_BENCH_SCALES", "1,4").split(",
 REPS = int(os.environ.get("SELARAS_BENCH_REPS", "3"))
 CURVE = (10, 100, 1_000, 10_000, 100_000)  # edited rows, at the largest scale
 TIMEOUT_S = 1800.0
-TARGETS = {"first": ("ratio", 0.7), "10%": ("ratio", 0.6), "10": ("seconds", 0.1)}
+TARGETS = {"first": ("ratio", 0.7), "10%": ("ratio", 0.6), "10": ("seconds", 0.1),
+           "0": ("seconds", 0.05), "cli": ("seconds", 0.5)}
+SELARAS = str(Path(sys.executable).with_name("selaras"))
 # The field each edit changes: the school's own, free text, no rule checks its form.
 EDITED = {"nilai": "deskripsi", "peserta_didik": "alamat_jalan", "tanah": "nama",
           "registrasi_peserta_didik": "sekolah_asal", "pembelajaran": "sk_mengajar",
@@ -122,7 +129,8 @@ async def selaras_rounds(url: str, kode: str, token: str, folder: str, plan_file
     with install.open() as s:
         assert (await run_sync(s.store, s.identity, mode="pull", timeout_s=TIMEOUT_S)).ok
         for name, path in plan:
-            await asyncio.to_thread(import_rows, s, Path(path))
+            if path:
+                await asyncio.to_thread(import_rows, s, Path(path))
             client, centre = stages.spent(), await centre_stages()
             t = time.perf_counter()
             report = await run_sync(s.store, s.identity, mode="sync", timeout_s=TIMEOUT_S)
@@ -147,6 +155,8 @@ def bare_rounds(rows_path: str, db: str, plan_file: str) -> list[dict[str, Any]]
     by_id = {(str(r["entity"]), str(r[KEYS[str(r["entity"])]])): r for r in rows}
     out = []
     for name, path in plan:
+        if not path:
+            continue  # nothing to send
         if name == "first":
             batch = rows
         else:  # the edited rows whole, as the bare pipeline's client holds them
@@ -197,22 +207,24 @@ def test_incremental_sync(benchmark: Any, folder: Path, centre_store: BenchStore
             sizes = sorted({n_rows // 10, 10, *curve})
             edits = write_edits(rows, sizes, folder)
             names = {n: "10%" if n == n_rows // 10 else str(n) for n in sizes}
-            plan = [("first", str(rows))] + [(names[n], str(edits[n])) for n in sizes]
+            plan = ([("first", str(rows))] + [(names[n], str(edits[n])) for n in sizes]
+                    + [("0", "")])
             plan_file = folder / f"plan-{scale}.json"
             plan_file.write_text(json.dumps(plan))
             reps: dict[str, list[Any]] = {"selaras": [], "bare": []}
             for rep in range(REPS):
-                data = folder / f"centre-inc-{centre_store.name}-{scale}-{rep}"
-                centre = Centre(data, *centre_store.args)
+                run = f"{centre_store.name}-{scale}-{rep}"
+                centre = Centre(folder / f"centre-inc-{run}", *centre_store.args)
                 try:
                     kode = centre.add_school(NPSN)
-                    reps["selaras"].append(run_child(
-                        folder / "inc.stderr", "selaras", centre.url, kode, centre.token,
-                        str(folder / f"install-{scale}-{rep}"), str(plan_file),
-                        module=MODULE))
+                    install = folder / f"install-{run}"
+                    rounds = run_child(folder / "inc.stderr", "selaras", centre.url, kode,
+                                       centre.token, str(install), str(plan_file),
+                                       module=MODULE)
+                    reps["selaras"].append([*rounds, command_sync(install)])
                 finally:
                     centre.stop()
-                bare_db = folder / f"bare-inc-{scale}-{rep}.duckdb"
+                bare_db = folder / f"bare-inc-{run}.duckdb"
                 reps["bare"].append(run_child(folder / "bare-inc.stderr", "bare", str(rows),
                                               str(bare_db), str(plan_file), module=MODULE))
             report["scales"][scale] = {"rows": n_rows, "sizes": names, **reps}
@@ -225,6 +237,16 @@ def test_incremental_sync(benchmark: Any, folder: Path, centre_store: BenchStore
     plot(report, DOCS / f"incremental-sync-{centre_store.name}.png")
 
 
+def command_sync(install: Path) -> dict[str, Any]:
+    """``selaras sync`` with nothing to send, as an operator runs it: its wall time."""
+    t = time.perf_counter()
+    done = subprocess.run([SELARAS, "--data", str(install), "sync"], capture_output=True,
+                          text=True, timeout=TIMEOUT_S, check=False)
+    seconds = time.perf_counter() - t
+    assert done.returncode == 0, done.stdout + done.stderr
+    return {"round": "cli", "seconds": seconds, "events": 0, "client": {}, "centre": {}}
+
+
 def rounds_of(report: dict[str, Any], scale: int, who: str, name: str) -> list[dict[str, Any]]:
     return [next(r for r in rep if r["round"] == name) for rep in report["scales"][scale][who]]
 
@@ -234,23 +256,27 @@ def print_report(report: dict[str, Any]) -> list[str]:
              f"(median, min-max); ratio = bare seconds / selaras seconds"]
     for scale, s in report["scales"].items():
         lines.append(f"large school x{scale} ({s['rows']:,} rows):")
-        for name in ["first", *s["sizes"].values()]:
+        for name in ["first", *s["sizes"].values(), "0", "cli"]:
             ours = rounds_of(report, scale, "selaras", name)
-            bare = rounds_of(report, scale, "bare", name)
             t, t_lo, t_hi = median_range([r["seconds"] for r in ours])
-            b, b_lo, b_hi = median_range([r["seconds"] for r in bare])
-            ratios = [x["seconds"] / y["seconds"] for x, y in zip(bare, ours, strict=True)]
-            ratio, r_lo, r_hi = median_range(ratios)
-            verdict = ""
+            line = (f"  {name:>6}: {ours[0]['events']:>7,} events; selaras {ms(t)} "
+                    f"({ms(t_lo)}-{ms(t_hi)})")
+            ratio = 0.0
+            if name not in ("0", "cli"):
+                bare = rounds_of(report, scale, "bare", name)
+                b, b_lo, b_hi = median_range([r["seconds"] for r in bare])
+                ratio, r_lo, r_hi = median_range(
+                    [x["seconds"] / y["seconds"] for x, y in zip(bare, ours, strict=True)])
+                line += (f", bare {ms(b)} ({ms(b_lo)}-{ms(b_hi)}); "
+                         f"ratio {ratio:.2f} ({r_lo:.2f}-{r_hi:.2f})")
             if name in TARGETS:
                 kind, target = TARGETS[name]
                 met = ratio >= target if kind == "ratio" else t < target
-                verdict = (f"; target {'ratio >= ' if kind == 'ratio' else '< '}{target}"
-                           f"{'' if kind == 'ratio' else ' s'}: {'met' if met else 'NOT met'}")
-            lines.append(
-                f"  {name:>6}: {ours[0]['events']:>7,} events; selaras {ms(t)} "
-                f"({ms(t_lo)}-{ms(t_hi)}), bare {ms(b)} ({ms(b_lo)}-{ms(b_hi)}); "
-                f"ratio {ratio:.2f} ({r_lo:.2f}-{r_hi:.2f}){verdict}")
+                line += (f"; target {'ratio >= ' if kind == 'ratio' else '< '}{target}"
+                         f"{'' if kind == 'ratio' else ' s'}: {'met' if met else 'NOT met'}")
+            lines.append(line)
+            if name == "cli":
+                continue
             lines.append(f"          client stages: {stage_line([r['client'] for r in ours])}")
             lines.append(f"          centre stages: {stage_line([r['centre'] for r in ours])}")
     for line in lines:
