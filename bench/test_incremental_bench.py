@@ -46,11 +46,15 @@ import statistics
 import subprocess
 import sys
 import time
+import uuid
 from pathlib import Path
 from typing import Any
 
+import pytest
+
 from selaras.bench.conftest import BenchStore
 from selaras.bench.generate import generate, write
+from selaras.bench.postgres import ThrowawayCluster
 from selaras.bench.test_sync_bench import DOCS, NPSN, PASSWORD, SEED, SIZE, USER, Centre, run_child
 from selaras.engine.schema import BY_NAME, Owner
 
@@ -193,10 +197,18 @@ def stage_line(reps: list[dict[str, float]]) -> str:
                      if v >= 0.0005) or "-"
 
 
-def test_incremental_sync(benchmark: Any, folder: Path, centre_store: BenchStore) -> None:
+def test_incremental_sync(benchmark: Any, folder: Path, centre_store: BenchStore,
+                          request: pytest.FixtureRequest) -> None:
     """Per scale: first sync, 10 % edited, 10 rows edited (and the curve at the largest),
     selaras and the bare pipeline side by side, REPS times."""
     report: dict[str, Any] = {"store": centre_store.name, "reps": REPS, "scales": {}}
+
+    def fresh_store() -> list[str]:
+        """The ``selaras server`` options of an empty store (a data folder is new anyway)."""
+        if centre_store.name == "duckdb":
+            return []
+        cluster: ThrowawayCluster = request.getfixturevalue("postgres")
+        return ["--store", cluster.create_database(f"inc_{uuid.uuid4().hex[:12]}")]
 
     def run_all() -> None:
         for scale in SCALES:
@@ -214,7 +226,7 @@ def test_incremental_sync(benchmark: Any, folder: Path, centre_store: BenchStore
             reps: dict[str, list[Any]] = {"selaras": [], "bare": []}
             for rep in range(REPS):
                 run = f"{centre_store.name}-{scale}-{rep}"
-                centre = Centre(folder / f"centre-inc-{run}", *centre_store.args)
+                centre = Centre(folder / f"centre-inc-{run}", *fresh_store())
                 try:
                     kode = centre.add_school(NPSN)
                     install = folder / f"install-{run}"

@@ -149,3 +149,25 @@ def test_a_school_add_on_a_full_disk_leaves_nothing_and_says_so(tmp_path):
             full.close()
     finally:
         subprocess.run(["umount", "-l", str(small)], check=False)
+
+
+@pytest.mark.parametrize("store", ["duckdb", "postgresql"])
+def test_a_centre_made_before_the_vector_was_kept_gets_it_on_opening(request, tmp_path, store):
+    where = (tmp_path / "centre.duckdb" if store == "duckdb"
+             else request.getfixturevalue("postgres_url"))
+    c = open_centre(where, key=CentreKey(bytes(32)))
+    c.append_group([("20100001", batch(A, 1, 3)), ("20100002", batch(A, 1, 2))], NOW)
+    c.close()
+    if store == "duckdb":  # the head gone, as in a centre of an earlier version
+        with contextlib.closing(duckdb.connect(str(where))) as con:
+            con.execute("DROP TABLE replica.head")
+    else:
+        import psycopg
+        with psycopg.connect(where, autocommit=True) as con:
+            con.execute("DROP TABLE replica.head CASCADE")
+    c = open_centre(where, key=CentreKey(bytes(32)))
+    try:
+        assert c.school("20100001").vector() == {A: 3}
+        assert c.school("20100002").vector() == {A: 2}
+    finally:
+        c.close()

@@ -13,7 +13,7 @@ from ..events import central_origins
 from ..signatures import CentreKey
 from .centre import GroupCommit
 from .pg_database import POOL_SIZE, PgDatabase
-from .pg_log import PgStore, fill_digests, tables
+from .pg_log import PgStore, fill_digests, fill_head, tables
 from .pg_registry import PostgresRegistry
 
 
@@ -32,13 +32,17 @@ class PgCentre(GroupCommit):
             with self.db.transaction() as con:
                 # Server processes starting at once make the tables one at a time.
                 con.execute("SELECT pg_advisory_xact_lock(5774)")
-                (before_digests,) = con.execute(
+                (before_digests, before_head) = con.execute(
                     "SELECT to_regclass('log.event') IS NOT NULL "
-                    "AND to_regclass('replica.digest') IS NULL").fetchone() or (False,)
+                    "AND to_regclass('replica.digest') IS NULL, "
+                    "to_regclass('log.event') IS NOT NULL "
+                    "AND to_regclass('replica.head') IS NULL").fetchone() or (False, False)
                 for statement in tables():
                     con.execute(statement)
                 if before_digests:
                     fill_digests(con)
+                if before_head:
+                    fill_head(con)
             self.registry = PostgresRegistry(self.db)
             self._readers = PgDatabase.connect(url, size=pool_size)
         except BaseException:

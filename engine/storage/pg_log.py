@@ -65,6 +65,9 @@ def tables() -> list[str]:
     out += partitioned("replica.digest", """school text, entity text, bucket smallint,
         rows bigint NOT NULL, total numeric NOT NULL, PRIMARY KEY (school, entity, bucket)""",
                        "school")
+    # Per origin, the highest seq held: the vector without grouping the school's log.
+    out += partitioned("replica.head", """school text, origin uuid, seq bigint NOT NULL,
+        PRIMARY KEY (school, origin)""", "school")
     for e in ENTITIES:
         values = ", ".join(f"{f.name} {TYPES[f.type]}" for f in e.fields)
         out += partitioned(f"log.{e.slug}", f"""school text, origin uuid, seq bigint,
@@ -111,7 +114,7 @@ class PgStore:
 
     def vector(self) -> VersionVector:
         return {str(o): int(n) for o, n in self._all(
-            "SELECT origin, max(seq) FROM log.event WHERE school = ANY(%(s)s) GROUP BY origin")}
+            "SELECT origin, seq FROM replica.head WHERE school = ANY(%(s)s)")}
 
     def max_hlc(self, origin: str | None = None) -> int:
         params: dict[str, Any]
@@ -406,6 +409,14 @@ class PgStore:
             for ev in events:  # only centre events' signatures mean anything
                 if ev.origin in self.central and ev.id in signatures:
                     copy.write_row((self._school_of(ev), ev.origin, ev.seq, signatures[ev.id]))
+        heads: dict[tuple[str, str], int] = {}
+        for ev in events:
+            key = (self._school_of(ev), ev.origin)
+            heads[key] = max(heads.get(key, 0), ev.seq)
+        cur.executemany("""INSERT INTO replica.head VALUES (%s, %s, %s)
+            ON CONFLICT (school, origin) DO UPDATE
+            SET seq = greatest(replica.head.seq, excluded.seq)""",
+                        [(school, origin, seq) for (school, origin), seq in heads.items()])
 
     def _touched(self, events: list[Event]) -> dict[str, set[tuple[str, str]]]:
         """Per entity, the (school, row_id) the events write."""
@@ -530,6 +541,12 @@ class PgStore:
                 for sibling in siblings:
                     copy.write_row(sibling)
         add_digests(con, e, rows, gone)
+
+
+def fill_head(con: psycopg.Connection[Any]) -> None:
+    """replica.head from the log (a database made before the vector was kept)."""
+    con.execute("INSERT INTO replica.head SELECT school, origin, max(seq) FROM log.event "
+                "GROUP BY school, origin")
 
 
 def fill_digests(con: psycopg.Connection[Any]) -> None:
