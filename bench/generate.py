@@ -75,6 +75,7 @@ finds its parent's id without keeping rows around.
 from __future__ import annotations
 
 import datetime as dt
+import os
 import random
 import zlib
 from collections.abc import Callable, Iterable, Iterator
@@ -1245,6 +1246,18 @@ def _rows(ctx: _Ctx) -> Iterator[tuple[str, Row]]:
 
 
 _FLUSH = 1 << 20
+
+
+def rows_file(folder: Path, size: str, scale: int, npsn: str, seed: int) -> Path:
+    """The generated school's rows file, written once: under ``$SELARAS_BENCH_CACHE``
+    (kept between runs) if set, else in ``folder``."""
+    path = Path(os.environ.get("SELARAS_BENCH_CACHE") or folder) / f"{size}-{scale}-{seed}.jsonl"
+    if not path.exists():
+        path.parent.mkdir(parents=True, exist_ok=True)
+        aside = path.with_name(path.name + f".{os.getpid()}.part")
+        write(aside, generate(size, scale, npsn, seed))
+        os.replace(aside, path)
+    return path
 
 
 def write(path: str | Path, rows: Iterable[tuple[str, Row]]) -> dict[str, int]:

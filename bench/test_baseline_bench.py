@@ -45,7 +45,7 @@ from selaras.bench.baseline import (
     run_pipeline,
     stored_rows,
 )
-from selaras.bench.generate import generate, write
+from selaras.bench.generate import generate, rows_file, write
 from selaras.bench.rounds import Round
 
 MODULE = "selaras.bench.baseline"
@@ -58,13 +58,7 @@ MiB = 1024 * 1024
 @pytest.fixture(scope="session")
 def school(folder: Path) -> tuple[Path, dict[str, int]]:
     """The large school's rows file and its rows per entity (generated or reused)."""
-    cache = os.environ.get("SELARAS_BENCH_CACHE")
-    rows = Path(cache or folder) / f"{SIZE}-{SCALE}-{SEED}.jsonl"
-    if not rows.exists():
-        rows.parent.mkdir(parents=True, exist_ok=True)
-        aside = rows.with_name(rows.name + f".{os.getpid()}.part")
-        write(aside, generate(SIZE, SCALE, NPSN, SEED))
-        os.replace(aside, rows)
+    rows = rows_file(folder, SIZE, SCALE, NPSN, SEED)
     counts: dict[str, int] = {}
     with open(rows, "rb") as f:  # the entity is the first field of every line
         for line in f:

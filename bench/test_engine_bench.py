@@ -40,7 +40,7 @@ from typing import Any
 
 import pytest
 
-from selaras.bench.generate import generate, sekolah_row, write
+from selaras.bench.generate import rows_file, sekolah_row
 from selaras.bench.rounds import Round
 from selaras.engine.events import Batch
 from selaras.engine.replica import Identity, referensi_events, school_identity_event
@@ -155,16 +155,8 @@ class Workspace:
 @pytest.fixture(scope="session")
 def work(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Workspace]:
     folder = tmp_path_factory.mktemp("bench")
-    cache = os.environ.get("SELARAS_BENCH_CACHE")
-    rows = Path(cache or folder) / f"{SIZE}-{SCALE}-{SEED}.jsonl"
-    if rows.exists():
-        n_rows = count_lines(rows)
-    else:
-        rows.parent.mkdir(parents=True, exist_ok=True)
-        aside = rows.with_name(rows.name + ".part")
-        n_rows = sum(write(aside, generate(SIZE, SCALE, ME.npsn, SEED)).values())
-        os.replace(aside, rows)
-    yield Workspace(folder, rows, n_rows)
+    rows = rows_file(folder, SIZE, SCALE, ME.npsn, SEED)
+    yield Workspace(folder, rows, count_lines(rows))
     shutil.rmtree(folder, ignore_errors=True)
 
 

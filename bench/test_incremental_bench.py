@@ -53,7 +53,7 @@ from typing import Any
 import pytest
 
 from selaras.bench.conftest import BenchStore
-from selaras.bench.generate import generate, write
+from selaras.bench.generate import rows_file
 from selaras.bench.postgres import ThrowawayCluster
 from selaras.bench.test_sync_bench import DOCS, NPSN, PASSWORD, SEED, SIZE, USER, Centre, run_child
 from selaras.engine.schema import BY_NAME, Owner
@@ -75,18 +75,6 @@ assert all(BY_NAME[e].by_name[f].owner is Owner.SCHOOL for e, f in EDITED.items(
 
 
 # -- the rounds' files ---------------------------------------------------------------------------
-
-def rows_file(folder: Path, scale: int) -> Path:
-    """The large school at ``scale`` (generated once; ``SELARAS_BENCH_CACHE`` keeps it)."""
-    cache = os.environ.get("SELARAS_BENCH_CACHE")
-    rows = Path(cache or folder) / f"{SIZE}-{scale}-{SEED}.jsonl"
-    if not rows.exists():
-        rows.parent.mkdir(parents=True, exist_ok=True)
-        aside = rows.with_name(rows.name + f".{os.getpid()}.part")
-        write(aside, generate(SIZE, scale, NPSN, SEED))
-        os.replace(aside, rows)
-    return rows
-
 
 def write_edits(rows: Path, sizes: list[int], folder: Path) -> dict[int, Path]:
     """Per size n, a file of n edits (``{"entity", key, field}``) spread evenly over
@@ -212,7 +200,7 @@ def test_incremental_sync(benchmark: Any, folder: Path, centre_store: BenchStore
 
     def run_all() -> None:
         for scale in SCALES:
-            rows = rows_file(folder, scale)
+            rows = rows_file(folder, SIZE, scale, NPSN, SEED)
             with open(rows, "rb") as f:
                 n_rows = sum(1 for _ in f)
             curve = [n for n in CURVE if n <= 0.8 * n_rows] if scale == max(SCALES) else []

@@ -50,7 +50,7 @@ from typing import Any
 import pytest
 
 from selaras.bench.conftest import BenchStore
-from selaras.bench.generate import generate, write
+from selaras.bench.generate import rows_file
 from selaras.bench.test_baseline_bench import start_round as start_bare_round
 from selaras.engine.events import Batch, Event
 
@@ -256,16 +256,9 @@ class Centre:
         return rss
 
 
-@pytest.fixture(scope="session")
-def rows_file(folder: Path) -> Path:
-    cache = os.environ.get("SELARAS_BENCH_CACHE")
-    rows = Path(cache or folder) / f"{SIZE}-{SCALE}-{SEED}.jsonl"
-    if not rows.exists():
-        rows.parent.mkdir(parents=True, exist_ok=True)
-        aside = rows.with_name(rows.name + f".{os.getpid()}.part")
-        write(aside, generate(SIZE, SCALE, NPSN, SEED))
-        os.replace(aside, rows)
-    return rows
+@pytest.fixture(name="rows_file", scope="session")
+def large_school(folder: Path) -> Path:
+    return rows_file(folder, SIZE, SCALE, NPSN, SEED)
 
 
 def mib(n: int | None) -> str:
