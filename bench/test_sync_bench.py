@@ -224,7 +224,8 @@ class Centre:
         self.log = log or data.with_name(data.name + ".stderr")
         with open(self.log, "wb") as err:
             self.proc = subprocess.Popen(
-                [SELARAS, "server", "--data", str(data), "--port", "0", *extra],
+                [SELARAS, "server", "--data", str(data), "--port", "0", "--no-consent-gate",
+                 *extra],
                 stdout=subprocess.PIPE, stderr=err, text=True)
         assert self.proc.stdout is not None
         line = self.proc.stdout.readline().strip()

@@ -29,12 +29,14 @@ from typing import Any, NoReturn, TypeVar
 
 import click
 
+from selaras.engine import passwords, validation
 from selaras.engine.errors import InputError, os_error_text
 from selaras.engine.schema import ENTITIES, TABS, UnknownEntity
 from selaras.engine.store import AppendReport, StoreError, verify
 from selaras.engine.values import shown
 
-from . import output
+from . import output, principal
+from .changes import CHANGE_TABS, DEFAULT_LIMIT, pending_changes
 from .install import (
     DEFAULT_DATA,
     ENV_DATA,
@@ -265,9 +267,10 @@ def init(install: Install, offline: bool, server_url: str | None, npsn: str, kod
     from .sync import register
 
     answer = asyncio.run(register(server_url, npsn, kode, user, password))
-    identity = install.init_registered(npsn, origin=answer.install, token=answer.token,
-                                       url=server_url, user=answer.user or user, role=answer.role,
-                                       centre_key=answer.centre_key)
+    identity = install.init_registered(
+        npsn, origin=answer.install, token=answer.token, url=server_url,
+        user=answer.user or user, role=answer.role, centre_key=answer.centre_key,
+        kode_hash=passwords.slow_hash(passwords.normal_kode(kode)))
     if not as_json:
         click.echo(f"registered install {identity.origin} of school {npsn}; pulling its data")
     with install.open() as session:
@@ -292,7 +295,8 @@ def _reregister(install: Install, url: str, npsn: str, kode: str, user: str, pas
         answer = asyncio.run(register(url, npsn, kode, user, password))
         session = rereg.start(origin=answer.install, token=answer.token, url=url,
                               user=answer.user or user, role=answer.role,
-                              centre_key=answer.centre_key)
+                              centre_key=answer.centre_key,
+                              kode_hash=passwords.slow_hash(passwords.normal_kode(kode)))
         if not as_json:
             click.echo(f"registered install {answer.install} of school {npsn} in place of "
                        f"{before}; pulling the school's data")
@@ -308,25 +312,47 @@ def _reregister(install: Install, url: str, npsn: str, kode: str, user: str, pas
 
 
 def _run_sync(session: Session, mode: str, url: str | None, timeout: float | None,
-              compress: bool, as_json: bool) -> Any:
+              compress: bool, as_json: bool, *, check_first: bool = False) -> Any:
+    """Sync or pull, its retries on stderr; ``check_first`` (sync, pull: ``checked_sync``)
+    checks the connection first and needs a finite ``timeout``."""
+    from .connection import checked_sync
     from .progress import SyncProgress
-    from .sync import run_sync
+    from .sync import Retrying, run_sync
+
+    def retrying(r: Retrying) -> None:
+        click.echo(output.retrying_text(r.attempt, r.delay_s, r.reason), err=True)
 
     with SyncProgress(enabled=not as_json, tty=sys.stdout.isatty()) as progress:
-        report = asyncio.run(run_sync(session.store, session.identity, mode=mode,  # type: ignore[arg-type]
-                                      url=url, timeout_s=timeout, compress=compress,
-                                      progress=progress.update))
+        if check_first:
+            assert timeout is not None
+            work = checked_sync(session.store, session.identity, mode=mode,  # type: ignore[arg-type]
+                                timeout_s=timeout, url=url, compress=compress,
+                                progress=progress.update, on_retry=retrying,
+                                on_check=lambda status: click.echo(output.check_failed_text(
+                                    status.message, timeout), err=True))
+        else:
+            work = run_sync(session.store, session.identity, mode=mode,  # type: ignore[arg-type]
+                            url=url, timeout_s=timeout, compress=compress,
+                            progress=progress.update, on_retry=retrying)
+        report = asyncio.run(work)
     if not as_json:
         click.echo(output.sync_text(report.as_json()))
     return report
+
+
+# Sync and pull never wait forever: they give up after this many seconds, retries included.
+SYNC_TIMEOUT_S = 120
+CHECK_TIMEOUT_S = 10  # check-connection
+SECONDS = click.FloatRange(min=0, min_open=True)
 
 
 def sync_options(f: F) -> F:
     for opt in reversed([
         click.option("--server", "server_url", metavar="URL",
                      help="The centre's URL [default: the one given at init]."),
-        click.option("--timeout", type=float, default=None, metavar="SECONDS",
-                     help="Stop retrying after SECONDS (default: keep trying)."),
+        click.option("--timeout", type=SECONDS, default=SYNC_TIMEOUT_S, show_default=True,
+                     metavar="SECONDS",
+                     help="Give up after SECONDS, the connection check and retries included."),
         click.option("--compress", is_flag=True,
                      help="Offer permessage-deflate (for slow links)."),
         json_option,
@@ -338,10 +364,15 @@ def sync_options(f: F) -> F:
 @cli.command()
 @sync_options
 @with_session()
-def sync(session: Session, server_url: str | None, timeout: float | None, compress: bool,
+def sync(session: Session, server_url: str | None, timeout: float, compress: bool,
          as_json: bool) -> None:
-    """Send this install's new events to the centre and receive the centre's."""
-    report = _run_sync(session, "sync", server_url, timeout, compress, as_json)
+    """Send this install's new events to the centre and receive the centre's.
+
+    What it sends needs the principal's consent covering it ('selaras confirm'), and
+    Validasi Lokal without invalid findings; with nothing to send it only receives."""
+    principal.consent_for_push(session)
+    report = _run_sync(session, "sync", server_url, timeout, compress, as_json,
+                       check_first=True)
     if as_json:
         click.echo(output.to_json(report.as_json()))
 
@@ -349,12 +380,32 @@ def sync(session: Session, server_url: str | None, timeout: float | None, compre
 @cli.command()
 @sync_options
 @with_session()
-def pull(session: Session, server_url: str | None, timeout: float | None, compress: bool,
+def pull(session: Session, server_url: str | None, timeout: float, compress: bool,
          as_json: bool) -> None:
     """Tarik Data: receive the centre's changes only."""
-    report = _run_sync(session, "pull", server_url, timeout, compress, as_json)
+    report = _run_sync(session, "pull", server_url, timeout, compress, as_json,
+                       check_first=True)
     if as_json:
         click.echo(output.to_json(report.as_json()))
+
+
+@cli.command("check-connection")
+@click.option("--server", "server_url", metavar="URL",
+              help="The centre's URL [default: the one given at init].")
+@click.option("--timeout", type=SECONDS, default=CHECK_TIMEOUT_S, show_default=True,
+              metavar="SECONDS", help="Give up after SECONDS.")
+@json_option
+@with_session(read_only=True)
+def check_connection(session: Session, server_url: str | None, timeout: float,
+                     as_json: bool) -> None:
+    """Is this install connected to its centre? Exit status 0 if so, 1 if not (why)."""
+    from .connection import check_install
+
+    status = asyncio.run(check_install(session.store, session.identity, url=server_url,
+                                       timeout_s=timeout))
+    emit(as_json, status.as_json(), status.message)
+    if not status.connected:
+        click.get_current_context().exit(1)
 
 
 @cli.command()
@@ -439,14 +490,11 @@ def query(session: Session, sql: str, as_json: bool) -> None:
 @json_option
 @with_session()
 def validate(session: Session, tab: str | None, as_json: bool) -> None:
-    """Run Validasi Lokal; exit status 1 when anything is invalid."""
-    session.store.validate()
-    findings = session.store.findings(tab)
-    invalid = sum(f["severity"] == "invalid" for f in findings)
-    emit(as_json, {"findings": findings, "invalid": invalid,
-                   "warnings": len(findings) - invalid},
-         output.findings_text(findings, TABS))
-    if invalid:
+    """Run Validasi Lokal: every tab with its counts, each finding named for people;
+    exit status 1 when anything is invalid."""
+    report = validation.validate(session.store, tab)
+    emit(as_json, report.as_dict(), output.findings_text(report))
+    if report.blocked:
         raise click.exceptions.Exit(1)
 
 
@@ -594,3 +642,126 @@ def generate_with_bench(out: Path, npsn: str) -> str | None:
     with contextlib.redirect_stderr(io.StringIO()):  # its progress line: the demo narrates
         bench.main(args, prog_name="selaras bench", standalone_mode=False)
     return "'selaras bench " + " ".join(args[:3]) + "'"
+
+
+# -- the principal's sync ---------------------------------------------------------------
+
+
+@cli.group("account")
+def account_group() -> None:
+    """The school's accounts on this install."""
+
+
+@account_group.command("add")
+@click.option("--role", type=click.Choice([principal.PRINCIPAL]), required=True,
+              help="The account's role (the operator's account is made at registration).")
+@click.option("--user", required=True, help="The account (an e-mail).")
+@click.option("--password", prompt=True, hide_input=True, confirmation_prompt=True)
+@click.option("--kode", prompt="Kode registrasi", help="The school's registration code.")
+@json_option
+@with_session()
+def account_add(session: Session, role: str, user: str, password: str, kode: str,
+                as_json: bool) -> None:
+    """Add the principal's account, linked to the active kepala sekolah in the data."""
+    reply = principal.add_principal(session, kode, user, password)
+    emit(as_json, {"user": reply.user, "role": reply.role, "nama": reply.nama,
+                   "nip": reply.nip, "ptk_id": reply.ptk_id},
+         f"Akun kepala sekolah {reply.user} ditambahkan untuk {reply.nama}"
+         + (f" (NIP {reply.nip})" if reply.nip else ""))
+
+
+@cli.command("switch-user")
+@click.option("--user", prompt="Akun kepala sekolah", help="The principal's account.")
+@click.option("--password", prompt=True, hide_input=True)
+@click.option("--kode", prompt="Kode registrasi", help="The school's registration code.")
+@json_option
+@with_session()
+def switch_user(session: Session, user: str, password: str, kode: str, as_json: bool) -> None:
+    """Tukar Pengguna: the principal takes over this install for the sync."""
+    opened = principal.switch_user(session, kode, user, password)
+    emit(as_json, opened, f"Tukar Pengguna: {opened['nama']} ({opened['user']}) masuk sebagai "
+                          "kepala sekolah")
+
+
+@cli.command()
+@click.option("--all", "confirm_all", is_flag=True,
+              help="Confirm every item of the sheet at once (each is printed).")
+@click.option("--print", "print_to", metavar="FILE.pdf",
+              type=click.Path(dir_okay=False, path_type=Path),
+              help="Also write the signed sheet with the Pakta Integritas to this PDF.")
+@json_option
+@with_session()
+def confirm(session: Session, confirm_all: bool, print_to: Path | None, as_json: bool) -> None:
+    """Lembar Konfirmasi Sinkronisasi and Persetujuan Pengiriman Data (the principal)."""
+    if principal.principal_session(session) is None:
+        raise ClientError("Hanya kepala sekolah yang dapat mengonfirmasi: jalankan "
+                          "'selaras switch-user' (Tukar Pengguna) dulu")
+    if print_to is not None and not print_to.absolute().parent.is_dir():
+        # Said before the principal goes through the sheet, not after.
+        raise ClientError(f"Folder {print_to.absolute().parent} tidak ada: lembar konfirmasi "
+                          "tidak dapat ditulis ke sana")
+    items = principal.sheet(session)
+    if not as_json:
+        click.echo("Lembar Konfirmasi Sinkronisasi")
+    for item in items:
+        if as_json:
+            continue
+        if confirm_all:
+            click.echo(f"  [x] {item.text()}")
+        elif not click.confirm(f"  {item.text()}: benar?", default=False):
+            raise ClientError(f"Tab {item.tab} tidak dikonfirmasi: perbaiki datanya dulu")
+    if not confirm_all and not click.confirm(
+            "Persetujuan Pengiriman Data: saya menyatakan data ini benar dan menyetujui "
+            "pengirimannya", default=False):
+        raise ClientError("Persetujuan tidak diberikan: tidak ada yang dikirim")
+    made = principal.confirm(session, items)
+    if print_to is not None:
+        from selaras.engine.localtime import format_local
+
+        from .sheet_pdf import school_identity, write_sheet_pdf  # fpdf2: only to print
+
+        me, store = session.identity, session.store
+        school = school_identity(me.npsn, store.rows("sekolah").get(me.sekolah_id), {
+            str(r["kode_wilayah"]): r for r in store.rows("ref.mst_wilayah").values()})
+        try:
+            write_sheet_pdf(print_to, school, items, made,
+                            format_local(made.made_ms, school.zone))
+        except OSError as exc:
+            raise ClientError(f"Persetujuan Pengiriman Data tersimpan, tetapi lembar "
+                              f"konfirmasi tidak dapat ditulis ke {print_to}: "
+                              f"{os_error_text(exc)}; jalankan 'selaras confirm --print' "
+                              "lagi") from None
+    emit(as_json, {"account": made.account, "nama": made.nama, "semester_id": made.semester_id,
+                   "made_ms": made.made_ms, "sheet_hash": made.sheet_hash,
+                   "consent": made.digest, "vector": made.vector,
+                   "items": [item.__dict__ for item in items],
+                   "file": None if print_to is None else str(print_to)},
+         f"Persetujuan Pengiriman Data oleh {made.nama}: saya menyatakan data yang dikirim "
+         f"benar dan dapat dipertanggungjawabkan (pakta integritas). Kode lembar "
+         f"{made.sheet_hash[:16]}"
+         + ("" if print_to is None else f"\nLembar konfirmasi ditulis ke {print_to}"))
+
+
+@cli.command()
+@with_session()
+def logout(session: Session) -> None:
+    """End the principal's session on this install."""
+    principal.end_session(session)
+    click.echo("Sesi kepala sekolah diakhiri")
+
+
+# -- pending changes ------------------------------------------------------------------------
+
+
+@cli.command()
+@click.option("--tab", type=click.Choice(CHANGE_TABS, case_sensitive=False),
+              help="Show one Dapodik tab only.")
+@click.option("--limit", type=click.IntRange(min=0), default=DEFAULT_LIMIT, show_default=True,
+              help="Rows listed per table (the counts are always whole).")
+@json_option
+@with_session(read_only=True)
+def changes(session: Session, tab: str | None, limit: int, as_json: bool) -> None:
+    """What changed since the last acknowledged sync: per tab and table, the rows added,
+    updated (which fields) and deleted, and which PC made each change."""
+    found = pending_changes(session, limit, tab)
+    emit(as_json, found.as_json(), output.changes_text(found))

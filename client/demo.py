@@ -9,11 +9,24 @@ centre show equal checksums. The centre is stopped with SIGTERM (it drains and
 exits 0) at the end, also on errors. client/ never imports the server: it only
 runs its command.
 
+The centre's gate is on, as schools get it (docs/protocol.md, R20): every sync
+that sends changes goes through the principal's procedure first, and the demo
+shows it. The operator's first sync is refused (by the client's own check, and
+by the centre when sent past it); the operator adds the principal's account,
+the principal takes over the install (Tukar Pengguna), confirms the Lembar
+Konfirmasi Sinkronisasi and signs the Persetujuan Pengiriman Data; then the
+sync sends. A NIK typed with a digit missing blocks the sync until it is fixed
+(Validasi Lokal), a change made after the confirmation needs the principal to
+confirm again, and on the second install the principal signs in (the centre
+hands it the account) and confirms too. A sync with nothing of its own to send,
+and a pull, need no consent.
+
 ``selaras demo --offline``: two offline installs of one school meet on a USB
-stick (bundle export --for / import), with no centre at all.
+stick (bundle export --for / import), with no centre at all (and no consent:
+bundles go to no centre).
 
 Everything goes through the same functions the commands use (client/install.py,
-client/sync.py) on real data folders.
+client/principal.py, client/sync.py) on real data folders.
 """
 
 from __future__ import annotations
@@ -36,10 +49,12 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import IO, Any
 
+from selaras.engine import passwords, validation
 from selaras.engine.events import school_row_id
+from selaras.engine.refusals import Code
 from selaras.engine.store import verify
 
-from . import output
+from . import output, principal
 from .install import (
     ClientError,
     Install,
@@ -52,7 +67,7 @@ from .install import (
     vector_json,
     write_atomically,
 )
-from .sync import Mode, SyncReport, register, run_sync
+from .sync import Mode, SyncRefused, SyncReport, register, run_sync
 
 NPSN = "20219876"
 NAMA = "SMA NEGERI 1 SUKAMAJU"
@@ -182,6 +197,10 @@ class Demo:
 
 USER = "operator@sman1sukamaju.sch.id"
 PASSWORD = "demo-rahasia-123"
+# The kepala sekolah's account: the centre writes it onto the school's own pengguna row of
+# that username (server/accounts.py).
+PRINCIPAL_USER = "kepsek@sman1sukamaju.sch.id"
+PRINCIPAL_PASSWORD = "kepsek-rahasia-456"
 CENTRE_START_S = 60.0
 CENTRE_STOP_S = 60.0
 SYNC_TIMEOUT_S = 120.0
@@ -294,6 +313,7 @@ class NetworkDemo:
         self.centre = Centre(work / "centre")
         self.a, self.b = Install(work / "install-a"), Install(work / "install-b")
         self.names = {self.a: "A", self.b: "B"}
+        self.kode = ""  # the school's registration code ('selaras admin school add')
 
     def play(self) -> bool:
         say = self.say
@@ -309,20 +329,63 @@ class NetworkDemo:
 
     def scenario(self, url: str) -> bool:
         say = self.say
+        self.add_school_and_installs(url)
+        self.import_school()
+        self.refused(self.a, "A's operator syncs (selaras sync)")
+        self.refused_by_centre(self.a)
+        self.add_principal()
+        self.switch_user(self.a, "")
+        self.confirm(self.a, whole_sheet=True)
+        self.sync(self.a, "sync", "A syncs")
+        self.sync(self.b, "pull", "B pulls (Tarik Data)")
+
+        student, nama = first_student(self.a)
+        say(f"B goes offline (it does not sync); A and B both edit student {nama}:")
+        say(edit_student(self.a, "A", student, {"alamat_jalan": "Jl. Melati No. 7",
+                                                "nama_ayah": "Ahmad Suryadi"}))
+        say(edit_student(self.b, "B", student, {"nomor_telepon_seluler": "081234567890",
+                                                "nama_ayah": "Achmad Suryadi"}))
+        self.mistyped_nik(student, nama)
+        self.refused(self.a, "A syncs its edits")
+        self.confirm(self.a)
+        self.sync(self.a, "sync", "A syncs its edits")
+        say("B is back online; the principal comes to B too:")
+        self.switch_user(self.b, "; the centre hands B the principal's account")
+        self.confirm(self.b)
+        self.sync(self.b, "sync", "B syncs")
+        with self.b.open(read_only=True) as s:
+            say("B sees the conflict on nama_ayah (the other fields merged without one):")
+            say(_indent(output.conflicts_text(s.store.conflicts(), s.origin_label)))
+        self.sync(self.a, "sync", "A syncs and receives B's edit")
+        with self.a.open() as s:
+            s.replica.resolve("peserta_didik", student, "nama_ayah", "Achmad Suryadi", now_ms())
+        say("A resolves nama_ayah = \"Achmad Suryadi\" (a new event after both writes)")
+        self.confirm(self.a)
+        self.sync(self.a, "sync", "A syncs the resolution")
+        self.sync(self.b, "pull", "B pulls (Tarik Data)")
+        return self.compare()
+
+    def add_school_and_installs(self, url: str) -> None:
+        """The school at the centre, and installs A and B registered with its code."""
         added = self.centre.admin("school", "add", "--npsn", NPSN, "--nama", NAMA)
         found = re.search(r"registration code \(shown once\): (\S+)", added)
         if not found:
             raise ClientError(f"selaras admin school add said: {added.strip()}")
-        kode = found.group(1)
-        say(f"Admin adds the school (selaras admin school add): registration code {kode}")
+        self.kode = found.group(1)
+        self.say(f"Admin adds the school (selaras admin school add): registration code "
+                 f"{self.kode}")
         for inst in (self.a, self.b):
-            answer = asyncio.run(register(url, NPSN, kode, USER, PASSWORD))
+            answer = asyncio.run(register(url, NPSN, self.kode, USER, PASSWORD))
+            # As 'selaras init' keeps it: Tukar Pengguna can check the code with no line.
             inst.init_registered(NPSN, origin=answer.install, token=answer.token, url=url,
                                  user=answer.user or USER, role=answer.role,
-                                 centre_key=answer.centre_key)
+                                 centre_key=answer.centre_key,
+                                 kode_hash=passwords.slow_hash(passwords.normal_kode(self.kode)))
             self.sync(inst, "pull", f"Register install {self.names[inst]} "
                                     f"(origin {answer.install[:8]}, {USER}) and pull")
 
+    def import_school(self) -> None:
+        """A imports the school's rows and runs Validasi Lokal."""
         rows_file = self.work / "sekolah.jsonl"
         made_by = self.generate(rows_file, NPSN) if self.generate else None
         if made_by is None:
@@ -332,41 +395,106 @@ class NetworkDemo:
             counts = import_rows(s, rows_file)
             s.store.validate()
             findings = output.findings_summary(s.store.findings())
-        say(f"A imports a school generated by {made_by}: {sum(counts.values())} rows "
-            f"({counts['peserta_didik']} peserta_didik); Validasi Lokal: {findings}")
-        self.sync(self.a, "sync", "A syncs")
-        self.sync(self.b, "pull", "B pulls")
-
-        student, nama = first_student(self.a)
-        say(f"B goes offline (it does not sync); A and B both edit student {nama}:")
-        say(edit_student(self.a, "A", student, {"alamat_jalan": "Jl. Melati No. 7",
-                                                "nama_ayah": "Ahmad Suryadi"}))
-        say(edit_student(self.b, "B", student, {"nomor_telepon_seluler": "081234567890",
-                                                "nama_ayah": "Achmad Suryadi"}))
-        self.sync(self.a, "sync", "A syncs its edit")
-        self.sync(self.b, "sync", "B is back online and syncs")
-        with self.b.open(read_only=True) as s:
-            say("B sees the conflict on nama_ayah (the other fields merged without one):")
-            say(_indent(output.conflicts_text(s.store.conflicts(), s.origin_label)))
-        self.sync(self.a, "sync", "A syncs and receives B's edit")
-        with self.a.open() as s:
-            s.replica.resolve("peserta_didik", student, "nama_ayah", "Achmad Suryadi", now_ms())
-        say("A resolves nama_ayah = \"Achmad Suryadi\" (a new event after both writes)")
-        self.sync(self.a, "sync", "A syncs the resolution")
-        self.sync(self.b, "pull", "B pulls")
-        return self.compare()
+        self.say(f"A imports a school generated by {made_by}: {sum(counts.values())} rows "
+                 f"({counts['peserta_didik']} peserta_didik); Validasi Lokal: {findings}")
 
     def sync(self, inst: Install, mode: Mode, what: str) -> SyncReport:
+        """Sync or pull ``inst``; a sync first passes the check 'selaras sync' makes (the
+        principal's consent covering what it sends), which raises ClientError if it fails."""
         with inst.open() as s:
+            given = principal.consent_for_push(s) if mode == "sync" else None
             report = asyncio.run(run_sync(s.store, s.identity, mode=mode,
                                           timeout_s=SYNC_TIMEOUT_S))
             conflicts = len({output.conflict_key(c) for c in s.store.conflicts()})
+        if given is not None:
+            what += f" under the principal's consent {given.digest[:12]}"
+        elif mode == "sync":
+            what += " (nothing of its own to send: no consent needed)"
         check = ("centre and install equal" if report.vectors_equal and report.checksums_equal
                  else report.note or "not equal to the centre yet")
         self.say(f"{what}: {report.totals.events_up} events sent, "
                  f"{report.totals.events_down} received"
                  + (f", {conflicts} conflicted field(s)" if conflicts else "") + f"; {check}")
         return report
+
+    def refused(self, inst: Install, what: str) -> None:
+        """The check 'selaras sync' makes before it sends must refuse ``inst``'s sync now;
+        its line. ClientError if it does not."""
+        with inst.open() as s:
+            try:
+                principal.consent_for_push(s)
+            except ClientError as exc:
+                self.say(f"{what}: {exc}")
+                return
+        raise ClientError(f"{what}: the sync should have been refused, but was not")
+
+    def refused_by_centre(self, inst: Install) -> None:
+        """A push sent past that check, without consent: the centre's gate refuses it."""
+        with inst.open() as s:
+            try:
+                asyncio.run(run_sync(s.store, s.identity, mode="sync",
+                                     timeout_s=SYNC_TIMEOUT_S))
+            except SyncRefused as exc:
+                if exc.code != Code.NOT_PRINCIPAL:
+                    raise
+                self.say(f"  Sent anyway, past that check, the centre refuses it too: {exc}")
+                return
+        raise ClientError("the centre took a push without the principal's consent: "
+                          "is its gate off (--no-consent-gate)?")
+
+    def add_principal(self) -> None:
+        """The principal's account, made once for the school on a registered install."""
+        with self.a.open() as s:
+            reply = principal.add_principal(s, self.kode, PRINCIPAL_USER, PRINCIPAL_PASSWORD)
+        self.say("A's operator adds the principal's account (selaras account add --role "
+                 f"kepala_sekolah): {reply.user}, linked to {reply.nama}"
+                 + (f" (NIP {reply.nip})" if reply.nip else "") + ", the active kepala sekolah")
+
+    def switch_user(self, inst: Install, how: str) -> None:
+        """Tukar Pengguna: the principal's session on ``inst``."""
+        with inst.open() as s:
+            opened = principal.switch_user(s, self.kode, PRINCIPAL_USER, PRINCIPAL_PASSWORD)
+        self.say(f"Tukar Pengguna on {self.names[inst]} (selaras switch-user{how}): "
+                 f"{opened['nama']} ({opened['user']}) signs in as kepala sekolah")
+
+    def confirm(self, inst: Install, whole_sheet: bool = False) -> None:
+        """The principal confirms the sheet on ``inst`` and signs the consent; the sheet is
+        shown whole, or only its tabs with unsent changes."""
+        say, name = self.say, self.names[inst]
+        with inst.open() as s:
+            items = principal.sheet(s)
+            given = principal.confirm(s, items)
+            top = given.vector.get(s.identity.origin, 0)
+        shown = items if whole_sheet else [i for i in items if i.changes]
+        say(f"The principal reads the Lembar Konfirmasi Sinkronisasi on {name} and confirms "
+            "it (selaras confirm --all):")
+        say(_indent("\n".join(f"[x] {item.text()}" for item in shown)))
+        if len(shown) < len(items):
+            say(f"  [x] {len(items) - len(shown)} other tabs: no unsent changes")
+        say(f"{given.nama} signs the Persetujuan Pengiriman Data: consent "
+            f"{given.digest[:12]}, covering {name}'s changes up to #{top}, none made after")
+
+    def mistyped_nik(self, student: str, nama: str) -> None:
+        """A NIK with a digit missing: Validasi Lokal finds it and blocks the sync until it
+        is fixed."""
+        say = self.say
+        with self.a.open(read_only=True) as s:
+            nik = str(s.store.rows("peserta_didik")[student]["nik"])
+        say(f"A's operator also types {nama}'s NIK with a digit missing:")
+        say(edit_student(self.a, "A", student, {"nik": nik[:-1]}))
+        with self.a.open() as s:
+            report = validation.validate(s.store)
+        say(f"A runs Validasi Lokal: {output.findings_summary(report.findings)}")
+        for f in report.findings:
+            if f["severity"] == validation.INVALID:
+                say(f"  {output.SEVERITY[f['severity']]}: {f['nama']}: {f['label']}: "
+                    f"{f['message']} ({f['detail']}) [{f['rule_id']}]")
+        self.refused(self.a, "A syncs")
+        say("A's operator fixes the NIK:")
+        say(edit_student(self.a, "A", student, {"nik": nik}))
+        with self.a.open() as s:
+            report = validation.validate(s.store)
+        say(f"A runs Validasi Lokal: {output.findings_summary(report.findings)}")
 
     def compare(self) -> bool:
         say = self.say

@@ -45,6 +45,7 @@ BUSY_WAIT_S = 2.0  # how long a command waits for another process to let go of t
 NPSN = re.compile(r"[0-9]{8}")
 MAX_VECTOR_FILE = 1 << 20
 MAX_SEQ = 2**63 - 1  # a seq the store holds (BIGINT)
+ACKED_SEQ = "acked_seq"  # meta: the top of our own events the centre acknowledged
 
 
 class ClientError(Exception):
@@ -163,13 +164,14 @@ class Install:
 
 
     def init_registered(self, npsn: str, *, origin: str, token: str, url: str, user: str,
-                        role: str, centre_key: str = "") -> Identity:
+                        role: str, centre_key: str = "", kode_hash: str = "") -> Identity:
         """A new, empty install registered with the centre at ``url``.
 
         The credential is stored before anything else can fail (the centre shows
         it once); the school's data comes with the first pull. ``centre_key``
         (from ``Registered``) makes the store check every centre event it is
-        given (R18); without it, the first Welcome's is kept. Built aside and
+        given (R18); without it, the first Welcome's is kept. ``kode_hash``: the
+        registration code's slow hash, for Tukar Pengguna with no line. Built aside and
         moved into place, like ``init_offline``.
         """
         if self.exists():
@@ -181,7 +183,7 @@ class Install:
         store = _open_aside(aside, identity.central)
         try:
             store.set_meta(npsn=npsn, origin=origin, user=user, role=role, token=token,
-                           url=url, centre_key=centre_key)
+                           url=url, centre_key=centre_key, kode_hash=kode_hash)
         except BaseException:
             store.close()
             remove_db(aside)

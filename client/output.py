@@ -15,10 +15,14 @@ from itertools import groupby
 from typing import TYPE_CHECKING, Any
 
 from selaras.engine.clocks import VersionVector
+from selaras.engine.localtime import format_local
 from selaras.engine.merge import Sibling
 from selaras.engine.store import AppendReport
 
 if TYPE_CHECKING:
+    from selaras.engine.validation import Report
+
+    from .changes import Changes, Counts
     from .install import BundleWarnings
 
 NULL = "NULL"
@@ -140,30 +144,43 @@ def _quoted(v: object) -> str:
 # -- validation -----------------------------------------------------------------------------
 
 
-def findings_text(findings: Sequence[Mapping[str, Any]], tabs: Sequence[str]) -> str:
-    blocks = []
-    order = {t: i for i, t in enumerate(tabs)}
-    by_tab = sorted(findings, key=lambda f: (order.get(f["tab"], len(order)), f["tab"]))
-    for tab, group in groupby(by_tab, key=lambda f: f["tab"]):
-        rows = [(f["severity"], f["rule_id"], f["entity"], f["row_id"],
-                 f["message"] + (f" ({f['detail']})" if f.get("detail") else ""))
-                for f in sorted(group, key=_finding_order)]
-        blocks.append(f"{tab}\n" + table(["severity", "rule", "entity", "row", "message"],
-                                         rows, "  "))
-    blocks.append(findings_summary(findings))
-    return "\n\n".join(blocks)
+SEVERITY = {"invalid": "Invalid", "warning": "Peringatan"}
 
 
-def _finding_order(f: Mapping[str, Any]) -> tuple[int, str, str, str]:
-    return (0 if f["severity"] == "invalid" else 1, f["rule_id"], f["entity"],
-            f["row_id"] or "")
+def findings_text(report: Report) -> str:
+    """Validasi Lokal as the operator reads it: per tab a heading with its counts (zero
+    included), under it each finding: severity and the row's name, then the field's form
+    label, the message, the detail and the rule. No UUIDs: rows are named for people."""
+    by_tab: dict[str, list[Mapping[str, Any]]] = {t.tab: [] for t in report.tabs}
+    for finding in report.findings:
+        by_tab.setdefault(finding["tab"], []).append(finding)
+    lines = []
+    for t in report.tabs:
+        lines.append(f"{t.tab}: {t.invalid} invalid, {t.warnings} peringatan")
+        for f in sorted(by_tab[t.tab], key=_finding_order):
+            field = f"{f['label']}: " if f.get("label") else ""
+            detail = f" ({f['detail']})" if f.get("detail") else ""
+            lines += [f"  {SEVERITY.get(f['severity'], f['severity'])}: {f['nama']}",
+                      f"    {field}{f['message']}{detail} [{f['rule_id']}]"]
+        if by_tab[t.tab]:
+            lines.append("")
+    if len(report.tabs) > 1:  # the verdict on the sync needs every tab
+        lines += [""] if lines[-1] else []
+        lines.append(f"Validasi Lokal: {findings_summary(report.findings)}")
+    return "\n".join(lines).rstrip("\n")
+
+
+def _finding_order(f: Mapping[str, Any]) -> tuple[int, str, str]:
+    return (0 if f["severity"] == "invalid" else 1, f["rule_id"], f.get("nama") or "")
 
 
 def findings_summary(findings: Sequence[Mapping[str, Any]]) -> str:
+    """The counts and what they mean for the principal's sync, in the operator's words."""
     invalid = sum(f["severity"] == "invalid" for f in findings)
     warnings = len(findings) - invalid
-    verdict = "sync blocked" if invalid else "sync allowed"
-    return f"{invalid} invalid, {warnings} warnings: {verdict}"
+    verdict = ("sinkronisasi diblokir sampai data invalid diperbaiki" if invalid
+               else "sinkronisasi boleh dilakukan")
+    return f"{invalid} invalid, {warnings} peringatan: {verdict}"
 
 
 # -- checksums --------------------------------------------------------------------------------
@@ -219,3 +236,58 @@ def reregister_text(reissued: int, kept: int, dropped: Mapping[str, int], backup
                      "centre's copy of that install")
     lines.append(f"the previous data is kept in {backup}")
     return "\n".join(lines)
+
+
+# -- the connection to the centre ---------------------------------------------------------------
+
+
+def retrying_text(attempt: int, delay_s: float, reason: str) -> str:
+    """A sync that waits before its next attempt, as the operator reads it meanwhile."""
+    return (f"Mencoba lagi (percobaan {attempt}) dalam {max(1, round(delay_s))} detik: "
+            f"{reason}")
+
+
+def check_failed_text(message: str, timeout_s: float) -> str:
+    """The check before a sync failed for a reason retrying may mend: the sync goes on."""
+    return f"{message}; sinkronisasi tetap dicoba sampai {timeout_s:g} detik"
+
+
+# -- pending changes (client/changes.py) ---------------------------------------------------------
+
+CHANGE_WORDS = {"added": "Ditambah", "updated": "Diubah", "deleted": "Dihapus"}
+
+
+def change_counts_text(counts: Counts) -> str:
+    return f"{counts.added} ditambah, {counts.updated} diubah, {counts.deleted} dihapus"
+
+
+def changes_text(changes: Changes) -> str:
+    """``selaras changes`` as the operator reads it: since when, per PC, then per tab and
+    table its counts and the rows (named for people, never by UUID), each with what
+    happened, the fields changed (form labels), who changed it and when (school time)."""
+    since = ("sejak sinkronisasi terakhir "
+             f"({format_local(changes.synced_ms, changes.zone)})" if changes.synced_ms
+             else "(instalasi ini belum pernah sinkronisasi dengan server pusat)")
+    where = f" di tab {changes.tab}" if changes.tab else ""
+    if not changes.counts.total:
+        return f"Tidak ada perubahan belum terkirim{where} {since}"
+    lines = [f"Perubahan belum terkirim{where} {since}: {changes.counts.total} data, "
+             f"{change_counts_text(changes.counts)}",
+             "Dibuat oleh: " + ", ".join(f"{pc.text()} {n} data" for pc, n in changes.pcs)]
+    for tab in changes.tabs:
+        lines += ["", f"Tab {tab.tab}: {change_counts_text(tab.counts)}"]
+        for t in tab.tables:
+            lines.append(f"  {t.label}: {change_counts_text(t.counts)}")
+            for r in t.rows:
+                fields = f": {', '.join(r.labels)}" if r.change == "updated" else ""
+                by = _and([pc.text() for pc in r.by])
+                lines.append(f"    {CHANGE_WORDS[r.change]}: {r.nama}{fields}; oleh {by}, "
+                             f"{format_local(r.changed_ms, changes.zone)}")
+            if t.more and t.rows:
+                lines.append(f"    ... dan {t.more} lainnya")
+    return "\n".join(lines)
+
+
+def _and(items: Sequence[str]) -> str:
+    """"a", "a dan b", "a, b dan c"."""
+    return " dan ".join(filter(None, [", ".join(items[:-1]), *items[-1:]]))

@@ -114,7 +114,7 @@ class Reregistration:
         self.backup = install.folder / f"{DB_FILE}.{old.identity.origin[:8]}.bak"
 
     def start(self, *, origin: str, token: str, url: str, user: str, role: str,
-              centre_key: str) -> Session:
+              centre_key: str, kode_hash: str = "") -> Session:
         """The fresh store of the newly registered install (empty: pull into it)."""
         remove_db(self.aside)  # left by an attempt that was killed
         me = self.old.identity
@@ -123,7 +123,8 @@ class Reregistration:
         self.new = Session(store, identity)
         # The credential first: the centre shows it once.
         store.set_meta(npsn=me.npsn, origin=origin, user=user, role=role, token=token,
-                       url=url, centre_key=centre_key, reregistered_from=me.origin)
+                       url=url, centre_key=centre_key, kode_hash=kode_hash,
+                       reregistered_from=me.origin)
         return self.new
 
     def carry_over(self) -> CarriedOver:

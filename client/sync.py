@@ -56,6 +56,8 @@ from selaras.engine.outbox import Outbox
 from selaras.engine.protocol import (
     MAX_COMPARE_ROWS,
     PROTOCOL_VERSION,
+    AccountRequest,
+    Answer,
     Answered,
     BatchAcked,
     BatchReceived,
@@ -81,7 +83,8 @@ from selaras.engine.replica import Identity
 from selaras.engine.schema import BY_NAME, SCHEMA_VERSION
 from selaras.engine.store import BadSignature, InstallStore
 
-from .install import ClientError
+from .changes import centre_vector_meta
+from .install import ACKED_SEQ, ClientError
 
 Mode = Literal["pull", "sync"]
 
@@ -96,7 +99,10 @@ BACKOFF_CAP_S = 30.0
 RETRYABLE = {Code.SERVER_BUSY, Code.INTERNAL_ERROR, Code.IDLE_TIMEOUT}
 # Refusals that re-registering the data folder mends; their text ends with the command.
 REREGISTER = {Code.EVENT_COLLISION, Code.CODE_RESET}
-ACKED_SEQ = "acked_seq"  # meta: the top of our own events the centre acknowledged
+GATE = {Code.NOT_PRINCIPAL, Code.INVALID_DATA_PENDING}  # the principal's gate (R20)
+# Why a session ended early, as the operator reads it in a retry (``Retrying``).
+UNREACHABLE = "server pusat tidak dapat dihubungi"
+CONNECTION_LOST = "koneksi ke server pusat terputus"
 # Why the client waits after the centre failed (disk full, say): the operator reads it.
 CENTRE_FAILED = ("server pusat gagal memproses data ({code}), bukan kesalahan sekolah; "
                  "dicoba lagi dengan jeda yang makin lama")
@@ -113,7 +119,9 @@ class SyncRefused(SyncError):
         self.command = command  # what mends it (``reregister_command``), if anything
 
     def __str__(self) -> str:
-        text = text_of(self.code, self.message)
+        # The gate's refusals say which step is missing: the centre's words, not the code's.
+        text = self.message if self.code in GATE and self.message else text_of(
+            self.code, self.message)
         if self.code in REREGISTER:
             text += f" dengan '{self.command or reregister_command('URL', 'NPSN', 'EMAIL')}'"
             text += "; data yang belum terkirim tidak hilang"
@@ -239,6 +247,19 @@ class SyncReport:
 Progress = Callable[[Counters], None]
 
 
+@dataclass(frozen=True)
+class Retrying:
+    """The sync waits ``delay_s``, then makes attempt number ``attempt``; ``reason``:
+    why the last one ended (for the operator, in Indonesian)."""
+
+    attempt: int
+    delay_s: float
+    reason: str
+
+
+OnRetry = Callable[[Retrying], None]
+
+
 # -- the store, off the event loop -----------------------------------------------------------
 
 
@@ -328,7 +349,7 @@ class SyncConnection:
                 self._ws = ws
                 return await self._session()
         except (ConnectionClosed, OSError, TimeoutError, InvalidHandshake) as exc:
-            raise _Retry(f"connection lost ({type(exc).__name__})") from exc
+            raise _Retry(UNREACHABLE if self._ws is None else CONNECTION_LOST) from exc
 
     async def _flush(self) -> None:
         assert self._ws is not None
@@ -446,7 +467,8 @@ class SyncConnection:
             protocol=PROTOCOL_VERSION, app=app_version(), schema=SCHEMA_VERSION,
             npsn=self.identity.npsn, install=self.identity.origin,
             token=self.meta.get("token", ""), mode=self.mode, vector=vector,
-            sent_ms=self._hello_ms))
+            sent_ms=self._hello_ms,
+            consent=bytes.fromhex(self.meta.get("consent", "")) if self.mode == "sync" else b""))
         await self._flush()
         while self.proto.state is State.HELLO_SENT:
             await self._recv()
@@ -486,6 +508,9 @@ class SyncConnection:
             differ = compare.differing(ours[1], summary.summary.checksums)
             if differ:
                 ours = (ours[0], await self._repair(differ, summary.summary.checksums))
+        # What the centre held as the session ended: other PCs' changes it lacked stay
+        # pending (client/changes.py).
+        await _set_meta(self.worker, **centre_vector_meta(summary.summary.vector, now_ms()))
         self.proto.close()
         return self._result(ours, summary.summary.vector, summary.summary.checksums)
 
@@ -499,7 +524,7 @@ class SyncConnection:
                 if isinstance(fact, kind):
                     return fact
                 await self._handle(fact)
-        raise _Retry(f"closed before the {kind.__name__}")
+        raise _Retry(CONNECTION_LOST)
 
     async def _ask(self, q: Compare) -> Compared:
         self.proto.send_compare(q)
@@ -573,8 +598,10 @@ async def run_sync(store: InstallStore, identity: Identity, *, mode: Mode,
                    url: str | None = None, timeout_s: float | None = None,
                    compress: bool = False, progress: Progress | None = None,
                    backoff_base_s: float = BACKOFF_BASE_S, backoff_cap_s: float = BACKOFF_CAP_S,
-                   rng: random.Random | None = None) -> SyncReport:
-    """Sync (or pull) until a session completes, a refusal is final, or ``timeout_s``."""
+                   rng: random.Random | None = None,
+                   on_retry: OnRetry | None = None) -> SyncReport:
+    """Sync (or pull) until a session completes, a refusal is final, or ``timeout_s``.
+    ``on_retry`` hears of each wait before another attempt."""
     meta = store.meta()
     url = url or meta.get("url")
     if not url:
@@ -588,7 +615,7 @@ async def run_sync(store: InstallStore, identity: Identity, *, mode: Mode,
     failures = 0  # consecutive sessions that ended without progress
     followed_up = False
     pushed_after: int | None = None  # the centre's seq for us when we first connected
-    last = "not connected yet"
+    last = "belum terhubung"
     while True:
         if deadline is not None and time.monotonic() >= deadline:
             raise SyncTimedOut(timeout_s or 0, last)
@@ -609,6 +636,8 @@ async def run_sync(store: InstallStore, identity: Identity, *, mode: Mode,
             outcome = ("busy" if exc.busy else f"refused:{exc.code}" if exc.code
                        else "disconnected")
             detail, last = {"reason": exc.reason}, exc.reason
+            if exc.__cause__ is not None:
+                detail["error"] = type(exc.__cause__).__name__
             if exc.busy:
                 report.busy_retries += 1
                 delay = (exc.delay_s or 1.0) * (1 + 0.5 * rng.random())
@@ -620,7 +649,9 @@ async def run_sync(store: InstallStore, identity: Identity, *, mode: Mode,
                 delay = rng.uniform(0, min(backoff_cap_s, backoff_base_s * 2 ** failures))
             detail["retry_in_s"] = round(delay, 3)  # in the history: why and how long it waits
         except TimeoutError:
-            outcome, detail, last = "timeout", {"reason": "timeout"}, "timeout"
+            outcome, detail = "timeout", {"reason": "timeout"}
+            if conn.session:  # else the last reason stands: it never got that far
+                last = "sesi masih berjalan saat batas waktu habis"
         except SyncRefused as exc:
             outcome, detail = f"refused:{exc.code}", {"code": str(exc.code),
                                                       "message": exc.message}
@@ -671,6 +702,8 @@ async def run_sync(store: InstallStore, identity: Identity, *, mode: Mode,
             raise SyncTimedOut(timeout_s or 0, last)
         if deadline is not None:
             delay = min(delay, max(0.0, deadline - time.monotonic()))
+        if on_retry is not None and outcome != "ok":  # not a follow-up session
+            on_retry(Retrying(report.attempts + 1, delay, last))
         await asyncio.sleep(delay)
 
 
@@ -759,10 +792,18 @@ def _merge_counts(into: dict[str, dict[str, int]], add: dict[str, dict[str, int]
 
 async def register(url: str, npsn: str, kode: str, user: str, password: str) -> Registered:
     """Send Register (R17); the answer, or SyncRefused / SyncError."""
+    answer = await request(url, Register(
+        protocol=PROTOCOL_VERSION, app=app_version(), schema=SCHEMA_VERSION, npsn=npsn,
+        kode=kode, user=user, password=password, sent_ms=now_ms()))
+    if not isinstance(answer, Registered):
+        raise SyncError("server pusat tidak menjawab pendaftaran")
+    return answer
+
+
+async def request(url: str, message: Register | AccountRequest) -> Answer:
+    """A one-shot request (R17, R20): the answer, or RegistrationRefused / SyncError."""
     proto = SyncProtocol(Side.CLIENT)
-    proto.send_request(Register(protocol=PROTOCOL_VERSION, app=app_version(),
-                                schema=SCHEMA_VERSION, npsn=npsn, kode=kode, user=user,
-                                password=password, sent_ms=now_ms()))
+    proto.send_request(message)
     try:
         async with connect(url, compression=None, max_size=Limits().max_frame_bytes,
                            open_timeout=OPEN_TIMEOUT_S, proxy=None) as ws:
@@ -777,8 +818,8 @@ async def register(url: str, npsn: str, kode: str, user: str, password: str) -> 
                         f"{type(exc).__name__}") from exc
     for fact in proto.facts():
         match fact:
-            case Answered(answer) if isinstance(answer, Registered):
+            case Answered(answer):
                 return answer
             case Refused(refuse, _):
                 raise RegistrationRefused(refuse.code, refuse.message)
-    raise SyncError("server pusat tidak menjawab pendaftaran")
+    raise SyncError("server pusat tidak menjawab")

@@ -120,6 +120,10 @@ class Batch:
     def __len__(self) -> int:
         return sum(t.num_rows for t in self.tables.values())
 
+    def max_seq(self) -> int:
+        """The highest seq of its events (0 if none)."""
+        return max((pc.max(t["seq"]).as_py() for t in self.tables.values()), default=0)
+
     @classmethod
     def from_events(cls, events: Iterable[Event],
                     signatures: Mapping[tuple[str, int], bytes] | None = None) -> Batch:

@@ -30,7 +30,9 @@ from .errors import SelarasError, UsageError
 from .refusals import TEXT, Detail, unexpected
 from .refusals import Code as Code  # the protocol speaks it: Refuse.code
 
-PROTOCOL_VERSION = 3  # 2: centre signatures (R18); 3: Compare after the Summary (R19)
+# 2: centre signatures (R18); 3: Compare after the Summary (R19); 4: Check, the
+# connection check (R17)
+PROTOCOL_VERSION = 4
 
 
 # -- messages (frozen, tagged; new fields get defaults and go last) ---------------------
@@ -55,6 +57,9 @@ class Hello(msgspec.Struct, frozen=True, tag="hello"):
     mode: Literal["pull", "sync"]
     vector: VersionVector
     sent_ms: int  # the client's clock, to learn its offset
+    # The principal's signed Persetujuan Pengiriman Data (consent.encode), covering every
+    # event a sync session pushes (R20); empty for a pull or a sync with nothing to send.
+    consent: bytes = b""
 
 
 class Register(msgspec.Struct, frozen=True, tag="register"):
@@ -82,6 +87,38 @@ class Registered(msgspec.Struct, frozen=True, tag="registered"):
     role: str
     centre_key: str = ""  # the centre's Ed25519 public key (hex): checks centre events (R18)
     user: str = ""  # the account as the centre knows it: the author of the install's events
+
+
+class AccountRequest(msgspec.Struct, frozen=True, tag="account"):
+    """From an install, with the school's registration code (R20): add the principal's
+    account (``selaras account add``), or log in to it (``selaras switch-user``)."""
+
+    protocol: int
+    app: str
+    schema: int
+    npsn: str
+    install: str
+    token: str  # the install credential
+    kode: str
+    action: Literal["add_principal", "login"]
+    user: str
+    password: str
+    nama: str = ""  # add_principal: the PTK who holds the tugas tambahan
+    ptk_id: str = ""
+    nip: str = ""
+    pengguna_id: str = ""  # add_principal: the school's pengguna row of this username, if any
+
+
+class AccountReply(msgspec.Struct, frozen=True, tag="account_reply"):
+    """The principal's account: its profile and its signing key, sealed with its password."""
+
+    user: str
+    role: str
+    nama: str
+    ptk_id: str
+    nip: str
+    public_key: str
+    sealed_key: str
 
 
 class AdminRequest(msgspec.Struct, frozen=True, tag="admin"):
@@ -159,13 +196,32 @@ class Compared(msgspec.Struct, frozen=True, tag="compared"):
     payload: bytes = b""  # events.Batch.to_bytes() of the rows' events
 
 
+class Check(msgspec.Struct, frozen=True, tag="check"):
+    """Is this install let in? (``selaras check-connection``, R17). Hello's identity
+    without a session: the centre answers ``Checked`` or the Refuse a Hello would get,
+    and records nothing."""
+
+    protocol: int
+    app: str
+    schema: int
+    npsn: str
+    install: str  # the install's origin
+    token: str  # the install credential
+    sent_ms: int  # the client's clock, to learn its offset (R14)
+
+
+class Checked(msgspec.Struct, frozen=True, tag="checked"):
+    server_ms: int  # the centre's clock when it answered
+
+
 MAX_COMPARE_BUCKETS = 16  # buckets one Compare may ask for
 MAX_COMPARE_ROWS = 100  # rows whose events one Compare may ask for
 
 Message = (Hello | Register | AdminRequest | Welcome | Registered | AdminReply | Refuse | Events
-           | Ack | Sent | Done | Summary | Compare | Compared)
-Opening = Hello | Register | AdminRequest
-Answer = Registered | AdminReply
+           | Ack | Sent | Done | Summary | Compare | Compared | AccountRequest | AccountReply
+           | Check | Checked)
+Opening = Hello | Register | AdminRequest | AccountRequest | Check
+Answer = Registered | AdminReply | AccountReply | Checked
 
 _decoder = msgspec.msgpack.Decoder(Message)
 _encoder = msgspec.msgpack.Encoder()
@@ -287,9 +343,13 @@ TRANSITIONS: dict[tuple[Side, State, type], State] = {
     (Side.SERVER, State.START, Hello): State.AUTHENTICATING,
     (Side.SERVER, State.START, Register): State.AUTHENTICATING,
     (Side.SERVER, State.START, AdminRequest): State.AUTHENTICATING,
+    (Side.SERVER, State.START, AccountRequest): State.AUTHENTICATING,
     (Side.CLIENT, State.HELLO_SENT, Welcome): State.STREAMING,
     (Side.CLIENT, State.REQUEST_SENT, Registered): State.CLOSED,
     (Side.CLIENT, State.REQUEST_SENT, AdminReply): State.CLOSED,
+    (Side.CLIENT, State.REQUEST_SENT, AccountReply): State.CLOSED,
+    (Side.SERVER, State.START, Check): State.AUTHENTICATING,
+    (Side.CLIENT, State.REQUEST_SENT, Checked): State.CLOSED,
     (Side.CLIENT, State.STREAMING, Events): State.STREAMING,
     (Side.CLIENT, State.STREAMING, Ack): State.STREAMING,
     (Side.CLIENT, State.STREAMING, Sent): State.STREAMING,
@@ -364,7 +424,7 @@ class SyncProtocol:
         self._send(hello)
         self.state = State.HELLO_SENT
 
-    def send_request(self, request: Register | AdminRequest) -> None:
+    def send_request(self, request: Register | AdminRequest | AccountRequest | Check) -> None:
         """Client: a one-shot request; the answer ends the session."""
         self._expect(Side.CLIENT, State.START)
         self._send(request)
@@ -469,7 +529,7 @@ class SyncProtocol:
             raise RemoteError(Code.UNEXPECTED_MESSAGE,
                               unexpected(type(msg).__name__))
         match msg:
-            case Hello() | Register():
+            case Hello() | Register() | AccountRequest() | Check():
                 if msg.protocol != PROTOCOL_VERSION:
                     raise RemoteError(Code.VERSION_MISMATCH,
                                       Detail.PROTOCOL_VERSION)
@@ -481,7 +541,7 @@ class SyncProtocol:
             case Welcome():
                 self.limits = msg.limits
                 self._facts.append(Welcomed(msg))
-            case Registered() | AdminReply():
+            case Registered() | AdminReply() | AccountReply() | Checked():
                 self._facts.append(Answered(msg))
             case Events():
                 self._receive_events(msg)

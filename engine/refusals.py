@@ -19,6 +19,7 @@ class Code(enum.StrEnum):
     BAD_CREDENTIAL = "bad_credential"
     CODE_RESET = "code_reset"
     INSTALL_REVOKED = "install_revoked"
+    ACCOUNT_DISABLED = "account_disabled"
     NOT_PRINCIPAL = "not_principal"
     INVALID_DATA_PENDING = "invalid_data_pending"
     SERVER_BUSY = "server_busy"
@@ -38,6 +39,7 @@ TEXT: dict[Code, str] = {
     Code.BAD_CREDENTIAL: "instalasi ini tidak dikenal server pusat (kredensial salah)",
     Code.CODE_RESET: "kode registrasi sudah direset: daftarkan ulang instalasi ini",
     Code.INSTALL_REVOKED: "instalasi ini sudah dicabut oleh admin: hubungi dinas",
+    Code.ACCOUNT_DISABLED: "akun pengguna instalasi ini sudah dinonaktifkan: hubungi dinas",
     Code.NOT_PRINCIPAL: "pengiriman data harus oleh kepala sekolah",
     Code.INVALID_DATA_PENDING: "masih ada data invalid di Validasi Lokal: perbaiki dulu",
     Code.SERVER_BUSY: "server pusat sedang sibuk: coba lagi sebentar lagi",
@@ -77,6 +79,13 @@ class Detail(enum.StrEnum):
     BUSY_SCHOOL = "terlalu banyak sesi sekaligus dari sekolah ini"
     BUSY_INSTALL = "instalasi ini masih punya sesi yang berjalan"
     TOO_MANY_ATTEMPTS = "terlalu banyak percobaan kode atau kata sandi"
+    ACCOUNT_EXISTS = "akun itu sudah ada di sekolah ini: pakai Tukar Pengguna"
+    NOT_PRINCIPAL_ACCOUNT = "akun itu bukan akun kepala sekolah"
+    NO_CONSENT = ("belum ada Persetujuan Pengiriman Data kepala sekolah: jalankan "
+                  "Tukar Pengguna dan Lembar Konfirmasi dulu")
+    BAD_CONSENT = "persetujuan pengiriman tidak sah (bukan tanda tangan kepala sekolah ini)"
+    NOT_COVERED = ("ada perubahan setelah Lembar Konfirmasi: kepala sekolah harus "
+                   "mengonfirmasi ulang")
 
 
 def busy(reason: str, retry_after_s: float) -> str:

@@ -25,7 +25,7 @@ contract suite (tests/test_store_contract.py).
 from __future__ import annotations
 
 import uuid
-from collections.abc import Iterable
+from collections.abc import Collection, Iterable
 from contextlib import AbstractContextManager
 from typing import Any, Protocol
 
@@ -295,8 +295,21 @@ class InstallStore(SchoolStore, Protocol):
         """Run Validasi Lokal over the materialised state; keep the findings."""
         ...
 
+    def principals(self) -> list[dict[str, Any]]:
+        """The PTK who hold the kepala sekolah tugas tambahan now (ptk_id, nama, nip,
+        semester_id)."""
+        ...
+
     def findings(self, tab: str | None = None) -> list[dict[str, Any]]:
         """The findings of the last ``validate``, of one tab or all."""
+        ...
+
+    def pending_changes(self, after: VersionVector, limit: int,
+                        entities: Collection[str] | None = None) -> list[dict[str, Any]]:
+        """Per entity, the rows changed by the held events past ``after`` that are not
+        the centre's: counts added, updated, deleted; up to ``limit`` rows named for
+        people, with the fields changed and the origins that changed them
+        (client/changes.py; ``DuckDBStore.pending_changes`` has the dict's keys)."""
         ...
 
 
@@ -314,10 +327,14 @@ class Registry(Protocol):
 
     def account(self, npsn: str, email: str) -> dict[str, Any] | None: ...
 
+    def accounts(self, npsn: str) -> list[dict[str, Any]]: ...
+
     def account_count(self, npsn: str) -> int: ...
 
     def add_account(self, npsn: str, email: str, role: str, password_hash: str,
-                    now_ms: int) -> None: ...
+                    now_ms: int, **profile: str) -> None: ...
+
+    def update_account(self, npsn: str, email: str, **values: Any) -> None: ...
 
     def add_install(self, origin: str, npsn: str, email: str, token_hash: str,
                     generation: int, now_ms: int) -> None: ...
@@ -398,19 +415,26 @@ class CentreStore(Protocol):
     def close(self) -> None: ...
 
 
+def centre_event(store: Store, centre: str, entity: str, row_id: str,
+                 changes: dict[str, Any], now_ms: int) -> Event:
+    """The centre's next event on ``store`` (one school's): at the centre's clock, after
+    everything the store holds."""
+    clock = local_clock(store.max_hlc(centre), store.max_hlc(), now_ms)
+    vector = store.vector()
+    context = {o: s for o, s in vector.items() if o != centre}
+    return Event(origin=centre, seq=vector.get(centre, 0) + 1, hlc=clock.tick(now_ms),
+                 entity=entity, row_id=row_id, author="pusat", role="pusat", changes=changes,
+                 context=context if context != store.context(centre) else None)
+
+
 def clock_bound_event(store: Store, centre: str, origin: str, first: int, last: int,
                       before: int, now_ms: int) -> tuple[Event, int]:
     """The centre's koreksi_jam event bounding ``origin``'s events ``first..last`` (merge
     rule 5), at the centre's clock, after ``before`` (the effective hlc of the event
     before them); and how many events it bounds."""
-    clock = local_clock(store.max_hlc(centre), store.max_hlc(), now_ms)
-    vector = store.vector()
-    context = {o: s for o, s in vector.items() if o != centre}
-    return Event(origin=centre, seq=vector.get(centre, 0) + 1, hlc=clock.tick(now_ms),
-                 entity=CLOCK_BOUND, row_id=str(uuid.uuid4()), author="pusat", role="pusat",
-                 changes={"install_id": origin, "seq_from": first, "seq_to": last,
-                          "hlc_from": max(hlc_from_ms(now_ms), before + 1)},
-                 context=context if context != store.context(centre) else None), \
+    return centre_event(store, centre, CLOCK_BOUND, str(uuid.uuid4()),
+                        {"install_id": origin, "seq_from": first, "seq_to": last,
+                         "hlc_from": max(hlc_from_ms(now_ms), before + 1)}, now_ms), \
         last - first + 1
 
 

@@ -8,7 +8,11 @@ Bahasa Indonesia) and one SELECT over the materialised tables returning
 row at most once. :func:`validation_sql` joins every rule into one ``UNION
 ALL`` query with the columns ``rule_id, row_id, detail``; the storage module
 runs it and stores the findings. This module only writes SQL: it never talks
-to DuckDB (DESIGN.md section 2).
+to DuckDB (DESIGN.md section 2). :func:`validate` is the service every screen
+calls: it runs the rules on a store and returns a :class:`Report`, every tab
+with its counts (zero included) and the findings, each naming its row and
+field in the operator's words (engine/labels.py); details name fields by
+their form labels too, and never show a row's UUID.
 
 Severities (dapodik-reference.md, "The sync workflow", step 2):
 ``invalid`` (red) blocks the principal's sync, ``warning`` (yellow) does not.
@@ -67,12 +71,18 @@ it DuckDB planning the ~140 subqueries rather than reading data.
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable
-from typing import NamedTuple
+from collections import Counter
+from collections.abc import Iterable, Mapping
+from typing import TYPE_CHECKING, Any, NamedTuple
 
+from .labels import label
 from .schema import BY_NAME, TABS, Entity, Owner
 
-__all__ = ["INVALID", "RULES", "TABS", "WARNING", "Rule", "rules_for", "validation_sql"]
+if TYPE_CHECKING:
+    from .store import InstallStore
+
+__all__ = ["INVALID", "RULES", "TABS", "WARNING", "Report", "Rule", "TabCount", "rules_for",
+           "tab_counts", "validate", "validation_sql"]
 
 INVALID = "invalid"
 WARNING = "warning"
@@ -733,7 +743,7 @@ _HAND: tuple[Rule, ...] = (
     Rule("RB-010", ROMBEL, INVALID, "anggota_rombel", "peserta_didik_id",
          "Peserta didik tercatat lebih dari sekali di rombel yang sama",
          _duplicates("anggota_rombel", "rombongan_belajar_id, peserta_didik_id", "true",
-                     "CAST(peserta_didik_id AS VARCHAR)")),
+                     "CAST(n AS VARCHAR) || ' kali'")),
     Rule("RB-011", ROMBEL, INVALID, "jadwal", "hari",
          "Hari pada jadwal harus 1 (Senin) sampai 6 (Sabtu)",
          """SELECT jadwal_id AS row_id, CAST(hari AS VARCHAR) AS detail FROM jadwal x
@@ -1004,6 +1014,15 @@ _LABEL = {
 }
 
 
+def _quote(s: str) -> str:
+    return "'" + s.replace("'", "''") + "'"
+
+
+def _said(entity: str, field: str) -> str:
+    """SQL: the field's form label, as a literal."""
+    return _quote(label(entity, field))
+
+
 def _centre_only(e: Entity, names: Iterable[str]) -> bool:
     return e.is_reference or all(e.by_name[n].owner is Owner.CENTRE for n in names)
 
@@ -1015,7 +1034,7 @@ def _required(rule_id: str, entity: str) -> Rule:
     empty = {f.name: f"{f.name} IS NULL" + (f" OR trim({f.name}) = ''" if f.type == "text"
                                               else "") for f in fields}
     sql = f"""SELECT {e.key} AS row_id,
-                     concat_ws(', ', {', '.join(f"CASE WHEN {c} THEN '{n}' END"
+                     concat_ws(', ', {', '.join(f"CASE WHEN {c} THEN {_said(entity, n)} END"
                                                  for n, c in empty.items())}) AS detail
               FROM {e.table} x
               WHERE live(x) AND ({' OR '.join(f'({c})' for c in empty.values())})"""
@@ -1046,7 +1065,8 @@ def _references(rule_id: str, entity: str) -> Rule:
         assert f.ref is not None
         target, column = f.ref.rsplit(".", 1)
         t = BY_NAME[target]
-        value = f"'{f.name} ' || CAST(x.{f.name} AS VARCHAR)"
+        said = label(entity, f.name)  # the detail names the field as the form does
+        value = f"{_quote(said + ' ')} || CAST(x.{f.name} AS VARCHAR)"
         if t.is_reference:
             joins.append(f"""LEFT JOIN (SELECT {column} AS code,
                                     CASE WHEN bool_or(expired_date IS NULL) THEN NULL
@@ -1060,9 +1080,12 @@ def _references(rule_id: str, entity: str) -> Rule:
                                      {expired} END""")
         else:
             joins.append(f"LEFT JOIN {t.table} t{i} ON t{i}.{t.key} = x.{f.name}")
+            # A row's key means nothing to people (and it is gone): the field says which.
             problems.append(f"""CASE WHEN x.{f.name} IS NULL THEN NULL
-                                     WHEN t{i}.{t.key} IS NULL THEN {value} || ' tidak ada'
-                                     WHEN NOT live(t{i}) THEN {value} || ' sudah dihapus' END""")
+                                     WHEN t{i}.{t.key} IS NULL
+                                       THEN {_quote(said + ' tidak ditemukan')}
+                                     WHEN NOT live(t{i}) THEN {_quote(said + ' sudah dihapus')}
+                                END""")
     if not any(f.ref and f.ref.startswith("ref.") for f in refs):
         ctes = []
     cte_joins = {"@sem": "LEFT JOIN sem ON sem.semester_id = x.semester_id",
@@ -1073,15 +1096,15 @@ def _references(rule_id: str, entity: str) -> Rule:
             FROM {e.table} x {' '.join(joins)} {' '.join(cte_joins[c] for c in ctes)}
             {'' if e.is_reference else 'WHERE live(x)'})
         WHERE detail <> ''"""
-    label = _LABEL[entity]
+    noun = _LABEL[entity]
     targets = sorted({_LABEL[f.ref.rsplit(".", 1)[0]] for f in refs
                       if f.ref and not f.ref.startswith("ref.")})
     if len(targets) < len(refs):  # some field holds a reference code
-        message = f"Kode referensi {label} tidak dikenal atau sudah tidak berlaku"
+        message = f"Kode referensi {noun} tidak dikenal atau sudah tidak berlaku"
         if targets:
             message += f", atau data {', '.join(targets)} yang dirujuk tidak ada atau sudah dihapus"
     else:
-        message = f"Data {', '.join(targets)} yang dirujuk {label} tidak ada atau sudah dihapus"
+        message = f"Data {', '.join(targets)} yang dirujuk {noun} tidak ada atau sudah dihapus"
     severity = WARNING if _centre_only(e, (f.name for f in refs)) else INVALID
     tab = REFERENSI if e.is_reference else e.tab
     return Rule(rule_id, tab, severity, entity, None, message, sql)
@@ -1136,9 +1159,13 @@ RULES: tuple[Rule, ...] = tuple(
 
 def rules_for(tab: str) -> tuple[Rule, ...]:
     """The rules shown on Validasi Lokal tab ``tab`` (one of ``TABS``), in id order."""
-    if tab not in TABS:
-        raise ValueError(f"unknown tab {tab!r}; tabs: {', '.join(TABS)}")
+    _check_tab(tab)
     return tuple(r for r in RULES if r.tab == tab)
+
+
+def _check_tab(tab: str | None) -> None:
+    if tab is not None and tab not in TABS:
+        raise ValueError(f"unknown tab {tab!r}; tabs: {', '.join(TABS)}")
 
 
 def validation_sql(rules: Iterable[Rule] = RULES) -> str:
@@ -1155,3 +1182,69 @@ def validation_sql(rules: Iterable[Rule] = RULES) -> str:
         return ("SELECT CAST(NULL AS VARCHAR) AS rule_id, CAST(NULL AS UUID) AS row_id, "
                 "CAST(NULL AS VARCHAR) AS detail WHERE false")
     return "\nUNION ALL\n".join(parts)
+
+
+# -- the report an operator reads ------------------------------------------------------------
+
+
+class TabCount(NamedTuple):
+    """One Validasi Lokal tab's counts of findings."""
+
+    tab: str
+    invalid: int
+    warnings: int
+
+
+class Report(NamedTuple):
+    """Validasi Lokal as a screen shows it: every tab asked for with its counts (zero
+    included, in ``TABS`` order) and the findings, each with its row's ``nama`` and its
+    field's ``label`` (``InstallStore.findings``)."""
+
+    tabs: tuple[TabCount, ...]
+    findings: tuple[dict[str, Any], ...]
+
+    @property
+    def invalid(self) -> int:
+        return sum(t.invalid for t in self.tabs)
+
+    @property
+    def warnings(self) -> int:
+        return sum(t.warnings for t in self.tabs)
+
+    @property
+    def blocked(self) -> bool:
+        """Whether the principal's sync is blocked (anything invalid)."""
+        return self.invalid > 0
+
+    def as_dict(self) -> dict[str, Any]:
+        """Plain data for ``--json`` and the web app."""
+        return {"findings": list(self.findings), "invalid": self.invalid,
+                "warnings": self.warnings, "tabs": [t._asdict() for t in self.tabs]}
+
+
+def tab_counts(findings: Iterable[Mapping[str, Any]],
+               tabs: Iterable[str] = TABS) -> tuple[TabCount, ...]:
+    """Per tab of ``tabs``, its invalid and warning findings among ``findings``."""
+    counted = Counter((f["tab"], f["severity"]) for f in findings)
+    return tuple(TabCount(t, counted[t, INVALID], counted[t, WARNING]) for t in tabs)
+
+
+def validate(store: InstallStore, tab: str | None = None) -> Report:
+    """Run Validasi Lokal on ``store``'s data and report one tab (of ``TABS``) or all.
+
+    The store keeps the findings of every tab (``InstallStore.findings`` reads them
+    again); the exit status or the sync gate follows ``Report.blocked``.
+    """
+    _check_tab(tab)
+    store.validate()
+    findings = tuple(store.findings(tab))
+    return Report(tab_counts(findings, TABS if tab is None else (tab,)), findings)
+
+
+# The school's principals now: PTK induk holding a kepala sekolah (or Plt.) tugas tambahan in
+# the current semester, as SEK-004 and GTK-009 see them (one row each; none or two is wrong).
+PRINCIPALS_SQL = _sql("""WITH @cur, @induk, @kepsek
+    SELECT DISTINCT k.ptk_id::VARCHAR AS ptk_id, p.nama, p.nip, cur.semester_id
+    FROM kepsek k CROSS JOIN cur JOIN ptk p ON p.ptk_id = k.ptk_id
+    WHERE k.induk AND live(p) AND k.tst > cur.selesai
+    ORDER BY p.nama""")

@@ -20,9 +20,10 @@ from typing import Any
 
 import msgspec
 
+from selaras.engine import passwords
 from selaras.engine.errors import InputError
 from selaras.engine.events import REFERENSI_ORIGIN
-from selaras.engine.protocol import AdminReply
+from selaras.engine.protocol import AdminReply, account_name
 from selaras.engine.replica import (
     EditError,
     referensi_events,
@@ -31,12 +32,12 @@ from selaras.engine.replica import (
 )
 from selaras.engine.store import CentreReader, CentreStore, Registry, StoreError
 
-from . import credentials
+from . import accounts
 
 NPSN = re.compile(r"\d{8}")
 QUERY_TIME_LIMIT_S = 30.0
 COMMANDS = ("school_add", "reset_kode", "installs", "revoke", "query", "checksum", "schools",
-            "sessions")
+            "sessions", "account_add", "reset_password", "disable_account", "accounts")
 
 
 class AdminError(Exception):
@@ -69,7 +70,7 @@ def run_admin(centre: CentreStore, registry: Registry, command: str,
         return _run(centre, registry, command, args, now_ms)
     except KeyError as exc:
         raise AdminError(f"{command}: missing argument {exc.args[0]!r}") from None
-    except (InputError, StoreError) as exc:
+    except (InputError, StoreError, accounts.AccountError) as exc:
         raise AdminError(str(exc)) from None
 
 
@@ -98,8 +99,8 @@ def _run(centre: CentreStore, registry: Registry, command: str,
                                        args.get("bentuk") or "SMA", refs)
             except EditError as exc:
                 raise AdminError(str(exc)) from None
-            kode = credentials.new_kode()
-            kode_hash = credentials.slow_hash(credentials.normal_kode(kode))
+            kode = passwords.new_kode()
+            kode_hash = passwords.slow_hash(passwords.normal_kode(kode))
             with centre.transaction():  # all of it, or nothing (a failed add leaves no trace)
                 # The school's first centre event, and Referensi where the centre lacks it (it
                 # is kept once for every school), so a new install pulls it all.
@@ -111,9 +112,9 @@ def _run(centre: CentreStore, registry: Registry, command: str,
                          f"school {npsn} added; registration code (shown once): {kode}")
         case "reset_kode":
             npsn = check_npsn(args["npsn"])
-            kode = credentials.new_kode()
-            generation = registry.reset_kode(npsn, credentials.slow_hash(
-                credentials.normal_kode(kode)))
+            kode = passwords.new_kode()
+            generation = registry.reset_kode(npsn, passwords.slow_hash(
+                passwords.normal_kode(kode)))
             return table(["npsn", "generation", "kode"], [[npsn, generation, kode]],
                          f"new registration code for {npsn} (shown once): {kode}; "
                          "every install must register again")
@@ -146,6 +147,34 @@ def _run(centre: CentreStore, registry: Registry, command: str,
             cols = ["session", "install", "mode", "outcome", "events_in", "events_out",
                     "bytes_in", "bytes_out", "started_ms", "ended_ms"]
             return table(cols, [[r[c] for c in cols] for r in rows])
+        case "account_add":
+            npsn, email = _known(registry, args["npsn"]), account_name(args["user"])
+            password = args.get("password") or passwords.new_kode()
+            role = args.get("role") or accounts.OPERATOR
+            profile = {k: args[k] for k in ("nama", "ptk_id", "nip") if args.get(k)}
+            accounts.add(centre, registry, npsn, email, role, passwords.slow_hash(password),
+                         now_ms, **profile, **accounts.sealed_profile(role, password))
+            shown = "" if args.get("password") else f"; kata sandi (ditampilkan sekali): {password}"
+            return table([], [], f"akun {email} ({role}) ditambahkan ke sekolah {npsn}{shown}")
+        case "reset_password":
+            npsn, email = _known(registry, args["npsn"]), account_name(args["user"])
+            found = registry.account(npsn, email)
+            if found is None:
+                raise AdminError(f"tidak ada akun {email} di sekolah {npsn}")
+            password = args.get("password") or passwords.new_kode()
+            accounts.update(centre, registry, npsn, email, now_ms,
+                            password_hash=passwords.slow_hash(password),
+                            **accounts.sealed_profile(found["role"], password))
+            shown = "" if args.get("password") else f" (ditampilkan sekali): {password}"
+            return table([], [], f"kata sandi baru untuk {email}{shown}")
+        case "disable_account":
+            npsn, email = _known(registry, args["npsn"]), account_name(args["user"])
+            accounts.update(centre, registry, npsn, email, now_ms, disabled=True)
+            return table([], [], f"akun {email} dinonaktifkan: sesinya ditolak (account_disabled)")
+        case "accounts":
+            cols = ["email", "role", "nama", "nip", "disabled", "created_ms"]
+            return table(cols, [[r[c] for c in cols]
+                                for r in registry.accounts(_known(registry, args["npsn"]))])
     raise AdminError(f"unknown admin command {command!r}; known: {', '.join(COMMANDS)}")
 
 

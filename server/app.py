@@ -12,6 +12,7 @@ and answers the opening message (docs/protocol.md section 5):
   and sending the school what the client lacks within the window.
 - ``Register``: a new install of a school (R17).
 - ``AdminRequest``: one admin command (server/admin.py) with the admin secret.
+- ``Check``: is this install let in? The Hello's checks, no session (R17).
 
 Each sync session is recorded in the registry and logged as one structlog line.
 """
@@ -39,13 +40,18 @@ import structlog
 from websockets.asyncio.server import Server, ServerConnection, serve
 from websockets.exceptions import ConnectionClosed
 
-from selaras.engine import compare
+from selaras.engine import compare, consent, passwords
+from selaras.engine.consent import Consent
 from selaras.engine.events import Batch, MalformedBatch
 from selaras.engine.outbox import Outbox
 from selaras.engine.protocol import (
+    AccountReply,
+    AccountRequest,
     AdminRequest,
     BatchAcked,
     BatchReceived,
+    Check,
+    Checked,
     Code,
     CompareReceived,
     DoneReceived,
@@ -78,7 +84,7 @@ from selaras.engine.store import (
     StoreError,
 )
 
-from . import credentials
+from . import accounts, credentials
 from .admin import AdminError, run_admin, run_query, table
 from .guard import CredentialChecks, RateLimit
 from .writer import CentreWriter
@@ -125,6 +131,9 @@ class ServerOptions:
     tls_key: Path | None = None
     memory_limit: str = "1GB"
     store: str | None = None  # a postgresql:// URL; None: DuckDB in DATA/centre.duckdb
+    # A push needs the principal's signed consent covering it (R20). Off only to measure
+    # what the gate costs, and for tests of what lies behind it.
+    consent_gate: bool = True
 
 
 @dataclass
@@ -310,6 +319,9 @@ class SyncConnection:
         self.session = uuid.uuid4().hex
         self.npsn = self.install = ""
         self.account = ("", "")  # (author, role) the session's events are stored with
+        # The principal's consent from the Hello, verified; else why a push is refused (R20).
+        self.consent: Consent | None = None
+        self.no_consent: str = Detail.NO_CONSENT
         self.peer = str((ws.remote_address or ("?",))[0])
         self._committing_now = False  # a batch of this session is with the writer
         self._opening = False
@@ -397,6 +409,10 @@ class SyncConnection:
                 await self._register(register)
             case AdminRequest() as request:
                 await self._admin(request)
+            case AccountRequest() as request:
+                await self._account(request)
+            case Check() as check:
+                await self._check(check)
 
     # -- Register --------------------------------------------------------------------------
 
@@ -461,6 +477,79 @@ class SyncConnection:
         wait = retry_after_s or self.server.busy_retry()
         await self.refuse(Code.SERVER_BUSY, busy(reason, wait), retry_after_s=round(wait, 1))
 
+    # -- AccountRequest: the principal's account ---------------------------------------------
+
+    async def _account(self, req: AccountRequest) -> None:
+        """Add the principal's account from a school install, or log in to it (R20)."""
+        server = self.server
+        if req.schema != SCHEMA_VERSION:
+            await self.refuse(Code.VERSION_MISMATCH)
+            return
+        keys = (f"school:{req.npsn}", f"peer:{self.peer}")
+        if await self._too_many_failures(server.failed_registers, keys):
+            return
+        code = await self._authenticate(req)
+        if code is not None:
+            await self.refuse(code)
+            return
+        email = account_name(req.user)
+        school, account = await server.read_registry(
+            lambda r: (r.school(req.npsn), r.account(req.npsn, email)))
+        checked = await server.credentials.run(check_account, req, school, account)
+        if checked is None:
+            await self.refuse_busy(TEXT[Code.SERVER_BUSY])
+            return
+        refusal, made = checked
+        if refusal is not None:
+            for key in keys:
+                server.failed_registers.failed(key, time.monotonic())
+            await self.refuse(refusal.code, refusal.message)
+            return
+        if made is not None:
+            profile = {"nama": req.nama, "ptk_id": req.ptk_id, "nip": req.nip,
+                       "pengguna_id": req.pengguna_id, **made}
+            t = now_ms()
+            try:
+                await server.write(lambda c, r: accounts.add(
+                    c, r, req.npsn, email, accounts.PRINCIPAL, profile.pop("password_hash"), t,
+                    **profile))
+            except accounts.AccountError as exc:
+                await self.refuse(Code.BAD_CREDENTIAL, str(exc))
+                return
+            account = await server.read_registry(lambda r: r.account(req.npsn, email))
+        assert account is not None
+        self.proto.answer(AccountReply(
+            email, account["role"], account["nama"] or "", account["ptk_id"] or "",
+            account["nip"] or "", account["public_key"] or "", account["sealed_key"] or ""))
+        await self.flush()
+        log.info("account", npsn=req.npsn, action=req.action, user=email)
+
+    # -- Check: the connection check ---------------------------------------------------------
+
+    async def _check(self, check: Check) -> None:
+        """Answer as this install's Hello would be answered up to admission (R17): the
+        same refusals, a failed credential counted alike; but no session is admitted,
+        opened or recorded, so the session caps do not apply."""
+        server = self.server
+        if check.schema != SCHEMA_VERSION:
+            await self.refuse(Code.VERSION_MISMATCH)
+            return
+        peer = (f"peer:{self.peer}",)
+        if await self._too_many_failures(server.failed_hellos, peer):
+            return
+        code = await self._authenticate(check)
+        if code is not None:
+            if code is Code.BAD_CREDENTIAL:
+                server.failed_hellos.failed(peer[0], time.monotonic())
+            await self.refuse(code)
+            return
+        if server.draining.is_set():
+            await self.refuse_busy(BUSY["total"])
+            return
+        self.proto.answer(Checked(now_ms()))
+        await self.flush()
+        log.info("check", npsn=check.npsn, install=check.install)
+
     # -- AdminRequest -----------------------------------------------------------------------
 
     async def _admin(self, req: AdminRequest) -> None:
@@ -513,6 +602,8 @@ class SyncConnection:
                 server.failed_hellos.failed(peer[0], time.monotonic())
             await self.refuse(code)
             return
+        if hello.consent:
+            await self._check_consent(hello)
         full = "total" if server.draining.is_set() else await server.admit(self)
         if full is not None:
             await self.refuse_busy(BUSY[full])
@@ -526,7 +617,7 @@ class SyncConnection:
             server.stats.active -= 1
             await self._record(hello, started, time.monotonic() - t0)
 
-    async def _authenticate(self, hello: Hello) -> Code | None:
+    async def _authenticate(self, hello: Hello | AccountRequest | Check) -> Code | None:
         server = self.server
 
         def look_up(r: Registry) -> tuple[dict[str, Any] | None, ...]:
@@ -543,8 +634,23 @@ class SyncConnection:
             return Code.INSTALL_REVOKED
         if school is None or school["generation"] != install["generation"]:
             return Code.CODE_RESET
+        if account is not None and account["disabled"]:
+            return Code.ACCOUNT_DISABLED
         self.account = (install["email"], account["role"] if account else "operator")
         return None
+
+    async def _check_consent(self, hello: Hello) -> None:
+        """Keep the Hello's consent if a principal of the school signed it for this install."""
+        given = consent.decode(hello.consent)
+        if given is None or given.npsn != hello.npsn or given.install != hello.install:
+            self.no_consent = Detail.BAD_CONSENT
+            return
+        account = await self.server.read_registry(lambda r: r.account(hello.npsn, given.account))
+        if (account is None or account["disabled"] or account["role"] != accounts.PRINCIPAL
+                or not consent.verify(given, account["public_key"] or "")):
+            self.no_consent = Detail.BAD_CONSENT
+            return
+        self.consent = given
 
     async def _session(self, hello: Hello) -> None:
         server = self.server
@@ -616,8 +722,10 @@ class SyncConnection:
         match fact:
             case BatchReceived(batch=n, count=count, payload=payload):
                 # Decoding a large batch takes a while: off the event loop.
+                covered = (None if not self.server.options.consent_gate else
+                           self.consent.vector.get(self.install, 0) if self.consent else -1)
                 batch = await asyncio.to_thread(admissible, payload, count, self.install,
-                                                self.account)
+                                                self.account, covered, self.no_consent)
                 if isinstance(batch, Refusal):
                     await self.refuse(batch.code, batch.message)
                     return
@@ -714,7 +822,9 @@ class SyncConnection:
                   "mode": hello.mode, "started_ms": started, "ended_ms": now_ms(),
                   "outcome": self.outcome, "events_in": self.events_in,
                   "events_out": self.events_out, "bytes_in": self.bytes_in,
-                  "bytes_out": self.bytes_out}
+                  "bytes_out": self.bytes_out, "account": self.account[0],
+                  "principal": self.consent.account if self.consent else None,
+                  "consent": self.consent.digest if self.consent else None}
         await self.server.leave(self)
         with contextlib.suppress(Exception):
             await self.server.write(lambda _, r: r.record_session(record))
@@ -732,14 +842,16 @@ def check_register(reg: Register, school: dict[str, Any] | None,
                    ) -> tuple[str | None, str | None]:
     """The slow part of a Register, on the credential pool: why it fails (or None), and
     the password hash of the school's first account, if this makes it."""
-    if school is None or not credentials.slow_verify(credentials.normal_kode(reg.kode),
+    if school is None or not passwords.slow_verify(passwords.normal_kode(reg.kode),
                                                      school["kode_hash"]):
         return Detail.BAD_KODE, None
     if account is None:
         if accounts or not account_name(reg.user) or not reg.password:
             return Detail.UNKNOWN_ACCOUNT, None
-        return None, credentials.slow_hash(reg.password)
-    if not credentials.slow_verify(reg.password, account["password_hash"]):
+        return None, passwords.slow_hash(reg.password)
+    if account["disabled"]:
+        return TEXT[Code.ACCOUNT_DISABLED], None
+    if not passwords.slow_verify(reg.password, account["password_hash"]):
         return Detail.BAD_PASSWORD, None
     return None, None
 
@@ -749,12 +861,39 @@ class Refusal(msgspec.Struct, frozen=True):
     message: str
 
 
+def check_account(req: AccountRequest, school: dict[str, Any] | None,
+                  account: dict[str, Any] | None) -> tuple[Refusal | None, dict[str, str] | None]:
+    """The slow part of an AccountRequest, on the credential pool: why it is refused (or
+    None), and for a new principal's account its password hash and signing key."""
+    if school is None or not passwords.slow_verify(passwords.normal_kode(req.kode),
+                                                   school["kode_hash"]):
+        return Refusal(Code.BAD_CREDENTIAL, Detail.BAD_KODE), None
+    if req.action == "add_principal":
+        if account is not None:
+            return Refusal(Code.BAD_CREDENTIAL, Detail.ACCOUNT_EXISTS), None
+        if not account_name(req.user) or not req.password:
+            return Refusal(Code.BAD_CREDENTIAL, Detail.UNKNOWN_ACCOUNT), None
+        return None, {"password_hash": passwords.slow_hash(req.password),
+                      **accounts.sealed_profile(accounts.PRINCIPAL, req.password)}
+    if account is None:
+        return Refusal(Code.BAD_CREDENTIAL, Detail.UNKNOWN_ACCOUNT), None
+    if not passwords.slow_verify(req.password, account["password_hash"]):
+        return Refusal(Code.BAD_CREDENTIAL, Detail.BAD_PASSWORD), None
+    if account["disabled"]:
+        return Refusal(Code.ACCOUNT_DISABLED, TEXT[Code.ACCOUNT_DISABLED]), None
+    if account["role"] != accounts.PRINCIPAL or not account["sealed_key"]:
+        return Refusal(Code.NOT_PRINCIPAL, Detail.NOT_PRINCIPAL_ACCOUNT), None
+    return None, None
+
+
 @stage("decode")
 def admissible(payload: bytes, count: int, install: str, account: tuple[str, str],
+               covered: int | None = None, no_consent: str = Detail.NO_CONSENT,
                ) -> Batch | Refusal:
     """The pushed batch as the centre stores it, or why it is refused: it must decode,
-    hold ``count`` events, all of ``install``'s origin; their author and role become
-    the session's ``account`` (docs/security.md)."""
+    hold ``count`` events, all of ``install``'s origin, none past ``covered`` (the seq
+    the principal's consent covers: -1 without one, None when no consent is needed);
+    their author and role become the session's ``account`` (docs/security.md)."""
     try:
         batch = Batch.from_bytes(payload)
     except MalformedBatch as exc:
@@ -763,6 +902,11 @@ def admissible(payload: bytes, count: int, install: str, account: tuple[str, str
         return Refusal(Code.MALFORMED_MESSAGE, Detail.BATCH_COUNT)
     if not only_origin(batch, install):
         return Refusal(Code.FORBIDDEN, TEXT[Code.FORBIDDEN])
+    if covered is not None and count:
+        if covered < 0:
+            return Refusal(Code.NOT_PRINCIPAL, no_consent)
+        if batch.max_seq() > covered:
+            return Refusal(Code.NOT_PRINCIPAL, Detail.NOT_COVERED)
     return batch.authored(*account)
 
 

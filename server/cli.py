@@ -67,8 +67,12 @@ store_option = click.option(
 @click.option("--batch-events", type=click.IntRange(min=1),
               default=Limits().max_batch_events, show_default=True,
               help="most events per batch; smaller batches resend less after a dropped link")
+@click.option("--no-consent-gate", is_flag=True,
+              help="Take pushes without the principal's consent (to measure what the gate "
+                   "costs, or for tests; never for schools).")
 def server(data: Path, store: str | None, host: str, port: int, tls_cert: Path | None,
-           tls_key: Path | None, max_sessions: int, window: int, batch_events: int) -> None:
+           tls_key: Path | None, max_sessions: int, window: int, batch_events: int,
+           no_consent_gate: bool) -> None:
     """Run the central server until SIGTERM or Ctrl-C (then drain and stop)."""
     if bool(tls_cert) != bool(tls_key):
         raise click.UsageError("--tls-cert and --tls-key go together")
@@ -77,7 +81,8 @@ def server(data: Path, store: str | None, host: str, port: int, tls_cert: Path |
     check_store(store)
     options = ServerOptions(host=host, port=port, store=store, tls_cert=tls_cert,
                             tls_key=tls_key, max_sessions=max_sessions,
-                            limits=Limits(window_batches=window, max_batch_events=batch_events))
+                            limits=Limits(window_batches=window, max_batch_events=batch_events),
+                            consent_gate=not no_consent_gate)
     try:
         asyncio.run(_serve(data, options))
     except DataInUse as exc:
@@ -311,3 +316,58 @@ def stats(ctx: click.Context, as_json: bool) -> None:
     run(ctx, "stats", as_json)
 
 
+
+
+@admin.group("account")
+def account() -> None:
+    """The school's accounts: operators and the kepala sekolah (dinas work)."""
+
+
+user_option = click.option("--user", required=True, help="the account (an e-mail)")
+password_option = click.option("--password", help="its password [default: a new one, shown once]")
+
+
+@account.command("add")
+@npsn_option
+@user_option
+@password_option
+@click.option("--role", type=click.Choice(["operator", "kepala_sekolah"]), default="operator",
+              show_default=True)
+@click.option("--nama", help="the person's name")
+@click.option("--ptk-id", help="kepala_sekolah: the PTK who holds the tugas tambahan")
+@click.option("--nip", help="kepala_sekolah: the principal's NIP")
+@click.pass_context
+def account_add(ctx: click.Context, npsn: str, user: str, password: str | None, role: str,
+                nama: str | None, ptk_id: str | None, nip: str | None) -> None:
+    """Add an account to a school (each PC registers with an account of its own)."""
+    run(ctx, "account_add", npsn=npsn, user=user, password=password, role=role, nama=nama,
+        ptk_id=ptk_id, nip=nip)
+
+
+@account.command("reset-password")
+@npsn_option
+@user_option
+@password_option
+@click.pass_context
+def account_reset_password(ctx: click.Context, npsn: str, user: str,
+                           password: str | None) -> None:
+    """A new password (a principal's signing key is made anew with it)."""
+    run(ctx, "reset_password", npsn=npsn, user=user, password=password)
+
+
+@account.command("disable")
+@npsn_option
+@user_option
+@click.pass_context
+def account_disable(ctx: click.Context, npsn: str, user: str) -> None:
+    """Disable an account: its installs' sessions are refused (account_disabled)."""
+    run(ctx, "disable_account", npsn=npsn, user=user)
+
+
+@account.command("list")
+@npsn_option
+@json_option
+@click.pass_context
+def account_list(ctx: click.Context, npsn: str, as_json: bool) -> None:
+    """The school's accounts."""
+    run(ctx, "accounts", as_json, npsn=npsn)

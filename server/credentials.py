@@ -1,7 +1,6 @@
 """Secrets of the centre: how they are made, stored and checked (DESIGN.md section 7).
 
-- Registration codes and passwords: a slow salted hash (scrypt), stored as
-  ``scrypt$n$r$p$salt$hash``.
+- Registration codes and passwords: a slow salted hash (engine/passwords.py).
 - Install tokens: long random strings, stored as an HMAC-SHA256 keyed with the
   server secret (``DATA/secret``, made on first start, readable by the owner only).
 - The admin secret (``DATA/admin.token``) authenticates ``AdminRequest``s.
@@ -24,39 +23,8 @@ from selaras.engine.signatures import CentreKey
 
 CENTRE_KEY = "centre.key"
 
-SCRYPT_N, SCRYPT_R, SCRYPT_P = 1 << 14, 8, 1
-KODE_ALPHABET = "ABCDEFGHJKLMNPQRSTUVWXYZ23456789"  # no 0/O, 1/I: read aloud over the phone
-
-
-def new_kode() -> str:
-    """A registration code like ``K7PQ-3MZX-R2TA``."""
-    raw = "".join(secrets.choice(KODE_ALPHABET) for _ in range(12))
-    return "-".join(raw[i:i + 4] for i in range(0, 12, 4))
-
-
-def normal_kode(kode: str) -> str:
-    """Codes are compared without case, spaces or dashes."""
-    return "".join(ch for ch in kode.upper() if ch.isalnum())
-
-
 def new_token() -> str:
     return secrets.token_urlsafe(32)
-
-
-def slow_hash(secret: str) -> str:
-    salt = secrets.token_bytes(16)
-    digest = hashlib.scrypt(secret.encode(), salt=salt, n=SCRYPT_N, r=SCRYPT_R, p=SCRYPT_P)
-    return f"scrypt${SCRYPT_N}${SCRYPT_R}${SCRYPT_P}${salt.hex()}${digest.hex()}"
-
-
-def slow_verify(secret: str, stored: str) -> bool:
-    try:
-        _, n, r, p, salt, digest = stored.split("$")
-        mine = hashlib.scrypt(secret.encode(), salt=bytes.fromhex(salt), n=int(n), r=int(r),
-                              p=int(p))
-    except ValueError:
-        return False
-    return hmac.compare_digest(mine.hex(), digest)
 
 
 def token_hash(key: bytes, token: str) -> str:

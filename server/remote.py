@@ -9,11 +9,11 @@ from websockets.asyncio.client import connect
 from selaras.engine.protocol import (
     AdminReply,
     AdminRequest,
+    Answer,
     Answered,
     Refuse,
     Refused,
     Register,
-    Registered,
     Side,
     State,
     SyncProtocol,
@@ -39,7 +39,7 @@ def tls_context(cafile: str | None) -> ssl.SSLContext | None:
 
 
 async def one_shot(url: str, request: Register | AdminRequest, *, cafile: str | None = None,
-                   ) -> Registered | AdminReply | Refuse:
+                   ) -> Answer | Refuse:
     proto = SyncProtocol(Side.CLIENT)
     proto.send_request(request)
     tls = tls_context(cafile) if url.startswith("wss:") else None

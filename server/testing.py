@@ -9,7 +9,8 @@
         reply = await server.admin("installs", npsn="20100001")  # an AdminReply
         server.stats()                 # sessions, busy_refusals, events, commits, ...
 
-Options are ``ServerOptions`` fields (``limits=Limits(...)``, ``busy_retry_s`` ...).
+Options are ``ServerOptions`` fields (``limits=Limits(...)``, ``busy_retry_s`` ...);
+``consent_gate`` is off unless a test turns it on (the principal's consent, R20).
 
 ``ProtocolClient`` is a minimal school side on ``SyncProtocol(Side.CLIENT)``:
 ``register`` an install, then ``session(mode, vector, batches)`` runs one whole
@@ -92,6 +93,7 @@ class RunningServer:
 @contextlib.asynccontextmanager
 async def running_server(data_dir: str | Path, **options: Any) -> AsyncIterator[RunningServer]:
     options.setdefault("port", 0)
+    options.setdefault("consent_gate", False)  # tests of the gate turn it on
     server = SelarasServer(Path(data_dir), ServerOptions(**options))
     await server.start()
     try:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import random
+import re
 import shutil
 import subprocess
 import sys
@@ -27,6 +28,7 @@ from selaras.client.cli import cli
 from selaras.client.demo import write_small_school
 from selaras.engine import bundle
 from selaras.engine.events import school_row_id
+from selaras.engine.schema import TABS
 
 NPSN = "20219876"
 OTHER_NPSN = "20100001"
@@ -274,23 +276,44 @@ def test_import_refuses_a_malformed_file(school: Path, tmp_path: Path, content: 
 
 # -- validate -----------------------------------------------------------------------------------
 
+UUID = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}", re.I)
+
 
 def test_validate_groups_findings_and_fails_on_invalid(school: Path, rows_file: Path) -> None:
     run(school, "import", str(rows_file))
-    clean = run(school, "validate")
-    assert "0 invalid" in clean.stdout and "sync allowed" in clean.stdout
+    clean = run(school, "validate").stdout.strip().splitlines()
+    # Every tab with its counts, zero included; the verdict last, all in Indonesian.
+    headings = [line for line in clean if not line.startswith(" ") and ": " in line]
+    assert [h.split(": ")[0] for h in headings] == [*TABS, "Validasi Lokal"]
+    assert "Sarpras: 0 invalid, 0 peringatan" in clean
+    assert clean[-1].startswith("Validasi Lokal: 0 invalid, ")
+    assert clean[-1].endswith("sinkronisasi boleh dilakukan")
     row_id = run(school, "add", "peserta_didik", *STUDENT[:2], "nik=123", *STUDENT[3:]).stdout
-    dirty = run(school, "validate", code=1)
-    assert "Peserta Didik" in dirty.stdout and "invalid" in dirty.stdout
-    assert "sync blocked" in dirty.stdout.strip().splitlines()[-1]
+    dirty = run(school, "validate", code=1).stdout
+    lines = dirty.strip().splitlines()
+    assert "sinkronisasi diblokir" in lines[-1]
+    # The finding names the student (no NISN nor NIPD yet: by NIK) and the field as the form
+    # does; no UUID on screen.
+    at = lines.index("  Invalid: Siti Aminah (NIK 123)")
+    assert lines[at + 1].startswith("    NIK: ") and "(123)" in lines[at + 1]
+    assert re.search(r"^Peserta Didik: [1-9]\d* invalid, \d+ peringatan$", dirty, re.M)
+    assert not UUID.search(dirty)
+    assert all(line.strip()[0].isupper() for line in lines if line.strip())
     found = json.loads(run(school, "validate", "--tab", "peserta didik", "--json",
                            code=1).stdout)
     assert found["invalid"] >= 1
+    assert found["tabs"] == [{"tab": "Peserta Didik", "invalid": found["invalid"],
+                              "warnings": found["warnings"]}]
     assert {f["tab"] for f in found["findings"]} == {"Peserta Didik"}
     mine = [f for f in found["findings"] if f["row_id"] == row_id.strip()]
-    assert any(f["field"] == "nik" and f["severity"] == "invalid" for f in mine)
-    assert all(f["message"] for f in mine)
-    assert "Sekolah" not in run(school, "validate", "--tab", "GTK").stdout
+    assert any(f["field"] == "nik" and f["severity"] == "invalid" and f["label"] == "NIK"
+               for f in mine)
+    assert all(f["message"] and f["nama"] == "Siti Aminah (NIK 123)" for f in mine)
+    gtk = run(school, "validate", "--tab", "GTK").stdout
+    assert gtk.startswith("GTK: 0 invalid, ") and "Sekolah" not in gtk
+    everything = json.loads(run(school, "validate", "--json", code=1).stdout)
+    assert [t["tab"] for t in everything["tabs"]] == list(TABS)
+    assert sum(t["invalid"] for t in everything["tabs"]) == everything["invalid"]
 
 
 # -- bundles, conflicts, convergence -------------------------------------------------------------

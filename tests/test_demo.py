@@ -3,7 +3,10 @@
 Both run through the click group (CliRunner). Convergence is read from what
 the demo prints (the checksum table, one column per holder) and checked again
 afterwards on the folders it kept (--dir): the installs' and the centre's
-checksums, through the commands.
+checksums, through the commands. The centre's gate is on: the story is read
+for the principal's procedure (a refused sync, Tukar Pengguna, the sheet, the
+consent) before every sync that sends, and the centre's own session records
+are read for its refusal.
 """
 
 from __future__ import annotations
@@ -41,10 +44,82 @@ def checksum_table(text: str, columns: int) -> dict[str, list[str]]:
     return table
 
 
+def sends_under_consent(out: str) -> list[tuple[str, int]]:
+    """Each sync line that sends events: (install, events sent). Checks that it names the
+    consent the principal signed last on that install, with no edit since."""
+    consents: dict[str, str] = {}
+    sent = []
+    for line in out.splitlines():
+        if signed := CONSENT.match(line):
+            consents[signed["install"]] = signed["consent"]
+        elif edited := EDIT.match(line):
+            consents.pop(edited["install"], None)  # a change after the confirmation
+        elif (synced := SYNCED.match(line)) and int(synced["sent"]):
+            install = synced["install"]
+            assert synced["consent"] is not None, line
+            assert synced["consent"] == consents.get(install), (line, consents)
+            sent.append((install, int(synced["sent"])))
+    return sent
+
+
+CONSENT = re.compile(r"^\S.* signs the Persetujuan Pengiriman Data: consent (?P<consent>[0-9a-f]+)"
+                     r", covering (?P<install>[AB])'s changes up to #\d+")
+EDIT = re.compile(r"^(?:  )?(?P<install>[AB])(?:: \w+ = | resolves )")
+SYNCED = re.compile(r"^(?P<install>[AB]) syncs.*?(?: under the principal's consent "
+                    r"(?P<consent>[0-9a-f]+))?(?: \(nothing of its own to send: no consent "
+                    r"needed\))?: (?P<sent>\d+) events sent, \d+ received")
+
+
 def test_networked_demo_converges(tmp_path: Path) -> None:
     work = tmp_path / "demo"
     result = run("demo", "--dir", str(work))
     out = result.stdout
+    lines = out.splitlines()
+
+    # The operator's first sync is refused (the client's own check, then the centre's gate),
+    # then the procedure: the principal's account, Tukar Pengguna, the sheet, the consent.
+    story = [
+        "A's operator syncs (selaras sync): Sinkronisasi ditolak: belum ada Persetujuan "
+        "Pengiriman Data",
+        "  Sent anyway, past that check, the centre refuses it too: ditolak server pusat "
+        "(not_principal)",
+        "A's operator adds the principal's account (selaras account add --role kepala_sekolah)",
+        "Tukar Pengguna on A (selaras switch-user): ",
+        "The principal reads the Lembar Konfirmasi Sinkronisasi on A",
+        "  [x] Peserta Didik: ",
+        " signs the Persetujuan Pengiriman Data: consent ",
+        "A syncs under the principal's consent ",
+        # An invalid row blocks the sync until it is fixed; the fix needs a new consent.
+        "  Invalid: ",
+        "A syncs: Sinkronisasi ditolak: Validasi Lokal masih menemukan 1 data invalid",
+        "A's operator fixes the NIK:",
+        "A runs Validasi Lokal: 0 invalid",
+        "A syncs its edits: Sinkronisasi ditolak: ada perubahan setelah Lembar Konfirmasi",
+        " signs the Persetujuan Pengiriman Data: consent ",
+        "A syncs its edits under the principal's consent ",
+        # On B the centre hands over the principal's account.
+        "Tukar Pengguna on B (selaras switch-user; the centre hands B the principal's account)",
+        "The principal reads the Lembar Konfirmasi Sinkronisasi on B",
+        " signs the Persetujuan Pengiriman Data: consent ",
+        "B syncs under the principal's consent ",
+        "A syncs and receives B's edit (nothing of its own to send: no consent needed)",
+    ]
+    at = 0
+    for expected in story:
+        found = next((i for i in range(at, len(lines)) if expected in lines[i]), None)
+        assert found is not None, f"{expected!r} not found after line {at}:\n{out}"
+        at = found + 1
+    assert re.search(r"^  Invalid: .*NIK peserta didik harus 16 digit angka .*\[PD-002\]$",
+                     out, re.M)
+    assert re.search(r"^Tukar Pengguna on A .*: .+ \(kepsek@sman1sukamaju\.sch\.id\) "
+                     r"signs in as kepala sekolah$", out, re.M)
+    # Every sync that sends does so under the consent the principal signed last on that
+    # install, after its last edit: four of them, A's import first.
+    sent = sends_under_consent(out)
+    assert [install for install, _ in sent] == ["A", "A", "B", "A"]
+    assert sent[0][1] > 100 and sent[1:] == [("A", 3), ("B", 1), ("A", 1)]
+
+    assert re.search(r"^The centre is up \(selaras server\): ws://127\.0\.0\.1:\d+$", out, re.M)
     assert re.search(r"^The centre is up \(selaras server\): ws://127\.0\.0\.1:\d+$", out, re.M)
     assert "registration code" in out
     # B's sync shows the conflict on nama_ayah, with both installs' writes.
@@ -57,7 +132,8 @@ def test_networked_demo_converges(tmp_path: Path) -> None:
     for entity, (a, b, centre) in table.items():
         assert a == b == centre, entity
     assert "DIFFERENT" not in out
-    assert re.search(r"^A sync history: pull ok .*; sync ok", out, re.M)
+    assert re.search(r"^A sync history: pull ok .*; sync refused:not_principal .*; sync ok",
+                     out, re.M)
     assert re.search(r"^B sync history: pull ok .*; pull ok", out, re.M)
     assert "A, B and the centre hold the same data." in out
     assert out.splitlines()[-1] == "The centre drained and stopped (exit status 0)"
@@ -74,6 +150,31 @@ def test_networked_demo_converges(tmp_path: Path) -> None:
     assert a["vector"] == b["vector"] == centre["vector"]
     assert a.keys() == centre.keys()  # selaras checksum and admin checksum: one shape
     assert json.loads(run("--data", str(work / "install-a"), "conflicts", "--json").stdout) == []
+
+    # The centre's own records: its gate refused the push without consent, stored nothing
+    # of it, and took the four pushes made under one.
+    sessions = json.loads(run("admin", "--data", str(work / "centre"), "sessions",
+                              "--npsn", NPSN, "--json").stdout)
+    records = [dict(zip(sessions["columns"], r, strict=True)) for r in sessions["rows"]]
+    refused = [r for r in records if r["outcome"] == "refused:not_principal"]
+    assert len(refused) == 1 and refused[0]["events_in"] == 0
+    pushed = sorted(r["events_in"] for r in records if r["events_in"])
+    assert pushed == sorted(n for _, n in sent)
+    assert all(r["outcome"] == "done" for r in records if r["events_in"])
+
+
+def test_networked_demo_with_its_own_small_school(tmp_path: Path) -> None:
+    """Without 'selaras bench', the demo writes its school itself; that one holds pengguna
+    rows of its own, and the story still ends converged."""
+    said: list[str] = []
+    assert demo.run(tmp_path / "demo", said.append, None)
+    out = "\n".join(said)
+    assert "A imports a school generated by the demo: " in out
+    assert "Sinkronisasi ditolak: belum ada Persetujuan Pengiriman Data" in out
+    assert "Tukar Pengguna on B" in out
+    assert [install for install, _ in sends_under_consent(out)] == ["A", "A", "B", "A"]
+    assert "A, B and the centre hold the same data." in said
+    assert said[-1] == "The centre drained and stopped (exit status 0)"
 
 
 def test_offline_demo_converges(tmp_path: Path) -> None:

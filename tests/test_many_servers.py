@@ -51,7 +51,7 @@ class Servers:
         assert EXE is not None
         proc = subprocess.Popen(
             [EXE, "server", "--data", str(self.data), "--store", self.store, "--port", "0",
-             "--max-sessions", str(self.max_sessions)],
+             "--max-sessions", str(self.max_sessions), "--no-consent-gate"],
             stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
         self.procs.append(proc)
         line = _line_within(proc, 30)

@@ -20,7 +20,9 @@ from click.testing import CliRunner, Result
 from structlog.testing import capture_logs
 
 from selaras.client.cli import cli
+from selaras.client.install import Install
 from selaras.client.reregister import reissue
+from selaras.client.sync import SyncRefused, run_sync
 from selaras.engine.events import Event
 from selaras.engine.storage import DuckDBStore
 from selaras.server.testing import RunningServer, running_server
@@ -47,6 +49,24 @@ async def refused(data: Path, *args: str) -> str:
     result = await run(data, *args, code=1)
     (line,) = result.stderr.strip().splitlines()
     assert line.startswith("selaras: error: ")
+    return line
+
+
+async def sync(data: Path, *, ok: bool = True) -> str:
+    """Sync through the library, as 'selaras sync' does after its own gate: these tests
+    are of re-registration; the principal's gate has its own (tests/test_principal.py).
+    The refusal's line, or '' when it completed."""
+    def go() -> str:
+        with Install(data).open() as session:
+            try:
+                asyncio.run(run_sync(session.store, session.identity, mode="sync",
+                                     timeout_s=60))
+            except SyncRefused as exc:
+                return f"selaras: error: {exc}"
+        return ""
+
+    line = await asyncio.to_thread(go)
+    assert bool(line) != ok, line
     return line
 
 
@@ -92,7 +112,7 @@ async def copied_and_collided(srv: RunningServer, tmp_path: Path,
     await run(a, "init", "--server", srv.url, "--npsn", NPSN, "--kode", kode, "--user", USER,
               "--password", PASSWORD)
     rows = [await add(a, "Kebun"), await add(a, "Sawah")]
-    await run(a, "sync")
+    await sync(a)
     shutil.copytree(a, b)  # the folder on a second PC (or a backup, restored)
     # The copy writes first: a different field of one row, the same field of another, a row.
     await run(b, "edit", "tanah", rows[0], "luas=77")
@@ -102,8 +122,8 @@ async def copied_and_collided(srv: RunningServer, tmp_path: Path,
     await run(a, "edit", "tanah", rows[0], "nama=Kebun (asli)")
     await run(a, "edit", "tanah", rows[1], "nama=Sawah (asli)")
     await add(a, "Taman (asli)")
-    await run(a, "sync")
-    line = await refused(b, "sync")
+    await sync(a)
+    line = await sync(b, ok=False)
     assert "event_collision" in line
     assert (f"'selaras init --reregister --server {srv.url} --npsn {NPSN} --kode <kode "
             f"registrasi> --user {USER} --password <kata sandi>'") in line
@@ -142,8 +162,8 @@ def test_a_copied_folder_reregisters_and_converges_losing_nothing(tmp_path: Path
             assert await siblings(b, rows[1]) == {"Sawah (asli)", "Sawah (salinan)"}
             assert {"Lapangan (salinan)", "Taman (asli)"} <= {r["nama"] for r in land.values()}
             assert len(land) == 4
-            await run(b, "sync")
-            await run(a, "sync")
+            await sync(b)
+            await sync(a)
             sums_a, vector_a, conflicts_a = await state(a)
             sums_b, vector_b, conflicts_b = await state(b)
             assert sums_a == sums_b == await centre_checksums(srv)
@@ -194,7 +214,7 @@ def test_bad_reregistering_changes_nothing(tmp_path: Path,
             assert not (b / ".selaras.duckdb.reregister").exists()
             # The folder works as before: it edits, and its sync is refused the same way.
             await add(b, "Kolam")
-            assert "event_collision" in await refused(b, "sync")
+            assert "event_collision" in await sync(b, ok=False)
 
     with capture_logs():
         asyncio.run(main())

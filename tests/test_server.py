@@ -280,8 +280,8 @@ def test_server_process_drains_on_sigterm_and_admin_works_on_and_off(tmp_path):
     added = selaras("admin", "--data", data, "school", "add", "--npsn", A, "--nama", "SMA Satu")
     kode = added.stdout.split("(shown once): ")[1].split()[0]
     with open(tmp_path / "server.log", "w") as err, subprocess.Popen(
-            [SELARAS, "server", "--data", data, "--port", "0"], stdout=subprocess.PIPE,
-            stderr=err, text=True) as proc:
+            [SELARAS, "server", "--data", data, "--port", "0", "--no-consent-gate"],
+            stdout=subprocess.PIPE, stderr=err, text=True) as proc:
         try:
             line = proc.stdout.readline()
             assert line.startswith("listening on ws://127.0.0.1:"), line

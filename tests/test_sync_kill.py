@@ -220,7 +220,7 @@ class Centre:
             self.proc = await asyncio.create_subprocess_exec(
                 EXE, "server", "--data", str(self.folder), "--port", str(self.port),
                 "--window", str(WINDOW), "--batch-events", str(BATCH_EVENTS),
-                stdout=asyncio.subprocess.PIPE, stderr=err)
+                "--no-consent-gate", stdout=asyncio.subprocess.PIPE, stderr=err)
         assert self.proc.stdout is not None
         line = await asyncio.wait_for(self.proc.stdout.readline(), 30)
         assert b"listening on" in line, f"the centre did not start: {log.read_text()}"

@@ -13,20 +13,27 @@ from __future__ import annotations
 import re
 import uuid
 from collections import Counter
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any, NamedTuple
 
 import duckdb
 import pytest
 
 from selaras.engine import schema
+from selaras.engine.labels import entity_label
 from selaras.engine.storage.database import Database, create_tables
+from selaras.engine.storage.log import DuckDBStore
 from selaras.engine.validation import (
     INVALID,
     RULES,
     TABS,
     WARNING,
     Rule,
+    TabCount,
     rules_for,
+    tab_counts,
+    validate,
     validation_sql,
 )
 
@@ -279,6 +286,22 @@ def findings(con: duckdb.DuckDBPyConnection, rules=RULES) -> list[tuple[str, str
     return [(r, str(row), d) for r, row, d in con.execute(validation_sql(rules)).fetchall()]
 
 
+class _InTransaction(Database):
+    """The test's own transaction (``tx``): what the store writes becomes a part of it."""
+
+    @contextmanager
+    def transaction(self) -> Iterator[duckdb.DuckDBPyConnection]:
+        yield self.con
+
+
+def store_of(con: duckdb.DuckDBPyConnection) -> DuckDBStore:
+    """The install's store over the test school, as ``selaras validate`` uses it."""
+    return DuckDBStore(":memory:", frozenset(), db=_InTransaction(con))
+
+
+UUID = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}", re.I)
+
+
 # -- one failing case per rule ----------------------------------------------------------------
 
 
@@ -521,11 +544,19 @@ def test_rule_fires_on_its_mutation(tx, rule: Rule):
     mutation = MUTATIONS[rule.id]
     for statement in mutation.sql.format_map(_Literals()).split(";"):
         tx.execute(statement)
-    found = findings(tx)
-    assert len(found) == len({(r, row) for r, row, _ in found}), "a row flagged twice by a rule"
-    flagged = sorted(row for r, row, _ in found if r == rule.id)
+    store = store_of(tx)
+    store.validate()
+    found = store.findings()
+    assert len(found) == len({(f["rule_id"], f["row_id"]) for f in found}), \
+        "a row flagged twice by a rule"
+    flagged = sorted(f["row_id"] for f in found if f["rule_id"] == rule.id)
     assert flagged == sorted(uid(name) for name in mutation.rows)
-    assert {r for r, _, _ in found} - {rule.id} == mutation.also
+    assert {f["rule_id"] for f in found} - {rule.id} == mutation.also
+    for f in found:  # every finding names its row and field for people, never by UUID
+        assert f["nama"] and f["nama"] != entity_label(f["entity"]), f
+        assert (f["label"] is None) == (f["field"] is None), f
+        shown = [f["nama"], f["label"] or "", f["message"], f["detail"] or ""]
+        assert not any(UUID.search(text) for text in shown), f
 
 
 def test_every_rule_has_a_failing_case():
@@ -604,9 +635,64 @@ def test_detail_names_the_bad_value(tx):
     tx.execute(f"UPDATE peserta_didik SET nik = '12ab' WHERE peserta_didik_id = '{uid('p1')}'")
     tx.execute(f"UPDATE rombongan_belajar SET kurikulum_id = 3 "
                f"WHERE rombongan_belajar_id = '{uid('x1')}'")
+    tx.execute(f"UPDATE alat SET id_ruang = '{uid('hantu')}' WHERE alat_id = '{uid('proyektor')}'")
+    tx.execute(f"UPDATE ptk SET tempat_lahir = NULL, nama_ibu_kandung = '' "
+               f"WHERE ptk_id = '{uid('guru2')}'")
     details = {r: d for r, _, d in findings(tx)}
     assert details["PD-002"] == "12ab"
-    assert details["RB-102"] == "kurikulum_id 3 tidak berlaku sejak 2020-06-30"
+    # Schema-derived rules name fields by their form labels, and rows never by UUID.
+    assert details["RB-102"] == "Kurikulum 3 tidak berlaku sejak 2020-06-30"
+    assert details["SAR-108"] == "Ruang tidak ditemukan"
+    assert details["GTK-101"] == "Tempat Lahir, Nama Ibu Kandung"
+
+
+def test_findings_name_rows_and_fields_for_people(tx):
+    """The store's findings carry the row's name and the field's form label."""
+    tx.execute(f"UPDATE peserta_didik SET nik = '12ab' WHERE peserta_didik_id = '{uid('p1')}'")
+    tx.execute(f"UPDATE nilai SET nilai_angka = 101 WHERE nilai_id = '{uid('n_p1_mat')}'")
+    tx.execute(f"UPDATE pembelajaran SET ptk_terdaftar_id = NULL "
+               f"WHERE pembelajaran_id = '{uid('x2_ind')}'")
+    tx.execute(f"UPDATE peserta_didik SET nisn = NULL WHERE peserta_didik_id = '{uid('p2')}'")
+    store = store_of(tx)
+    store.validate()
+    named = {(f["rule_id"], f["row_id"]): (f["nama"], f["label"]) for f in store.findings()}
+    assert named["PD-002", uid("p1")] == ("Ahmad Fauzi (NISN 0011234567)", "NIK")
+    assert named["NIL-001", uid("n_p1_mat")] == ("Ahmad Fauzi (NISN 0011234567), Matematika X-1",
+                                                 "Nilai Angka")
+    assert named["PBJ-001", uid("x2_ind")] == ("Bahasa Indonesia X-2", "Guru (PTK)")
+    # No NISN: the school's own student number tells the student apart.
+    assert named["PD-004", uid("p2")] == ("Budi Santoso (NIPD 2024001)", "NISN")
+    assert [f["rule_id"] for f in store.findings("Nilai")] == ["NIL-001"]
+
+
+def test_report_has_every_tab_with_its_counts(tx):
+    clean = validate(store_of(tx))
+    assert clean.tabs == tuple(TabCount(t, 0, 0) for t in TABS)
+    assert (clean.invalid, clean.warnings, clean.blocked, clean.findings) == (0, 0, False, ())
+    assert clean.as_dict()["tabs"][2] == {"tab": "Peserta Didik", "invalid": 0, "warnings": 0}
+    tx.execute(f"UPDATE peserta_didik SET nik = '12ab', nisn = NULL "
+               f"WHERE peserta_didik_id = '{uid('p1')}'")
+    dirty = validate(store_of(tx))
+    assert dict((t.tab, (t.invalid, t.warnings)) for t in dirty.tabs)["Peserta Didik"] == (1, 1)
+    assert dirty.blocked and (dirty.invalid, dirty.warnings) == (1, 1)
+    assert {k: v for k, v in dirty.as_dict().items() if k != "findings"} == {
+        "invalid": 1, "warnings": 1,
+        "tabs": [{"tab": t, "invalid": int(t == "Peserta Didik"),
+                  "warnings": int(t == "Peserta Didik")} for t in TABS]}
+    one = validate(store_of(tx), "GTK")
+    assert one.tabs == (TabCount("GTK", 0, 0),) and not one.blocked
+    with pytest.raises(ValueError, match="unknown tab"):
+        validate(store_of(tx), "Sarana")
+
+
+def test_tab_counts_count_each_tab_zero_included():
+    found = [{"tab": "Nilai", "severity": INVALID}, {"tab": "Nilai", "severity": WARNING},
+             {"tab": "Nilai", "severity": INVALID}, {"tab": "GTK", "severity": WARNING}]
+    counts = tab_counts(found)
+    assert [t.tab for t in counts] == list(TABS)
+    assert counts[TABS.index("Nilai")] == TabCount("Nilai", 2, 1)
+    assert counts[TABS.index("GTK")] == TabCount("GTK", 0, 1)
+    assert sum(t.invalid + t.warnings for t in counts) == 4
 
 
 def test_deleted_rows_are_invisible(tx):

@@ -10,6 +10,7 @@ import contextlib
 import json
 import os
 import uuid
+from collections.abc import Collection
 from typing import Any
 
 import duckdb
@@ -18,6 +19,7 @@ import pyarrow.compute as pc
 
 from ..clocks import VersionVector, origin_rank
 from ..events import REFERENSI_ORIGIN, SIGNATURE_SCHEMA, Batch, Event, arrow_schema
+from ..labels import entity_label, label, names_sql
 from ..merge import Sibling
 from ..schema import BY_NAME, CLOCK_BOUND, ENTITIES, Entity, Owner
 from ..stages import stage
@@ -49,6 +51,8 @@ def _may_hold(t: pa.Table, ours: VersionVector) -> bool:
     return any(ours.get(str(uuid.UUID(bytes=o)), 0) >= lowest
                for o in pc.unique(t["origin"].combine_chunks().storage).to_pylist())
 
+
+PENDING_KINDS = ("added", "updated", "deleted")  # pending_changes: a row's change
 
 SMALL = 500  # rows of one entity changed at once: up to this many, their digests are kept
 # from the rows the change returns (``_add_digests``); more are hashed in SQL.
@@ -286,6 +290,91 @@ class DuckDBStore:
         return {str(n): int(c) for n, c in self.con.execute(
             f"SELECT entity, count(*) FROM log.event WHERE {self._scope} AND origin = ? "
             "AND seq > ? GROUP BY entity ORDER BY entity", [origin, after]).fetchall()}
+
+    # -- pending changes (client/changes.py) ----------------------------------------------
+
+    def pending_changes(self, after: VersionVector, limit: int,
+                        entities: Collection[str] | None = None) -> list[dict[str, Any]]:
+        """The rows changed by the held events past ``after`` (of each origin, those
+        with a seq above ``after[origin]``, 0 if absent); the centre's events
+        (``central``) never count.
+
+        One dict per entity with such events (of ``entities``, if given), in schema
+        order: ``entity``; ``events``; the rows ``added`` (their first event, in LWW
+        order, is one of these), ``deleted`` (the last of these events to write
+        soft_delete set it to 1: this wins over added) and ``updated`` (the rest), each
+        row counted once; ``origins``: per origin of these events, its latest one's
+        ``seq`` and ``author``, and the ``rows`` it touched; ``rows``: up to ``limit`` of the
+        changed rows (each kind gets its share, the latest first), sorted by kind and
+        name, each with ``row_id``, ``nama`` (``labels.name_sql``), ``change``
+        ("added", "updated" or "deleted"), ``fields`` (the fields these events set,
+        in schema order), ``origins`` (those that wrote them) and ``hlc`` (the latest
+        one's). Counted in SQL; only the rows listed are named.
+        """
+        held = " UNION ALL ".join(
+            [f"SELECT '{uuid.UUID(o)}'::UUID AS origin, {int(s)} AS seq"
+             for o, s in after.items()] or ["SELECT NULL::UUID AS origin, 0 AS seq"])
+        join = f"LEFT JOIN ({held}) a ON a.origin = x.origin"
+        pending = f"x.{self._scope} AND x.seq > coalesce(a.seq, 0)" + (
+            f" AND x.origin NOT IN ({self._central_sql})" if self.central else "")
+        events = dict(self.con.execute(f"SELECT x.entity, count(*) FROM log.event x {join} "
+                                       f"WHERE {pending} GROUP BY x.entity").fetchall())
+        out = []
+        try:
+            for e in ENTITIES:
+                if e.name in events and (entities is None or e.name in entities):
+                    out.append({"entity": e.name, "events": int(events[e.name]),
+                                **self._pending_rows(e, join, pending, limit)})
+        finally:
+            self.con.execute("DROP TABLE IF EXISTS pending_events; "
+                             "DROP TABLE IF EXISTS pending_rows")
+        return out
+
+    def _pending_rows(self, e: Entity, join: str, pending: str, limit: int) -> dict[str, Any]:
+        """``pending_changes`` for one entity, less its name and event count."""
+        c = self.con
+        deletes = "soft_delete" in e.by_name
+        c.execute(f"""CREATE OR REPLACE TEMP TABLE pending_events AS
+            SELECT x.row_id, x.origin, x.seq, x.hlc, x.lww, x.mask, x.author,
+                   {"x.soft_delete" if deletes else "NULL::BIGINT AS soft_delete"}
+            FROM log.{e.slug} x {join} WHERE {pending}""")
+        deleted = (f"coalesce(arg_max(soft_delete, lww) FILTER (WHERE mask & "
+                   f"{e.bit('soft_delete')} <> 0), 0) = 1" if deletes else "false")
+        # kind: 0 added, 1 updated, 2 deleted (PENDING_KINDS)
+        c.execute(f"""CREATE OR REPLACE TEMP TABLE pending_rows AS
+            WITH r AS (SELECT row_id, bit_or(mask) AS mask, min(lww) AS first,
+                              max(lww) AS last, max(hlc) AS hlc, {deleted} AS deleted,
+                              list(DISTINCT origin::VARCHAR ORDER BY origin::VARCHAR) AS origins
+                       FROM pending_events GROUP BY row_id),
+                 f AS (SELECT row_id, min(lww) AS first FROM log.{e.slug}
+                       WHERE {self._scope} AND row_id IN (SELECT row_id FROM r) GROUP BY row_id)
+            SELECT r.*, CASE WHEN r.deleted THEN 2 WHEN r.first = f.first THEN 0 ELSE 1 END
+                        AS kind
+            FROM r JOIN f USING (row_id)""")
+        kinds = dict(c.execute("SELECT kind, count(*) FROM pending_rows GROUP BY kind",
+                               ).fetchall())
+        origins = {o: {"author": a, "seq": int(q), "rows": int(n)} for o, a, q, n in c.execute(
+            "SELECT origin::VARCHAR, arg_max(author, seq), max(seq), count(DISTINCT row_id) "
+            "FROM pending_events GROUP BY origin ORDER BY 1").fetchall()}
+        rows = []
+        if limit > 0:
+            named = names_sql(e.name, f"x.{self._scope} AND x.{e.key} IN "
+                                      "(SELECT row_id FROM listed)")
+            for row_id, nama, kind, mask, by, hlc in c.execute(f"""
+                    WITH listed AS (
+                        SELECT * FROM (SELECT *, row_number() OVER (
+                                           PARTITION BY kind ORDER BY last DESC, row_id) AS rn
+                                       FROM pending_rows)
+                        ORDER BY rn, kind LIMIT {int(limit)})
+                    SELECT l.row_id::VARCHAR, n.nama, l.kind, l.mask, l.origins, l.hlc
+                    FROM listed l LEFT JOIN ({named}) n ON n.row_id = l.row_id
+                    ORDER BY l.kind, n.nama NULLS LAST, l.row_id""").fetchall():
+                rows.append({"row_id": row_id, "nama": nama or entity_label(e.name),
+                             "change": PENDING_KINDS[kind],
+                             "fields": [f.name for f in e.fields if mask & e.bit(f.name)],
+                             "origins": list(by), "hlc": int(hlc)})
+        return {**{k: int(kinds.get(i, 0)) for i, k in enumerate(PENDING_KINDS)},
+                "origins": origins, "rows": rows}
 
     # -- appending ------------------------------------------------------------------
 
@@ -720,12 +809,51 @@ class DuckDBStore:
                 JOIN (VALUES {rules}) r(rule_id, tab, severity, entity, field, message)
                 USING (rule_id)""")
 
-    def findings(self, tab: str | None = None) -> list[dict[str, Any]]:
-        cur = self.con.execute(
-            "SELECT rule_id, tab, severity, entity, row_id::VARCHAR AS row_id, field, message, "
-            "detail FROM replica.validation WHERE ? IS NULL OR tab = ? "
-            "ORDER BY severity, rule_id, row_id", [tab, tab])
+    def principals(self) -> list[dict[str, Any]]:
+        """The PTK who hold the kepala sekolah tugas tambahan now (ptk_id, nama, nip,
+        semester_id): one in a school whose data is right."""
+        from ..validation import PRINCIPALS_SQL
+
+        cur = self.con.execute(PRINCIPALS_SQL)
         names = [d[0] for d in cur.description or []]
         return [dict(zip(names, r, strict=True)) for r in cur.fetchall()]
 
+    def findings(self, tab: str | None = None) -> list[dict[str, Any]]:
+        """The findings of the last ``validate``, of one tab or all.
 
+        Each has its rule's columns, the row's name for people (``nama``,
+        ``labels.name_sql``: never a UUID) and the field's form label (``label``,
+        None for a rule about the whole row). The names come from one set-based
+        query over the entities that have findings (each entity costs planning).
+        """
+        flagged = [BY_NAME[n] for (n,) in self.con.execute(
+            "SELECT DISTINCT entity FROM replica.validation WHERE ? IS NULL OR tab = ? "
+            "ORDER BY entity", [tab, tab]).fetchall()]
+        if not flagged:
+            return []
+        cur = self.con.execute(_findings_sql(self.school, flagged), [tab, tab])
+        names = [d[0] for d in cur.description or []]
+        out = []
+        for r in cur.fetchall():
+            f = dict(zip(names, r, strict=True))
+            f["nama"] = f["nama"] or entity_label(f["entity"])  # a row gone since validate
+            f["label"] = label(f["entity"], f["field"]) if f["field"] else None
+            out.append(f)
+        return out
+
+
+def _findings_sql(school: str, entities: list[Entity]) -> str:
+    """SQL: the kept findings of tab ``?`` (NULL: every tab; the parameter comes twice),
+    each with its row's name; only the flagged rows of ``entities`` are named."""
+    scope = f"x.school IN ({quote(school)}, {quote(ANY_SCHOOL)})"
+    parts = []
+    for e in entities:
+        flagged = f"x.{e.key} IN (SELECT row_id FROM found WHERE entity = {quote(e.name)})"
+        parts.append(f"SELECT {quote(e.name)} AS entity, row_id, nama "
+                     f"FROM ({names_sql(e.name, f'{scope} AND {flagged}')})")
+    return f"""WITH found AS (SELECT * FROM replica.validation WHERE ? IS NULL OR tab = ?),
+        named AS ({" UNION ALL ".join(parts)})
+        SELECT f.rule_id, f.tab, f.severity, f.entity, f.row_id::VARCHAR AS row_id, f.field,
+               f.message, f.detail, n.nama
+        FROM found f LEFT JOIN named n ON n.entity = f.entity AND n.row_id = f.row_id
+        ORDER BY f.severity, f.rule_id, n.nama, f.row_id"""

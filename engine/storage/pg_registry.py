@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from ..store import SessionCaps
 from .pg_database import PgDatabase, partitioned
-from .registry import SqlRegistry
+from .registry import SqlRegistry, added_columns
 
 TABLES = [
     "CREATE SCHEMA IF NOT EXISTS registry",
@@ -21,6 +21,7 @@ TABLES = [
     *partitioned("registry.session", """session text, npsn text NOT NULL, install text,
         mode text, started_ms bigint, ended_ms bigint, outcome text, events_in bigint,
         events_out bigint, bytes_in bigint, bytes_out bigint"""),
+    *added_columns("text"),
     *partitioned("registry.live", """npsn text, session text, install text,
         started_ms bigint NOT NULL, seen_ms bigint NOT NULL, PRIMARY KEY (npsn, session)"""),
 ]

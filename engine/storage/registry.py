@@ -68,17 +68,35 @@ class SqlRegistry:
     # -- accounts -----------------------------------------------------------------------
 
     def account(self, npsn: str, email: str) -> dict[str, Any] | None:
-        return self._one("SELECT npsn, email, role, password_hash, created_ms "
-                         "FROM registry.account WHERE npsn = ? AND email = ?", [npsn, email])
+        """The account's ACCOUNT_COLUMNS and its password_hash; None if unknown."""
+        return self._one(f"SELECT {ACCOUNT_COLUMNS}, password_hash FROM registry.account "
+                         "WHERE npsn = ? AND email = ?", [npsn, email])
+
+    def accounts(self, npsn: str) -> list[dict[str, Any]]:
+        return self._all(f"SELECT {ACCOUNT_COLUMNS} FROM registry.account WHERE npsn = ? "
+                         "ORDER BY created_ms, email", [npsn])
 
     def account_count(self, npsn: str) -> int:
         row = self._one("SELECT count(*) AS n FROM registry.account WHERE npsn = ?", [npsn])
         return int(row["n"]) if row else 0
 
     def add_account(self, npsn: str, email: str, role: str, password_hash: str,
-                    now_ms: int) -> None:
-        self._run("INSERT INTO registry.account (npsn, email, role, password_hash, created_ms) "
-                  "VALUES (?, ?, ?, ?, ?)", [npsn, email, role, password_hash, now_ms])
+                    now_ms: int, **profile: str) -> None:
+        """A new account; ``profile``: nama, ptk_id, nip, public_key, sealed_key,
+        pengguna_id."""
+        if self.account(npsn, email) is not None:
+            raise RegistryError(f"account {email} of school {npsn} already exists")
+        record = {"npsn": npsn, "email": email, "role": role, "password_hash": password_hash,
+                  "created_ms": now_ms, "disabled": False, **profile}
+        self._run(f"INSERT INTO registry.account ({', '.join(record)}) "
+                  f"VALUES ({', '.join('?' * len(record))})", list(record.values()))
+
+    def update_account(self, npsn: str, email: str, **values: Any) -> None:
+        """Set columns of an account (password_hash, disabled, public_key, sealed_key)."""
+        if self.account(npsn, email) is None:
+            raise RegistryError(f"no account {email} of school {npsn}")
+        self._run(f"UPDATE registry.account SET {', '.join(f'{k} = ?' for k in values)} "
+                  "WHERE npsn = ? AND email = ?", [*values.values(), npsn, email])
 
     # -- installs -----------------------------------------------------------------------
 
@@ -159,7 +177,21 @@ class SqlRegistry:
 
 
 SESSION_COLUMNS = ("session, npsn, install, mode, started_ms, ended_ms, outcome, events_in, "
-                   "events_out, bytes_in, bytes_out")
+                   "events_out, bytes_in, bytes_out, account, principal, consent")
+ACCOUNT_COLUMNS = ("npsn, email, role, created_ms, disabled, nama, ptk_id, nip, public_key, "
+                   "sealed_key, pengguna_id")
+# Columns added since the tables were first made: a centre made before gets them on opening.
+ADDED_COLUMNS = {
+    "registry.account": ["disabled BOOLEAN DEFAULT false", "nama VARCHAR", "ptk_id VARCHAR",
+                         "nip VARCHAR", "public_key VARCHAR", "sealed_key VARCHAR",
+                         "pengguna_id VARCHAR"],
+    "registry.session": ["account VARCHAR", "principal VARCHAR", "consent VARCHAR"],
+}
+
+
+def added_columns(text_type: str = "VARCHAR") -> list[str]:
+    return [f"ALTER TABLE {table} ADD COLUMN IF NOT EXISTS {column.replace('VARCHAR', text_type)}"
+            for table, columns in ADDED_COLUMNS.items() for column in columns]
 
 
 class DuckDBRegistry(SqlRegistry):
@@ -207,6 +239,7 @@ TABLES = [
         session VARCHAR, npsn VARCHAR, install VARCHAR, mode VARCHAR,
         started_ms BIGINT, ended_ms BIGINT, outcome VARCHAR,
         events_in BIGINT, events_out BIGINT, bytes_in BIGINT, bytes_out BIGINT)""",
+    *added_columns(),
     """CREATE TABLE IF NOT EXISTS registry.live (
         npsn VARCHAR, session VARCHAR, install VARCHAR, started_ms BIGINT NOT NULL,
         seen_ms BIGINT NOT NULL, PRIMARY KEY (npsn, session))""",

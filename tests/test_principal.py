@@ -1,0 +1,270 @@
+"""The principal's sync end to end: a real ``selaras server`` (gate on, as schools get it)
+on 127.0.0.1 and real installs driven by the ``selaras`` command, plus a client that skips
+its own gate and speaks the protocol directly. Every refusal of issue 11's list: no
+consent, not a principal, a consent older than the changes, a forged consent, a reset code,
+a disabled account; and the happy path with two PCs of one school."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import re
+import shutil
+import subprocess
+import sys
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import msgspec
+import pytest
+
+from selaras.engine import consent
+from selaras.engine.events import Batch, Event
+from selaras.engine.protocol import Code, Hello
+from selaras.server.testing import ProtocolClient
+
+SELARAS = shutil.which("selaras", path=os.path.dirname(sys.executable))
+pytestmark = pytest.mark.skipif(SELARAS is None, reason="the selaras command is not installed")
+KEPSEK, PASSWORD = "kepsek@sekolah.id", "rahasia-kepsek"
+
+
+def selaras(*args: str, data: Path | None = None,
+            ok: bool = True) -> subprocess.CompletedProcess[str]:
+    assert SELARAS is not None
+    done = subprocess.run([SELARAS, *(["--data", str(data)] if data else []), *args],
+                          capture_output=True, text=True, timeout=120)
+    if ok:
+        assert done.returncode == 0, done.stderr
+    return done
+
+
+class Centre:
+    def __init__(self, folder: Path) -> None:
+        assert SELARAS is not None
+        self.folder = folder
+        self.proc = subprocess.Popen([SELARAS, "server", "--data", str(folder), "--port", "0"],
+                                     stdout=subprocess.PIPE, stderr=subprocess.DEVNULL,
+                                     text=True)
+        assert self.proc.stdout is not None
+        line = self.proc.stdout.readline()
+        found = re.search(r"ws://[\d.]+:\d+", line)
+        assert found, line
+        self.url = found.group(0)
+
+    def admin(self, *args: str, ok: bool = True) -> subprocess.CompletedProcess[str]:
+        return selaras("admin", "--data", str(self.folder), *args, ok=ok)
+
+    def add_school(self, npsn: str) -> str:
+        out = self.admin("school", "add", "--npsn", npsn, "--nama", "SMA Uji").stdout
+        return out.split("(shown once): ")[1].split()[0]
+
+
+@pytest.fixture(scope="module")
+def centre(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Centre]:
+    c = Centre(tmp_path_factory.mktemp("centre"))
+    yield c
+    c.proc.terminate()
+    c.proc.wait(timeout=30)
+    assert c.proc.stdout is not None
+    c.proc.stdout.close()
+
+
+@pytest.fixture(scope="module")
+def rows(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    """A small generated school per NPSN used here (generated once)."""
+    folder = tmp_path_factory.mktemp("rows")
+    out = {}
+    for npsn in ("20100011", "20100012", "20100013", "20100014"):
+        out[npsn] = folder / f"{npsn}.jsonl"
+        selaras("bench", "generate", "--size", "small", "--npsn", npsn, "--seed", "3",
+                "--out", str(out[npsn]))
+    return out
+
+
+def school(centre: Centre, rows: dict[str, Path], npsn: str, folder: Path,
+           user: str = "op@sekolah.id") -> tuple[Path, str]:
+    """A registered install with the generated school imported (nothing sent yet)."""
+    kode = centre.add_school(npsn)
+    data = folder / "a"
+    selaras("init", "--server", centre.url, "--npsn", npsn, "--kode", kode, "--user", user,
+            "--password", "pw", data=data)
+    selaras("import", str(rows[npsn]), data=data)
+    return data, kode
+
+
+def some_peserta_didik(data: Path) -> str:
+    out = selaras("query", "SELECT peserta_didik_id FROM peserta_didik ORDER BY 1 LIMIT 1",
+                  "--json", data=data).stdout
+    return str(json.loads(out)[0]["peserta_didik_id"])
+
+
+def test_two_pcs_each_send_what_the_principal_confirmed(centre: Centre, rows: dict[str, Path],
+                                                        tmp_path: Path) -> None:
+    npsn = "20100011"
+    a, kode = school(centre, rows, npsn, tmp_path)
+    refused = selaras("sync", data=a, ok=False)
+    assert refused.returncode == 1 and "belum ada Persetujuan Pengiriman Data" in refused.stderr
+    added = selaras("account", "add", "--role", "kepala_sekolah", "--user", KEPSEK,
+                    "--password", PASSWORD, "--kode", kode, data=a).stdout
+    assert "Akun kepala sekolah" in added
+    selaras("switch-user", "--user", KEPSEK, "--password", PASSWORD, "--kode", kode, data=a)
+    sheet = selaras("confirm", "--all", data=a).stdout
+    assert "Lembar Konfirmasi Sinkronisasi" in sheet and "[x] Peserta Didik" in sheet
+    selaras("sync", data=a)
+    held = json.loads(centre.admin("query", "--npsn", npsn, "--json",
+                                   "SELECT count(*) AS n FROM peserta_didik").stdout)
+    assert held["rows"][0][0] > 0
+
+    # A second PC registers with an account of its own, made by the dinas.
+    centre.admin("account", "add", "--npsn", npsn, "--user", "op2@sekolah.id",
+                 "--password", "pw2")
+    b = tmp_path / "b"
+    selaras("init", "--server", centre.url, "--npsn", npsn, "--kode", kode, "--user",
+            "op2@sekolah.id", "--password", "pw2", data=b)
+    row = some_peserta_didik(b)
+    selaras("edit", "peserta_didik", row, "nama_ayah=Ahmad Suryadi", data=b)
+    assert "belum ada Persetujuan" in selaras("sync", data=b, ok=False).stderr
+    # Tukar Pengguna on B: the centre hands it the principal's account.
+    selaras("switch-user", "--user", KEPSEK, "--password", PASSWORD, "--kode", kode, data=b)
+    selaras("confirm", "--all", data=b)
+    selaras("sync", data=b)
+    selaras("sync", data=a)  # A receives B's change
+    got = selaras("query", f"SELECT nama_ayah FROM peserta_didik WHERE peserta_didik_id = "
+                  f"'{row}'", "--json", data=a).stdout
+    assert json.loads(got) == [{"nama_ayah": "Ahmad Suryadi"}]
+    sessions = json.loads(centre.admin("sessions", "--npsn", npsn, "--json").stdout)
+    assert any(r[sessions["columns"].index("outcome")] == "refused:not_principal"
+               for r in sessions["rows"]) is False  # the client's own gate spoke first
+
+
+def test_changes_after_the_confirmation_are_not_sent_under_it(
+        centre: Centre, rows: dict[str, Path], tmp_path: Path) -> None:
+    a, kode = school(centre, rows, "20100012", tmp_path)
+    selaras("account", "add", "--role", "kepala_sekolah", "--user", KEPSEK, "--password",
+            PASSWORD, "--kode", kode, data=a)
+    selaras("switch-user", "--user", KEPSEK, "--password", PASSWORD, "--kode", kode, data=a)
+    selaras("confirm", "--all", data=a)
+    selaras("edit", "peserta_didik", some_peserta_didik(a), "nama_ayah=Budi", data=a)
+    refused = selaras("sync", data=a, ok=False)
+    assert "perubahan setelah Lembar Konfirmasi" in refused.stderr
+
+    # A client that skips its own gate: the centre refuses what the consent does not cover.
+    given = _meta_consent(a)
+    token, origin = _meta(a, "token"), _meta(a, "origin")
+    client = ProtocolClient(centre.url, "20100012", origin, token)
+    beyond = Batch.from_events([_tanah(origin, given.vector[origin] + 1)])
+    out = asyncio.run(client.session("sync", batches=[beyond], hello=with_consent(
+        client, given)))
+    assert out.refused is not None and out.refused.code is Code.NOT_PRINCIPAL
+    assert "setelah Lembar Konfirmasi" in out.refused.message
+
+
+def test_forged_or_missing_consent_is_refused_by_the_centre(
+        centre: Centre, rows: dict[str, Path], tmp_path: Path) -> None:
+    a, kode = school(centre, rows, "20100013", tmp_path)
+    selaras("account", "add", "--role", "kepala_sekolah", "--user", KEPSEK, "--password",
+            PASSWORD, "--kode", kode, data=a)
+    token, origin = _meta(a, "token"), _meta(a, "origin")
+    client = ProtocolClient(centre.url, "20100013", origin, token)
+    batch = Batch.from_events([_tanah(origin, 1)])
+    none = asyncio.run(client.session("sync", batches=[batch]))
+    assert none.refused is not None and none.refused.code is Code.NOT_PRINCIPAL
+    # Signed with a key of the operator's own making, in the principal's name.
+    seed, _ = consent.new_key()
+    forged = consent.sign(consent.Consent(
+        npsn="20100013", install=origin, account=KEPSEK, ptk_id="", nama="", nip="",
+        semester_id="20231", made_ms=0, sheet_hash="", vector={origin: 10}), seed)
+    out = asyncio.run(client.session("sync", batches=[batch],
+                                     hello=with_consent(client, forged)))
+    assert out.refused is not None and out.refused.code is Code.NOT_PRINCIPAL
+    assert "tidak sah" in out.refused.message
+    # The operator's own account is no principal: Tukar Pengguna refuses it.
+    wrong = selaras("switch-user", "--user", "op@sekolah.id", "--password", "pw", "--kode",
+                    kode, data=a, ok=False)
+    assert "bukan akun kepala sekolah" in wrong.stderr
+    bad_password = selaras("switch-user", "--user", KEPSEK, "--password", "salah", "--kode",
+                           kode, data=a, ok=False)
+    assert "kata sandi salah" in bad_password.stderr
+
+
+def test_switch_user_offline_disabled_account_and_reset_code(
+        centre: Centre, rows: dict[str, Path], tmp_path: Path) -> None:
+    npsn = "20100014"
+    a, kode = school(centre, rows, npsn, tmp_path)
+    selaras("account", "add", "--role", "kepala_sekolah", "--user", KEPSEK, "--password",
+            PASSWORD, "--kode", kode, data=a)
+    # With no line (a copy whose centre is unreachable), the code is checked against the
+    # hash kept at registration and the password opens the key kept from the account.
+    copy = tmp_path / "copy"
+    shutil.copytree(a, copy)
+    _set_meta(copy, url="ws://127.0.0.1:9")
+    assert "Kode registrasi salah" in selaras(
+        "switch-user", "--user", KEPSEK, "--password", PASSWORD, "--kode", "AAAA-BBBB-CCCC",
+        data=copy, ok=False).stderr
+    assert "Kata sandi salah" in selaras(
+        "switch-user", "--user", KEPSEK, "--password", "salah", "--kode", kode, data=copy,
+        ok=False).stderr
+    assert "masuk sebagai kepala sekolah" in selaras(
+        "switch-user", "--user", KEPSEK, "--password", PASSWORD, "--kode", kode,
+        data=copy).stdout
+
+    centre.admin("account", "disable", "--npsn", npsn, "--user", KEPSEK)
+    assert "dinonaktifkan" in selaras("switch-user", "--user", KEPSEK, "--password", PASSWORD,
+                                      "--kode", kode, data=a, ok=False).stderr
+    centre.admin("account", "disable", "--npsn", npsn, "--user", "op@sekolah.id")
+    assert "account_disabled" in selaras("pull", data=a, ok=False).stderr
+    centre.admin("school", "reset-kode", "--npsn", npsn)
+    assert "code_reset" in selaras("switch-user", "--user", KEPSEK, "--password", PASSWORD,
+                                   "--kode", kode, data=a, ok=False).stderr
+
+
+def test_no_single_active_principal_names_the_tab_to_fix(rows: dict[str, Path],
+                                                        tmp_path: Path) -> None:
+    data = tmp_path / "offline"
+    selaras("init", "--offline", "--npsn", "20100011", data=data)
+    selaras("import", str(rows["20100011"]), data=data)
+    ids = json.loads(selaras("query", "SELECT ptk_tugas_tambahan_id AS id FROM tugas_tambahan",
+                             "--json", data=data).stdout)
+    for row in ids:
+        selaras("delete", "tugas_tambahan", row["id"], data=data)
+    refused = selaras("account", "add", "--role", "kepala_sekolah", "--user", KEPSEK,
+                      "--password", PASSWORD, "--kode", "X", data=data, ok=False)
+    assert "Tidak ada kepala sekolah aktif" in refused.stderr and "tab GTK" in refused.stderr
+
+
+def with_consent(client: ProtocolClient, given: consent.Consent) -> Hello:
+    return msgspec.structs.replace(client.hello("sync", {}), consent=consent.encode(given))
+
+
+def _set_meta(data: Path, **values: str) -> None:
+    from selaras.engine.storage import open_install
+
+    store = open_install(data / "selaras.duckdb", None)
+    try:
+        store.set_meta(**values)
+    finally:
+        store.close()
+
+
+def _meta(data: Path, key: str) -> str:
+    from selaras.engine.storage import open_install
+
+    store = open_install(data / "selaras.duckdb", None, read_only=True)
+    try:
+        return store.meta()[key]
+    finally:
+        store.close()
+
+
+def _meta_consent(data: Path) -> consent.Consent:
+    given = consent.decode(bytes.fromhex(_meta(data, "consent")))
+    assert given is not None
+    return given
+
+
+def _tanah(origin: str, seq: int) -> Event:
+    return Event(origin=origin, seq=seq, hlc=(1 << 20) * seq, entity="tanah",
+                 row_id=str(uuid.uuid4()), changes={"nama": f"tanah {seq}"},
+                 author="x", role="operator")
