@@ -322,6 +322,7 @@ class SyncConnection:
         # The principal's consent from the Hello, verified; else why a push is refused (R20).
         self.consent: Consent | None = None
         self.no_consent: str = Detail.NO_CONSENT
+        self.invalid: int | None = None  # invalid findings after the push, when checked
         self.peer = str((ws.remote_address or ("?",))[0])
         self._committing_now = False  # a batch of this session is with the writer
         self._opening = False
@@ -824,7 +825,8 @@ class SyncConnection:
                   "events_out": self.events_out, "bytes_in": self.bytes_in,
                   "bytes_out": self.bytes_out, "account": self.account[0],
                   "principal": self.consent.account if self.consent else None,
-                  "consent": self.consent.digest if self.consent else None}
+                  "consent": self.consent.digest if self.consent else None,
+                  "invalid": self.invalid}
         await self.server.leave(self)
         with contextlib.suppress(Exception):
             await self.server.write(lambda _, r: r.record_session(record))

@@ -177,7 +177,7 @@ class SqlRegistry:
 
 
 SESSION_COLUMNS = ("session, npsn, install, mode, started_ms, ended_ms, outcome, events_in, "
-                   "events_out, bytes_in, bytes_out, account, principal, consent")
+                   "events_out, bytes_in, bytes_out, account, principal, consent, invalid")
 ACCOUNT_COLUMNS = ("npsn, email, role, created_ms, disabled, nama, ptk_id, nip, public_key, "
                    "sealed_key, pengguna_id")
 # Columns added since the tables were first made: a centre made before gets them on opening.
@@ -185,7 +185,8 @@ ADDED_COLUMNS = {
     "registry.account": ["disabled BOOLEAN DEFAULT false", "nama VARCHAR", "ptk_id VARCHAR",
                          "nip VARCHAR", "public_key VARCHAR", "sealed_key VARCHAR",
                          "pengguna_id VARCHAR"],
-    "registry.session": ["account VARCHAR", "principal VARCHAR", "consent VARCHAR"],
+    "registry.session": ["account VARCHAR", "principal VARCHAR", "consent VARCHAR",
+                         "invalid INTEGER"],
 }
 
 
