@@ -35,7 +35,7 @@ from selaras.engine.schema import ENTITIES, TABS, UnknownEntity
 from selaras.engine.store import AppendReport, StoreError, verify
 from selaras.engine.values import shown
 
-from . import output, principal
+from . import output, principal, semester
 from .changes import CHANGE_TABS, DEFAULT_LIMIT, pending_changes
 from .install import (
     DEFAULT_DATA,
@@ -319,10 +319,12 @@ def _run_sync(session: Session, mode: str, url: str | None, timeout: float | Non
     from .progress import SyncProgress
     from .sync import Retrying, run_sync
 
-    def retrying(r: Retrying) -> None:
-        click.echo(output.retrying_text(r.attempt, r.delay_s, r.reason), err=True)
-
     with SyncProgress(enabled=not as_json, tty=sys.stdout.isatty()) as progress:
+
+        def retrying(r: Retrying) -> None:
+            click.echo(output.retrying_text(r.attempt, r.delay_s, r.reason), err=True)
+            progress.retrying(r)
+
         if check_first:
             assert timeout is not None
             work = checked_sync(session.store, session.identity, mode=mode,  # type: ignore[arg-type]
@@ -492,6 +494,7 @@ def query(session: Session, sql: str, as_json: bool) -> None:
 def validate(session: Session, tab: str | None, as_json: bool) -> None:
     """Run Validasi Lokal: every tab with its counts, each finding named for people;
     exit status 1 when anything is invalid."""
+    echo_semester(session, as_json)
     report = validation.validate(session.store, tab)
     emit(as_json, report.as_dict(), output.findings_text(report))
     if report.blocked:
@@ -745,9 +748,10 @@ def confirm(session: Session, confirm_all: bool, print_to: Path | None, as_json:
 @cli.command()
 @with_session()
 def logout(session: Session) -> None:
-    """End the principal's session on this install."""
+    """End the operator's session and the principal's on this install."""
     principal.end_session(session)
-    click.echo("Sesi kepala sekolah diakhiri")
+    semester.logout(session)
+    click.echo("Sesi pengguna dan sesi kepala sekolah diakhiri")
 
 
 # -- pending changes ------------------------------------------------------------------------
@@ -763,5 +767,76 @@ def logout(session: Session) -> None:
 def changes(session: Session, tab: str | None, limit: int, as_json: bool) -> None:
     """What changed since the last acknowledged sync: per tab and table, the rows added,
     updated (which fields) and deleted, and which PC made each change."""
+    echo_semester(session, as_json)
     found = pending_changes(session, limit, tab)
     emit(as_json, found.as_json(), output.changes_text(found))
+
+
+# -- the operator's session, the working semester, the Beranda -------------------------------
+
+
+def echo_semester(session: Session, as_json: bool) -> None:
+    """The working semester, as the first line of a screen (not with --json)."""
+    if not as_json:
+        click.echo(semester.semester_line(session))
+
+
+@cli.command()
+@click.option("--semester", "semester_id", metavar="SEMESTER",
+              help="The working semester, e.g. 20231 [default: the current semester].")
+@click.option("--user", help="Who works [default: the install's registered user]; another "
+                             "pengguna of the school's data.")
+@json_option
+@with_session()
+def login(session: Session, semester_id: str | None, user: str | None, as_json: bool) -> None:
+    """Open the operator's session: who works on this install, in which semester.
+
+    No password: the install is the operator's own PC; the principal's acts ask for the
+    principal's (switch-user)."""
+    opened = semester.login(session, semester_id, user)
+    emit(as_json, {"user": opened.user, "nama": opened.nama, "peran": opened.peran,
+                   "semester": opened.semester.as_json(), "since_ms": opened.since_ms},
+         output.login_text(opened))
+
+
+@cli.group("semester")
+def semester_group() -> None:
+    """The working semester, and periodic data carried into the next one."""
+
+
+@semester_group.command("show")
+@json_option
+@with_session(read_only=True)
+def semester_show(session: Session, as_json: bool) -> None:
+    """The working semester, and every semester of Referensi with the data it holds."""
+    found = semester.overview(session)
+    emit(as_json, found.as_json(), output.semesters_text(found))
+
+
+@semester_group.command("copy-forward")
+@click.option("--to", "to", metavar="SEMESTER",
+              help="The semester to copy into [default: the one after the working semester].")
+@click.option("--rombel", is_flag=True,
+              help="Also copy the rombel structure (names, grades, homeroom teachers; no "
+                   "members).")
+@json_option
+@with_session()
+def semester_copy_forward(session: Session, to: str | None, rombel: bool,
+                          as_json: bool) -> None:
+    """Copy the working semester's periodic data into the next semester; what is there
+    already is left alone (running it again adds nothing)."""
+    done = semester.copy_forward(session, to, rombel=rombel)
+    warn_clock(done.report)
+    emit(as_json, done.as_json(), output.copy_forward_text(done))
+
+
+@cli.command()
+@json_option
+@with_session()
+def status(session: Session, as_json: bool) -> None:
+    """Beranda: the school, semester, who is logged in, last sync and Tarik Data, pending
+    changes, Validasi Lokal and conflicts."""
+    from .beranda import beranda
+
+    found = beranda(session)
+    emit(as_json, found.as_json(), output.beranda_text(found))

@@ -15,6 +15,7 @@ from itertools import groupby
 from typing import TYPE_CHECKING, Any
 
 from selaras.engine.clocks import VersionVector
+from selaras.engine.labels import entity_label
 from selaras.engine.localtime import format_local
 from selaras.engine.merge import Sibling
 from selaras.engine.store import AppendReport
@@ -22,8 +23,10 @@ from selaras.engine.store import AppendReport
 if TYPE_CHECKING:
     from selaras.engine.validation import Report
 
+    from .beranda import Beranda, LastSession
     from .changes import Changes, Counts
     from .install import BundleWarnings
+    from .semester import CopyForward, Login, Semesters
 
 NULL = "NULL"
 Labeller = Callable[[str], str]
@@ -195,35 +198,124 @@ def checksums_side_by_side(names: tuple[str, str], ours: Mapping[str, str],
     return table(["entity", *names, ""], rows)
 
 
+# -- the sync's summary (client/sync.py's SyncReport.as_json) ---------------------------------
+
+MODE_WORDS = {"sync": "Sinkronisasi", "pull": "Tarik Data"}
+TABLES_LISTED = 10  # tables the summary lists one per line; the rest in one line
+
+
+def number(n: int) -> str:
+    """A count as Indonesian write it: 3.128."""
+    return f"{n:,}".replace(",", ".")
+
+
+def size(n: float) -> str:
+    """Bytes as Indonesian read them: 512 B, 12,3 KB, 1,2 MB."""
+    for unit in ("B", "KB", "MB"):
+        if n < 1024:
+            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}".replace(".", ",")
+        n /= 1024
+    return f"{n:.1f} GB".replace(".", ",")
+
+
+def per_table(counts: Mapping[str, int], most: int | None = None) -> str:
+    """"Nilai 1.628, Peserta Didik 1.500": the tables as people call them, most first;
+    past ``most`` of them, the rest as "lainnya"."""
+    shown = sorted(((entity_label(e), n) for e, n in counts.items() if n),
+                   key=lambda t: (-t[1], t[0]))
+    words = [f"{name} {number(n)}" for name, n in shown[:most]]
+    if rest := sum(n for _, n in shown[len(words):]):
+        words.append(f"lainnya {number(rest)}")
+    return ", ".join(words)
+
+
 def sync_text(r: Mapping[str, Any]) -> str:
-    """The end-of-sync summary: per entity, what came and went, and the final check."""
-    names = sorted(set(r["received"]) | set(r["sent"]))
-    rows = []
-    for n in names:
-        got, sent = r["received"].get(n, {}), r["sent"].get(n, {})
-        rows.append((n, got.get("events", 0), got.get("added", 0), got.get("updated", 0),
-                     got.get("deleted", 0), got.get("conflicts", 0), sent.get("events", 0),
-                     sent.get("neutralised", 0)))
+    """The end-of-sync summary, in the operator's words: what the centre acknowledged,
+    what came down and from whom (the centre, or the school's other PCs), per table what
+    it did, the conflicts it made or settled (counted as fields, never negative), what
+    the centre's rules or refusals left out, and the final check."""
     lines = []
     if r.get("clock_warning"):
         lines.append(r["clock_warning"])
-    if rows:
-        lines.append(table(["entity", "received", "added", "updated", "deleted", "conflicts",
-                            "sent", "neutralised"], rows))
-    else:
-        lines.append("nothing to send or receive")
-    lines.append(f"{r['mode']}: {r['events_up']} events sent ({r['bytes_up']} bytes), "
-                 f"{r['events_down']} received ({r['bytes_down']} bytes) in "
-                 f"{r['attempts']} attempt(s), {r['busy_retries']} busy retr(ies)")
+    acked = r.get("acknowledged") or {}
+    if sum(acked.values()):
+        lines.append(f"Terkirim dan diterima server pusat: {number(sum(acked.values()))} "
+                     f"perubahan ({per_table(acked)})")
+    received = {n: c for n, c in r["received"].items() if c.get("events")}
+    if received:
+        total = sum(c["events"] for c in received.values())
+        lines.append(f"Diterima: {number(total)} perubahan{_sources(r.get('received_from'))}")
+        ranked = sorted(received.items(), key=lambda i: (-i[1]["events"], entity_label(i[0])))
+        for name, c in ranked[:TABLES_LISTED]:
+            done = [f"{number(c[k])} {w}" for k, w in (("added", "ditambah"),
+                    ("updated", "diubah"), ("deleted", "dihapus")) if c.get(k)]
+            lines.append(f"  {entity_label(name)}: {number(c['events'])} perubahan"
+                         + (f" ({', '.join(done)})" if done else ""))
+        if rest := ranked[TABLES_LISTED:]:
+            lines.append(f"  Tabel lainnya ({number(len(rest))}): "
+                         f"{number(sum(c['events'] for _, c in rest))} perubahan")
+    if not acked and not received:
+        lines.append("Tidak ada perubahan untuk dikirim atau diterima")
+    new = r.get("conflicts_new")
+    if new is None:  # a report of an older version: per entity, in "received"
+        new = {n: c["conflicts"] for n, c in r["received"].items() if c.get("conflicts", 0) > 0}
+    if sum(new.values()):
+        lines.append(f"Konflik baru: {number(sum(new.values()))} kolom ({per_table(new)}); "
+                     "lihat dan selesaikan dengan 'selaras conflicts'")
+    settled = r.get("conflicts_resolved") or {}
+    if sum(settled.values()):
+        lines.append(f"Konflik terselesaikan: {number(sum(settled.values()))} kolom "
+                     f"({per_table(settled)})")
+    neutralised = {n: c["neutralised"] for n, c in r["sent"].items() if c.get("neutralised")}
+    if neutralised:
+        lines.append(f"Tidak berlaku menurut aturan server pusat: "
+                     f"{number(sum(neutralised.values()))} perubahan ({per_table(neutralised)}): "
+                     "kolom yang hanya boleh diubah pusat atau Verval, atau bertanggal jauh "
+                     "di depan jam server pusat")
+    lines += _refusals(r.get("refusals") or [])
     if r.get("repaired"):
-        found = ", ".join(f"{e} {len(ids)}" for e, ids in sorted(r["repaired"].items()) if ids)
-        lines.append(f"check: baris yang berbeda dari server pusat ({found}) dihitung ulang "
-                     "dari log dan kini sama")
-    if r.get("vectors_equal"):
-        lines.append("check: vectors equal, checksums equal (data sama dengan server pusat)")
+        found = per_table({e: len(ids) for e, ids in r["repaired"].items()})
+        lines.append(f"Data yang berbeda dari server pusat ({found}) dihitung ulang dari "
+                     "riwayat perubahan dan kini sama")
+    lines.append(f"{MODE_WORDS.get(r['mode'], r['mode'])} selesai dalam "
+                 f"{number(r['attempts'])} percobaan; dikirim {size(r['bytes_up'])}, "
+                 f"diterima {size(r['bytes_down'])}")
+    if r.get("vectors_equal") and r.get("checksums_equal") is not False:
+        lines.append("Data sama dengan server pusat")
     elif r.get("note"):
-        lines.append(f"check: {r['note']}")
+        lines.append(_capital(r["note"]))
     return "\n".join(lines)
+
+
+def _sources(received_from: Mapping[str, Any] | None) -> str:
+    """": 12 dari server pusat, 5 dari PC lain sekolah ini (op2@sekolah.id)"."""
+    if not received_from:
+        return ""
+    parts = []
+    if received_from.get("centre"):
+        parts.append(f"{number(received_from['centre'])} dari server pusat")
+    pcs = received_from.get("pcs") or {}
+    if pcs:
+        n = sum(pc["events"] for pc in pcs.values())
+        who = sorted({a for pc in pcs.values() for a in pc.get("authors", [])})
+        many = f"{len(pcs)} " if len(pcs) > 1 else ""
+        parts.append(f"{number(n)} dari {many}PC lain sekolah ini"
+                     + (f" ({', '.join(who)})" if who else ""))
+    return f": {', '.join(parts)}" if parts else ""
+
+
+def _refusals(refusals: Sequence[Mapping[str, str]]) -> list[str]:
+    """The centre's refusals a retry got past, once per reason, with how often."""
+    by_code: dict[str, list[str]] = {}
+    for refusal in refusals:
+        by_code.setdefault(refusal["code"], []).append(refusal["message"])
+    return [f"Sempat ditolak server pusat, lalu dicoba lagi: {messages[-1]}"
+            + (f" ({len(messages)} kali)" if len(messages) > 1 else "")
+            for messages in by_code.values()]
+
+
+def _capital(text: str) -> str:
+    return text[:1].upper() + text[1:]
 
 
 def reregister_text(reissued: int, kept: int, dropped: Mapping[str, int], backup: object) -> str:
@@ -291,3 +383,115 @@ def changes_text(changes: Changes) -> str:
 def _and(items: Sequence[str]) -> str:
     """"a", "a dan b", "a, b dan c"."""
     return " dan ".join(filter(None, [", ".join(items[:-1]), *items[-1:]]))
+
+
+# -- the working semester and the Beranda (client/semester.py, client/beranda.py) ----------------
+
+
+def login_text(login: Login) -> str:
+    return f"Masuk sebagai {login.who}, semester {login.semester.label}"
+
+
+def semesters_text(found: Semesters) -> str:
+    """``selaras semester show``: the working semester, then every semester of Referensi
+    with its dates and the rows it holds."""
+    from selaras.engine.labels import entity_label
+
+    how = ("dipilih saat login" if found.chosen_at_login
+           else "semester berjalan; pilih yang lain dengan 'selaras login --semester'")
+    lines = [f"Semester kerja: {found.working.label} ({how})" if found.working
+             else "Semester kerja: belum ada (Referensi belum berisi semester: lakukan "
+                  "Tarik Data)", "Semester di Referensi:"]
+    for s in found.semesters:
+        dates = (f", {_date(s.semester.mulai)} s.d. {_date(s.semester.selesai)}"
+                 if s.semester.mulai and s.semester.selesai else "")
+        held = (", ".join(f"{entity_label(e)} {n}" for e, n in s.rows.items())
+                if s.rows else "belum ada data")
+        mark = " [semester kerja]" if s.working else ""
+        lines.append(f"  {s.semester.label}{mark}{dates}: {held}")
+    return "\n".join(lines)
+
+
+def _date(iso: str | None) -> str:
+    """'2023-07-17' as the school reads it: 17-07-2023."""
+    return "-".join(reversed((iso or "").split("-")))
+
+
+def copy_forward_text(done: CopyForward) -> str:
+    from selaras.engine.labels import entity_label
+
+    head = f"Salin ke semester berikutnya: {done.source.label} ke {done.target.label}"
+    if not done.total:
+        lines = [f"{head}: tidak ada yang disalin (semua sudah ada di semester tujuan)"]
+    else:
+        lines = [f"{head}: {done.total} data disalin"]
+        lines += [f"  {entity_label(e)}: {n} disalin" for e, n in done.copied.items()]
+    lines += [f"  {entity_label(e)}: {n} sudah ada, dibiarkan" for e, n in done.present.items()]
+    if done.not_registered:
+        lines.append(f"  Data periodik {done.not_registered} peserta didik tidak disalin: "
+                     "tidak terdaftar di sekolah pada semester tujuan")
+    if done.rombel and done.copied.get("rombongan_belajar"):
+        lines.append("  Rombel disalin tanpa anggota: isi anggota rombel dan pembelajaran "
+                     "semester baru")
+    if done.total:
+        lines.append("Salinan ini perubahan instalasi ini: terkirim saat sinkronisasi")
+    return "\n".join(lines)
+
+
+SESSION_MODES = {"sync": "sinkronisasi", "pull": "Tarik Data"}
+OUTCOME_WORDS = {"busy": "server pusat sibuk", "timeout": "waktu habis",
+                 "disconnected": "koneksi terputus",
+                 "diverged": "data berbeda dari server pusat"}
+
+
+def outcome_text(outcome: str) -> str:
+    """A sync session's outcome (the history's) in the operator's words."""
+    if outcome.startswith("refused:"):
+        return f"ditolak server pusat ({outcome.partition(':')[2]})"
+    return OUTCOME_WORDS.get(outcome, outcome)
+
+
+def beranda_text(b: Beranda) -> str:
+    """``selaras status``: the Beranda, one line per fact, in school time, no UUIDs."""
+
+    def when(s: LastSession | None) -> str:
+        return "belum pernah" if s is None else format_local(s.ended_ms, b.zone)
+
+    school = f"{b.school} (NPSN {b.npsn})" if b.school else f"NPSN {b.npsn}"
+    lines = [f"Sekolah: {school}",
+             f"Semester: {b.semester.label if b.semester else 'belum ada (lakukan Tarik Data)'}"]
+    if b.login is not None:
+        lines.append(f"Pengguna: {b.login.who}, masuk sejak "
+                     f"{format_local(b.login.since_ms, b.zone)}")
+    else:
+        lines.append("Pengguna: belum masuk ('selaras login')")
+    if b.principal is not None:
+        who = f"{b.principal.nama} ({b.principal.user})" if b.principal.nama else b.principal.user
+        lines.append(f"Kepala sekolah: {who}, sesi terbuka sampai "
+                     f"{format_local(b.principal.until_ms, b.zone)}")
+    else:
+        lines.append("Kepala sekolah: tidak ada sesi terbuka (Tukar Pengguna: "
+                     "'selaras switch-user')")
+    lines.append(f"Server pusat: {b.server}" if b.server
+                 else "Server pusat: tidak ada (instalasi offline)")
+    lines += [f"Sinkronisasi terakhir: {when(b.last_sync)}",
+              f"Tarik Data terakhir: {when(b.last_pull)}"]
+    if b.last_failed is not None:
+        mode = SESSION_MODES.get(b.last_failed.mode, b.last_failed.mode)
+        lines.append(f"Percobaan terakhir gagal: {mode}, "
+                     f"{format_local(b.last_failed.ended_ms, b.zone)} "
+                     f"({outcome_text(b.last_failed.outcome)})")
+    total = b.pending_total
+    if total.total:
+        lines.append(f"Perubahan belum terkirim: {total.total} data "
+                     f"({change_counts_text(total)})")
+        lines += [f"  {tab}: {change_counts_text(c)}" for tab, c in b.pending.items()
+                  if c.total]
+    else:
+        lines.append("Perubahan belum terkirim: tidak ada")
+    verdict = ("sinkronisasi diblokir sampai data invalid diperbaiki" if b.invalid
+               else "sinkronisasi boleh dilakukan")
+    lines.append(f"Validasi Lokal: {b.invalid} invalid, {b.warnings} peringatan: {verdict}")
+    lines.append(f"Konflik: {b.conflicts} isian" + (
+        " ('selaras conflicts' untuk melihat dan menyelesaikannya)" if b.conflicts else ""))
+    return "\n".join(lines)

@@ -36,9 +36,11 @@ from __future__ import annotations
 
 import asyncio
 import datetime as dt
+import enum
 import random
 import threading
 import time
+import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from importlib.metadata import PackageNotFoundError, version
@@ -212,9 +214,46 @@ class Counters:
     bytes_down: int = 0
 
 
+class Stage(enum.Enum):
+    """Where a session stands, for the progress line (client/progress.py)."""
+
+    CONNECT = "connect"  # opening the connection, waiting for the centre's Welcome
+    TRANSFER = "transfer"  # sending ours and receiving the centre's
+    CHECK = "check"  # comparing with the centre (Done, Summary, repairs)
+
+
+@dataclass
+class ProgressFacts(Counters):
+    """What ``progress`` hears after each frame: the whole sync's counters (as before),
+    and where the current session (attempt number ``attempt``) stands.
+
+    ``to_send``: per table, this install's changes the session will send (known before
+    the first is sent; empty for a pull or nothing to send); ``sent``: per table, those
+    sent so far. ``to_receive``: how many the centre lacks here, known from its Welcome
+    (None before); ``received``: per table, those received so far (the tables of what
+    comes are not known in advance).
+    """
+
+    stage: Stage = Stage.CONNECT
+    attempt: int = 1
+    to_send: dict[str, int] = field(default_factory=dict)
+    sent: dict[str, int] = field(default_factory=dict)
+    to_receive: int | None = None
+    received: dict[str, int] = field(default_factory=dict)
+
+
 @dataclass
 class SyncReport:
-    """What a whole sync did, over every attempt."""
+    """What a whole sync did, over every attempt.
+
+    Added since the first version (each with a default): ``acknowledged``, per table
+    this install's changes the centre acknowledged during the sync; ``from_centre``,
+    the changes received that the centre wrote (its own, Referensi); ``from_pcs``, per
+    other PC of the school (its origin), per author, the changes received;
+    ``conflicts_new`` / ``conflicts_resolved``, per table the conflicted fields (row,
+    field) the sync added / settled, never negative; ``refusals``, the centre's
+    refusals met on the way that a retry got past (``code``, ``message``).
+    """
 
     mode: str
     ok: bool = False
@@ -230,6 +269,12 @@ class SyncReport:
     repaired: dict[str, list[str]] = field(default_factory=dict)  # rows recomputed (R19)
     note: str = ""
     sessions: list[str] = field(default_factory=list)
+    acknowledged: dict[str, int] = field(default_factory=dict)
+    from_centre: int = 0
+    from_pcs: dict[str, dict[str, int]] = field(default_factory=dict)
+    conflicts_new: dict[str, int] = field(default_factory=dict)
+    conflicts_resolved: dict[str, int] = field(default_factory=dict)
+    refusals: list[dict[str, str]] = field(default_factory=list)
 
     def as_json(self) -> dict[str, Any]:
         return {
@@ -241,10 +286,19 @@ class SyncReport:
             "repaired": self.repaired, "note": self.note, "sessions": self.sessions,
             # The centre does not report neutralised events in Summary (yet).
             "neutralised": None,
+            "acknowledged": self.acknowledged,
+            "received_from": {
+                "centre": self.from_centre,
+                "pcs": {o: {"events": sum(by.values()), "authors": sorted(a for a in by if a)}
+                        for o, by in sorted(self.from_pcs.items())}},
+            "conflicts_new": self.conflicts_new,
+            "conflicts_resolved": self.conflicts_resolved,
+            "refusals": self.refusals,
         }
 
 
-Progress = Callable[[Counters], None]
+# Hears a ``ProgressFacts`` (a ``Counters``: a callback taking Counters still fits).
+Progress = Callable[[ProgressFacts], None]
 
 
 @dataclass(frozen=True)
@@ -282,10 +336,23 @@ class _StoreWorker:
             return fn(*args)
 
 
+Field = tuple[str, str, str]  # (entity, row_id, field)
+
+
+def conflicted_fields(store: InstallStore) -> set[Field]:
+    """The fields in conflict: one per (row, field), however many values compete."""
+    return {(s.entity, s.row_id, s.field) for s in store.conflicts()}
+
+
 def conflict_counts(store: InstallStore) -> dict[str, int]:
+    """Per entity, its conflicted fields."""
+    return _per_entity(conflicted_fields(store))
+
+
+def _per_entity(fields: set[Field]) -> dict[str, int]:
     out: dict[str, int] = {}
-    for s in store.conflicts():
-        out[s.entity] = out.get(s.entity, 0) + 1
+    for entity, _, _ in fields:
+        out[entity] = out.get(entity, 0) + 1
     return out
 
 
@@ -331,6 +398,13 @@ class SyncConnection:
         self.sent: dict[str, int] = {}
         self.received_events: dict[str, int] = {}
         self.received_deleted: dict[str, int] = {}
+        # Per origin, per author: the changes received (who wrote what came down).
+        self.received_from: dict[str, dict[str, int]] = {}
+        # Where the session stands, for ``progress`` (``ProgressFacts``).
+        self.stage = Stage.CONNECT
+        self.our_vector: VersionVector = {}
+        self.to_send: dict[str, int] = {}
+        self.to_receive: int | None = None
         self.progressed = False  # the centre acked a batch of ours, or we committed one of its
         self.repaired: dict[str, list[str]] = {}
         self._send_lock = asyncio.Lock()
@@ -369,6 +443,16 @@ class SyncConnection:
         await self._flush()
         self._report()
 
+    async def _acked_upto(self, top: int) -> None:
+        """Everything of ours up to ``top`` is held by the centre as its data."""
+        store = self.worker.store
+
+        def advance() -> None:
+            if top > int(store.meta().get(ACKED_SEQ, 0)):
+                store.set_meta(**{ACKED_SEQ: str(top)})
+
+        await self.worker(advance)
+
     async def _handle(self, fact: Any) -> None:
         match fact:
             case Welcomed(welcome):
@@ -376,12 +460,11 @@ class SyncConnection:
                 await self._check_centre_key(welcome.centre_key)
             case BatchReceived(batch, count, payload):
                 await self._store_batch(batch, count, payload)
-            case BatchAcked(batch):
-                top = self._tops.pop(batch, 0)
-                if top:
-                    # Everything of ours up to ``top`` is now held by the centre as we hold it.
-                    store = self.worker.store
-                    await self.worker(lambda: store.set_meta(**{ACKED_SEQ: str(top)}))
+            case BatchAcked(batch, vector):
+                # A gated push is held aside until the session's end (R20): the centre's
+                # vector says what of ours it holds as its data.
+                await self._acked_upto(min(self._tops.pop(batch, 0),
+                                           vector.get(self.identity.origin, 0)))
                 self.progressed = True
                 self._acked.set()
             case PeerSent():
@@ -404,6 +487,9 @@ class SyncConnection:
         # R14: the server's clock at the midpoint of our send and receive.
         self.clock_offset_ms = welcome.server_ms - (self._hello_ms + received) // 2
         self.their_vector = welcome.vector
+        # What the centre will send: all it holds that we lack.
+        self.to_receive = sum(max(0, seq - self.our_vector.get(o, 0))
+                              for o, seq in welcome.vector.items())
         stages.add("connect", time.perf_counter() - self._started)
 
     async def _check_centre_key(self, key: str) -> None:
@@ -434,6 +520,7 @@ class SyncConnection:
                 from None
         for name, t in b.tables.items():
             self.received_events[name] = self.received_events.get(name, 0) + t.num_rows
+            _count_authors(t, self.received_from)
             e = BY_NAME[name]
             if "soft_delete" in e.by_name:
                 bit = e.bit("soft_delete")
@@ -457,11 +544,15 @@ class SyncConnection:
 
     def _report(self) -> None:
         if self.progress is not None:
-            self.progress(self.counters)
+            self.progress(ProgressFacts(
+                **vars(self.counters), stage=self.stage, to_send=dict(self.to_send),
+                sent=dict(self.sent), to_receive=self.to_receive,
+                received=dict(self.received_events)))
 
     async def _session(self) -> SessionResult:
         store = self.worker.store
         vector: VersionVector = await self.worker(store.vector)
+        self.our_vector = vector
         self._hello_ms = now_ms()
         self.proto.send_hello(Hello(
             protocol=PROTOCOL_VERSION, app=app_version(), schema=SCHEMA_VERSION,
@@ -480,8 +571,12 @@ class SyncConnection:
             acked = int((await self.worker(store.meta)).get(ACKED_SEQ, 0))
             outbox = Outbox(store, me, min(acked, self.their_vector.get(me, 0)),
                             vector.get(me, 0), self.proto.limits)
+            if outbox:  # how many it will send, per table, before the first is sent
+                self.to_send = await self.worker(store.event_counts, me, outbox.pos)
         else:
             outbox = None
+        self.stage = Stage.TRANSFER
+        self._report()
         sender = asyncio.create_task(self._send_all(outbox))
         try:
             while not self.proto.ready_for_done:
@@ -499,6 +594,8 @@ class SyncConnection:
         finally:
             if not sender.done():
                 sender.cancel()
+        self.stage = Stage.CHECK
+        self._report()
         check = stages.stage("check")(lambda: (store.vector(), store.checksums()))
         ours = await self.worker(check)
         self.proto.send_done(*ours)
@@ -511,6 +608,7 @@ class SyncConnection:
         # What the centre held as the session ended: other PCs' changes it lacked stay
         # pending (client/changes.py).
         await _set_meta(self.worker, **centre_vector_meta(summary.summary.vector, now_ms()))
+        await self._acked_upto(summary.summary.vector.get(self.identity.origin, 0))
         self.proto.close()
         return self._result(ours, summary.summary.vector, summary.summary.checksums)
 
@@ -579,6 +677,7 @@ class SyncConnection:
             payload, count = await self.worker(outbox.next)  # one batch read at a time
             self._tops[self.proto.send_batch(payload, count)] = outbox.pos
             self.counters.events_up += count
+            self.sent = dict(outbox.sent)  # read here: next() is done with it
             await self._flush()
             self._report()
         if outbox is not None:
@@ -589,6 +688,21 @@ class SyncConnection:
 
 def _nonzero(v: VersionVector) -> VersionVector:
     return {o: s for o, s in v.items() if s}
+
+
+def _count_authors(t: pa.Table, into: dict[str, dict[str, int]]) -> None:
+    """Add one table of a received batch to ``into``: per origin, per author, its events."""
+    origin = t["origin"]
+    if isinstance(origin.type, pa.BaseExtensionType):  # uuid: group by its 16 bytes
+        origin = pa.chunked_array([c.storage for c in origin.chunks],
+                                  origin.type.storage_type)
+    counts = pa.table({"origin": origin, "author": t["author"]}).group_by(
+        ["origin", "author"]).aggregate([([], "count_all")])
+    for o, author, n in zip(*(counts[c].to_pylist() for c in ("origin", "author", "count_all")),
+                            strict=True):
+        key = str(uuid.UUID(bytes=o)) if isinstance(o, bytes) else str(o)
+        by = into.setdefault(key, {})
+        by[author or ""] = by.get(author or "", 0) + n
 
 
 # -- many sessions: retries, backoff, the record ------------------------------------------------
@@ -609,8 +723,8 @@ async def run_sync(store: InstallStore, identity: Identity, *, mode: Mode,
     rng = rng or random.Random()
     worker = _StoreWorker(store)
     report = SyncReport(mode)
-    rows_before, conflicts_before = await worker(
-        lambda: (store.row_counts(), conflict_counts(store)))
+    before = await worker(lambda: Before(store.row_counts(), conflicted_fields(store),
+                                         int(store.meta().get(ACKED_SEQ, 0))))
     deadline = None if timeout_s is None else time.monotonic() + timeout_s
     failures = 0  # consecutive sessions that ended without progress
     followed_up = False
@@ -624,7 +738,7 @@ async def run_sync(store: InstallStore, identity: Identity, *, mode: Mode,
         conn = SyncConnection(worker, identity, meta, url, mode, compress=compress,
                               counters=counters,
                               progress=None if progress is None else
-                              (lambda c: progress(_sum(report.totals, c))))
+                              _whole_sync(progress, report))
         started = dt.datetime.now(dt.UTC)
         detail: dict[str, Any] = {}
         outcome, delay = "ok", 0.0
@@ -636,6 +750,8 @@ async def run_sync(store: InstallStore, identity: Identity, *, mode: Mode,
             outcome = ("busy" if exc.busy else f"refused:{exc.code}" if exc.code
                        else "disconnected")
             detail, last = {"reason": exc.reason}, exc.reason
+            if exc.code:  # the centre refused; a retry may get past it (the summary says)
+                report.refusals.append({"code": str(exc.code), "message": exc.reason})
             if exc.__cause__ is not None:
                 detail["error"] = type(exc.__cause__).__name__
             if exc.busy:
@@ -682,21 +798,23 @@ async def run_sync(store: InstallStore, identity: Identity, *, mode: Mode,
                 report.checksums_equal = result.checksums_equal
                 report.repaired = result.repaired
                 if not result.vectors_equal:
-                    report.note = ("vektor berbeda: ada perubahan lain di server pusat atau "
-                                   "di instalasi ini sejak sesi dimulai; sinkronkan lagi nanti")
-                await _finish(worker, store, report, conn, result, rows_before,
-                              conflicts_before, pushed_after)
+                    report.note = ("belum sama dengan server pusat: ada perubahan lain di "
+                                   "server pusat atau di komputer ini sejak sinkronisasi "
+                                   "dimulai; sinkronkan lagi nanti")
+                await _finish(worker, store, report, conn, result, before, pushed_after)
                 await _record(worker, conn, mode, started, "ok", counters,
                               {"vectors_equal": result.vectors_equal,
                                "checksums_equal": result.checksums_equal,
                                "attempts": report.attempts,
-                               "busy_retries": report.busy_retries})
+                               "busy_retries": report.busy_retries,
+                               **_recorded(report)})
                 return report
         if conn.session:
             report.sessions.append(conn.session)
         _add(report.totals, counters)
         _merge_counts(report.received,
                       {k: {"events": v} for k, v in conn.received_events.items()})
+        _merge_sources(report, conn)
         await _record(worker, conn, mode, started, outcome, counters, detail)
         if outcome == "timeout":
             raise SyncTimedOut(timeout_s or 0, last)
@@ -707,26 +825,77 @@ async def run_sync(store: InstallStore, identity: Identity, *, mode: Mode,
         await asyncio.sleep(delay)
 
 
+@dataclass(frozen=True)
+class Before:
+    """What the summary compares with: the install as the sync began."""
+
+    rows: dict[str, int]  # per entity, rows materialised
+    conflicts: set[Field]
+    acked_seq: int  # the top of this install's events the centre had acknowledged
+
+
+def _whole_sync(progress: Progress, report: SyncReport) -> Progress:
+    """A session's progress as the whole sync's: its counters added to the attempts
+    before, and the attempt's number."""
+    def tell(facts: ProgressFacts) -> None:
+        _add(facts, report.totals)
+        facts.attempt = report.attempts
+        progress(facts)
+    return tell
+
+
+def _merge_sources(report: SyncReport, conn: SyncConnection) -> None:
+    """Who wrote what ``conn`` received: the centre (its own, Referensi), or another PC."""
+    central = conn.identity.central
+    for origin, by in conn.received_from.items():
+        if origin in central:
+            report.from_centre += sum(by.values())
+        else:
+            _merge_counts(report.from_pcs, {origin: by})
+
+
+def _recorded(report: SyncReport) -> dict[str, int]:
+    """The summary's counts, kept in the history's detail."""
+    return {"acknowledged": sum(report.acknowledged.values()),
+            "from_centre": report.from_centre,
+            "from_pcs": sum(sum(by.values()) for by in report.from_pcs.values()),
+            "conflicts_new": sum(report.conflicts_new.values()),
+            "conflicts_resolved": sum(report.conflicts_resolved.values())}
+
+
 async def _finish(worker: _StoreWorker, store: InstallStore, report: SyncReport,
-                  conn: SyncConnection, result: SessionResult, rows_before: dict[str, int],
-                  conflicts_before: dict[str, int], pushed_after: int) -> None:
+                  conn: SyncConnection, result: SessionResult, before: Before,
+                  pushed_after: int) -> None:
     me = conn.identity.origin
-    rows_after, conflicts_after, neutralised = await worker(stages.stage("finish")(lambda: (
-        store.row_counts(), conflict_counts(store),
-        store.neutralised(me, pushed_after, store.vector().get(me, 0))
-        if report.mode == "sync" else {})))
+
+    def after() -> tuple[dict[str, int], set[Field], dict[str, dict[str, int]],
+                         dict[str, int]]:
+        acked_seq = int(store.meta().get(ACKED_SEQ, 0))
+        # Ours in (acked before, acked now]: what the centre acknowledged in this sync.
+        acked = _minus(store.event_counts(me, before.acked_seq),
+                       store.event_counts(me, acked_seq)) if acked_seq > before.acked_seq else {}
+        return (store.row_counts(), conflicted_fields(store),
+                store.neutralised(me, pushed_after, store.vector().get(me, 0))
+                if report.mode == "sync" else {}, acked)
+
+    rows_after, conflicts_after, neutralised, acked = await worker(
+        stages.stage("finish")(after))
+    report.acknowledged = acked
     _merge_counts(report.received,
                   {k: {"events": v} for k, v in result.received_events.items()})
+    _merge_sources(report, conn)
     for name, counts in report.received.items():
-        added = max(0, rows_after.get(name, 0) - rows_before.get(name, 0))
+        added = max(0, rows_after.get(name, 0) - before.rows.get(name, 0))
         deleted = result.received_deleted.get(name, 0)
         counts["added"] = added
         counts["deleted"] = deleted
         counts["updated"] = max(0, counts["events"] - added - deleted)
-    for name in set(conflicts_before) | set(conflicts_after):
-        diff = conflicts_after.get(name, 0) - conflicts_before.get(name, 0)
-        if diff:
-            report.received.setdefault(name, {"events": 0})["conflicts"] = diff
+    # Conflicts are fields (row, field): one that appeared counts 1, one settled counts 1
+    # the other way; neither is ever negative.
+    report.conflicts_new = _per_entity(conflicts_after - before.conflicts)
+    report.conflicts_resolved = _per_entity(before.conflicts - conflicts_after)
+    for name, n in report.conflicts_new.items():
+        report.received.setdefault(name, {"events": 0})["conflicts"] = n
     for name, counts in neutralised.items():
         report.sent.setdefault(name, {"events": 0})["neutralised"] = counts["neutralised"]
     offset = conn.clock_offset_ms
@@ -768,16 +937,15 @@ async def _record(worker: _StoreWorker, conn: SyncConnection, mode: str,
     await worker(store.record_session, record)
 
 
-def _sum(a: Counters, b: Counters) -> Counters:
-    return Counters(a.events_up + b.events_up, a.events_down + b.events_down,
-                    a.bytes_up + b.bytes_up, a.bytes_down + b.bytes_down)
-
-
 def _add(total: Counters, c: Counters) -> None:
     total.events_up += c.events_up
     total.events_down += c.events_down
     total.bytes_up += c.bytes_up
     total.bytes_down += c.bytes_down
+
+
+def _minus(a: dict[str, int], b: dict[str, int]) -> dict[str, int]:
+    return {k: v - b.get(k, 0) for k, v in a.items() if v > b.get(k, 0)}
 
 
 def _merge_counts(into: dict[str, dict[str, int]], add: dict[str, dict[str, int]]) -> None:

@@ -336,6 +336,11 @@ class Registry(Protocol):
 
     def update_account(self, npsn: str, email: str, **values: Any) -> None: ...
 
+    def spool(self, npsn: str, origin: str, seq_from: int, seq_to: int, payload: bytes,
+              ) -> None: ...
+
+    def unspool(self, npsn: str, origin: str) -> list[bytes]: ...
+
     def add_install(self, origin: str, npsn: str, email: str, token_hash: str,
                     generation: int, now_ms: int) -> None: ...
 
@@ -404,6 +409,11 @@ class CentreStore(Protocol):
 
     def append_centre(self, npsn: str, events: list[Event]) -> AppendReport:
         """The centre's own events for ``npsn``, signed with ``key``."""
+        ...
+
+    def admit(self, npsn: str, batch: Batch, now_ms: int) -> AppendReport:
+        """A school's pushed batch, appended in the open transaction (held-back events
+        left out, a clock far ahead bounded): what ``append_group`` does for each."""
         ...
 
     def append_group(self, items: list[tuple[str, Batch]], now_ms: int,

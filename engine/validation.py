@@ -1248,3 +1248,20 @@ PRINCIPALS_SQL = _sql("""WITH @cur, @induk, @kepsek
     FROM kepsek k CROSS JOIN cur JOIN ptk p ON p.ptk_id = k.ptk_id
     WHERE k.induk AND live(p) AND k.tst > cur.selesai
     ORDER BY p.nama""")
+
+
+def invalid_counts_sql() -> str:
+    """Per rule, the invalid findings (those a school can and must fix): what the centre's
+    gate counts on a school's state after its push (docs/protocol.md, R20)."""
+    invalid = [r for r in RULES if r.severity == INVALID]
+    return (f"SELECT rule_id, count(*) AS n FROM ({validation_sql(invalid)}) f "
+            "GROUP BY rule_id")
+
+
+def invalid_per_tab(counts: Iterable[tuple[str, int]]) -> dict[str, int]:
+    """(rule_id, count) rows as invalid findings per tab, in TABS order."""
+    tab_of = {r.id: r.tab for r in RULES}
+    per: dict[str, int] = {}
+    for rule_id, n in counts:
+        per[tab_of[rule_id]] = per.get(tab_of[rule_id], 0) + int(n)
+    return {t: per[t] for t in TABS if per.get(t)}

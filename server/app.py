@@ -84,7 +84,7 @@ from selaras.engine.store import (
     StoreError,
 )
 
-from . import accounts, credentials
+from . import accounts, credentials, gate
 from .admin import AdminError, run_admin, run_query, table
 from .guard import CredentialChecks, RateLimit
 from .writer import CentreWriter
@@ -731,11 +731,17 @@ class SyncConnection:
                     await self.refuse(batch.code, batch.message)
                     return
                 self.events_in += count
-                await self._pending.put((n, count, self.server.writer.append(self.npsn, batch)))
+                writer = self.server.writer
+                npsn, install = self.npsn, self.install
+                future = (writer.call(lambda c, r: gate.spool(c, r, npsn, install, batch))
+                          if self.gated else writer.append(npsn, batch))
+                await self._pending.put((n, count, future))
             case BatchAcked():
                 self._window.set()
             case DoneReceived():
                 await self._pending.join()
+                if self.gated and not await self._through_the_gate():
+                    return
                 check = stage("check")(lambda: (self.reader.vector(), self.reader.checksums()))
                 vector, checksums = await self.read(check)
                 self.proto.send_summary(vector, checksums)
@@ -755,6 +761,32 @@ class SyncConnection:
                 else:
                     self.outcome = f"refused_by_client:{r.code}"
                     self._over.set()
+
+    @property
+    def gated(self) -> bool:
+        """A push of this session goes through the gate (R20): spooled, checked at Done."""
+        return self.server.options.consent_gate and self.consent is not None
+
+    async def _through_the_gate(self) -> bool:
+        """At Done: append the spooled push and check the school whole; refuse
+        ``invalid_data_pending`` (nothing kept) if it would hold invalid findings."""
+        npsn, install, t = self.npsn, self.install, now_ms()
+        try:
+            result = await self.server.write(
+                stage("gate")(lambda c, r: gate.commit(c, r, npsn, install, t)))
+        except (StoreError, MalformedBatch) as exc:
+            if not isinstance(exc, EventCollision | MalformedBatch | BadSignature):
+                log.error("gate_failed", npsn=npsn, error=repr(exc))
+            await self.refuse(*refusal_of(exc))
+            return False
+        if isinstance(result, dict):
+            self.invalid = sum(result.values())
+            await self.refuse(Code.INVALID_DATA_PENDING, gate.refusal_text(result))
+            return False
+        if result is not None:
+            self.invalid = 0
+            self.clock_bounded += result.clock_bounded
+        return True
 
     async def _committing(self) -> None:
         """Await each batch's commit, in order, and ack it with the durable vector (R9)."""

@@ -13,14 +13,17 @@ import re
 import shutil
 import subprocess
 import sys
+import time
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import msgspec
 import pytest
 
 from selaras.engine import consent
+from selaras.engine.clocks import hlc_from_ms
 from selaras.engine.events import Batch, Event
 from selaras.engine.protocol import Code, Hello
 from selaras.server.testing import ProtocolClient
@@ -76,7 +79,7 @@ def rows(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     """A small generated school per NPSN used here (generated once)."""
     folder = tmp_path_factory.mktemp("rows")
     out = {}
-    for npsn in ("20100011", "20100012", "20100013", "20100014"):
+    for npsn in ("20100011", "20100012", "20100013", "20100014", "20100017"):
         out[npsn] = folder / f"{npsn}.jsonl"
         selaras("bench", "generate", "--size", "small", "--npsn", npsn, "--seed", "3",
                 "--out", str(out[npsn]))
@@ -268,3 +271,51 @@ def _tanah(origin: str, seq: int) -> Event:
     return Event(origin=origin, seq=seq, hlc=(1 << 20) * seq, entity="tanah",
                  row_id=str(uuid.uuid4()), changes={"nama": f"tanah {seq}"},
                  author="x", role="operator")
+
+
+def test_the_centre_refuses_a_push_that_would_leave_invalid_data_and_keeps_none_of_it(
+        centre: Centre, rows: dict[str, Path], tmp_path: Path) -> None:
+    """A client that skips its own gate, with the principal's own key (a modified app):
+    the centre runs Validasi Lokal's rules on the state the push would make."""
+    npsn = "20100017"
+    a, kode = school(centre, rows, npsn, tmp_path)
+    selaras("account", "add", "--role", "kepala_sekolah", "--user", KEPSEK, "--password",
+            PASSWORD, "--kode", kode, data=a)
+    selaras("switch-user", "--user", KEPSEK, "--password", PASSWORD, "--kode", kode, data=a)
+    selaras("confirm", "--all", data=a)
+    selaras("sync", data=a)
+    student = some_peserta_didik(a)
+    nik = f"SELECT nik FROM peserta_didik WHERE peserta_didik_id = '{student}'"
+    before = json.loads(centre.admin("query", "--npsn", npsn, nik, "--json").stdout)["rows"]
+
+    origin, token = _meta(a, "origin"), _meta(a, "token")
+    key = bytes.fromhex(json.loads(_meta(a, "session"))["key"])
+    top = _meta_consent(a).vector[origin]
+    bad = _edit(origin, top + 1, "peserta_didik", student, {"nik": "123"})
+    fix = _edit(origin, top + 2, "peserta_didik", student, {"nik": "3201234567890123"})
+
+    def push(events: list[Event]) -> Any:
+        signed = consent.sign(msgspec.structs.replace(
+            _meta_consent(a), vector={origin: events[-1].seq}, signature=b""), key)
+        client = ProtocolClient(centre.url, npsn, origin, token)
+        return asyncio.run(client.session("sync", batches=[Batch.from_events(events)],
+                                          hello=with_consent(client, signed)))
+
+    refused = push([bad])
+    assert refused.refused is not None and refused.refused.code is Code.INVALID_DATA_PENDING
+    assert "Peserta Didik 1" in refused.refused.message
+    after = json.loads(centre.admin("query", "--npsn", npsn, nik, "--json").stdout)["rows"]
+    assert after == before  # nothing of the refused push is the centre's data
+    # The same change again with its fix after it: the state is valid, both are taken.
+    done = push([bad, fix])
+    assert done.refused is None and done.summary is not None
+    fixed = json.loads(centre.admin("query", "--npsn", npsn, nik, "--json").stdout)["rows"]
+    assert fixed == [["3201234567890123"]]
+    sessions = json.loads(centre.admin("sessions", "--npsn", npsn, "--json").stdout)
+    outcomes = [r[sessions["columns"].index("outcome")] for r in sessions["rows"]]
+    assert "refused:invalid_data_pending" in outcomes
+
+
+def _edit(origin: str, seq: int, entity: str, row: str, changes: dict[str, Any]) -> Event:
+    return Event(origin=origin, seq=seq, hlc=hlc_from_ms(int(time.time() * 1000)) + seq,
+                 entity=entity, row_id=row, changes=changes, author="x", role="operator")

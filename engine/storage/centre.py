@@ -67,14 +67,14 @@ class GroupCommit:
         try:
             with self.transaction():
                 self.lock([npsn for npsn, _ in items])
-                return [self._admit(npsn, batch, now_ms) for npsn, batch in items]
+                return [self.admit(npsn, batch, now_ms) for npsn, batch in items]
         except Exception:  # whichever batch it was, each on its own now tells
             pass
         results: list[Admitted] = []
         for npsn, batch in items:
             try:
                 with self.transaction():
-                    results.append(self._admit(npsn, batch, now_ms))
+                    results.append(self.admit(npsn, batch, now_ms))
             except (StoreError, MalformedBatch) as exc:
                 results.append(exc)
             except Exception as exc:  # a bug this batch set off: it alone fails
@@ -82,7 +82,7 @@ class GroupCommit:
                                             repr(exc)))
         return results
 
-    def _admit(self, npsn: str, batch: Batch, now_ms: int) -> AppendReport:
+    def admit(self, npsn: str, batch: Batch, now_ms: int) -> AppendReport:
         """Append a school's batch, less the events whose causal contexts name events the
         school does not have (held back: they come again); if its new events carry a
         clock more than MAX_AHEAD_MS ahead of ours, bound them in the same transaction
