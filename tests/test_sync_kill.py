@@ -105,6 +105,12 @@ def test_client_killed_mid_sync_then_synced_again_loses_and_duplicates_nothing(
             assert rc == 0, err
             rc, out, err = await selaras("--data", data, "import", str(rows), "--json")
             assert rc == 0, err
+            # The principal confirms the push (tests/test_principal.py tests that part).
+            principal = ["--user", "kepsek@sekolah.id", "--password", "rahasia", "--kode", kode]
+            for args in (["account", "add", "--role", "kepala_sekolah", *principal],
+                         ["switch-user", *principal], ["confirm", "--all"]):
+                rc, out, err = await selaras("--data", data, *args)
+                assert rc == 0, err
             origin, vector, _ = local(tmp_path / "school")
             total = vector[origin]
             assert total > 3000
