@@ -696,9 +696,7 @@ def switch_user(session: Session, user: str, password: str, kode: str, as_json: 
 @with_session()
 def confirm(session: Session, confirm_all: bool, print_to: Path | None, as_json: bool) -> None:
     """Lembar Konfirmasi Sinkronisasi and Persetujuan Pengiriman Data (the principal)."""
-    if principal.principal_session(session) is None:
-        raise ClientError("Hanya kepala sekolah yang dapat mengonfirmasi: jalankan "
-                          "'selaras switch-user' (Tukar Pengguna) dulu")
+    principal.require_principal(session)
     if print_to is not None and not print_to.absolute().parent.is_dir():
         # Said before the principal goes through the sheet, not after.
         raise ClientError(f"Folder {print_to.absolute().parent} tidak ada: lembar konfirmasi "

@@ -24,7 +24,7 @@ import json
 from dataclasses import dataclass
 from typing import Any
 
-from selaras.engine import consent, passwords
+from selaras.engine import consent, passwords, validation
 from selaras.engine.consent import Consent
 from selaras.engine.protocol import PROTOCOL_VERSION, AccountReply, AccountRequest, account_name
 from selaras.engine.schema import ENTITIES, SCHEMA_VERSION, TABS
@@ -144,20 +144,21 @@ def sheet(session: Session) -> list[SheetItem]:
     return items
 
 
-def invalid_count(session: Session) -> int:
-    session.store.validate()
-    return sum(f["severity"] == "invalid" for f in session.store.findings())
+def require_principal(session: Session) -> dict[str, Any]:
+    """The principal's open session; ClientError without one."""
+    opened = principal_session(session)
+    if opened is None:
+        raise ClientError("Hanya kepala sekolah yang dapat mengonfirmasi: jalankan "
+                          "'selaras switch-user' (Tukar Pengguna) dulu")
+    return opened
 
 
 def confirm(session: Session, items: list[SheetItem]) -> Consent:
     """Persetujuan Pengiriman Data: the principal signs the confirmed ``items``, covering
     everything this install holds now. ClientError without a principal's session, or
     while Validasi Lokal has invalid findings."""
-    opened = principal_session(session)
-    if opened is None:
-        raise ClientError("Hanya kepala sekolah yang dapat mengonfirmasi: jalankan "
-                          "'selaras switch-user' (Tukar Pengguna) dulu")
-    invalid = invalid_count(session)
+    opened = require_principal(session)
+    invalid = validation.validate(session.store).invalid
     if invalid:
         raise ClientError(f"Validasi Lokal masih menemukan {invalid} data invalid: perbaiki "
                           "dulu ('selaras validate')")
@@ -184,7 +185,7 @@ def consent_for_push(session: Session) -> Consent | None:
     top = session.store.vector().get(me, 0)
     if top <= int(meta.get(ACKED_SEQ, 0)):
         return None
-    invalid = invalid_count(session)
+    invalid = validation.validate(session.store).invalid
     if invalid:
         raise ClientError(f"Sinkronisasi ditolak: Validasi Lokal masih menemukan {invalid} "
                           "data invalid; perbaiki dulu ('selaras validate')")

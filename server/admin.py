@@ -155,7 +155,7 @@ def _run(centre: CentreStore, registry: Registry, command: str,
             accounts.add(centre, registry, npsn, email, role, passwords.slow_hash(password),
                          now_ms, **profile, **accounts.sealed_profile(role, password))
             shown = "" if args.get("password") else f"; kata sandi (ditampilkan sekali): {password}"
-            return table([], [], f"akun {email} ({role}) ditambahkan ke sekolah {npsn}{shown}")
+            return table([], [], f"Akun {email} ({role}) ditambahkan ke sekolah {npsn}{shown}")
         case "reset_password":
             npsn, email = _known(registry, args["npsn"]), account_name(args["user"])
             found = registry.account(npsn, email)
@@ -166,11 +166,11 @@ def _run(centre: CentreStore, registry: Registry, command: str,
                             password_hash=passwords.slow_hash(password),
                             **accounts.sealed_profile(found["role"], password))
             shown = "" if args.get("password") else f" (ditampilkan sekali): {password}"
-            return table([], [], f"kata sandi baru untuk {email}{shown}")
+            return table([], [], f"Kata sandi baru untuk {email}{shown}")
         case "disable_account":
             npsn, email = _known(registry, args["npsn"]), account_name(args["user"])
             accounts.update(centre, registry, npsn, email, now_ms, disabled=True)
-            return table([], [], f"akun {email} dinonaktifkan: sesinya ditolak (account_disabled)")
+            return table([], [], f"Akun {email} dinonaktifkan: sesinya ditolak (account_disabled)")
         case "accounts":
             cols = ["email", "role", "nama", "nip", "disabled", "created_ms"]
             return table(cols, [[r[c] for c in cols]

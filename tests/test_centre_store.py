@@ -171,3 +171,30 @@ def test_a_centre_made_before_the_vector_was_kept_gets_it_on_opening(request, tm
         assert c.school("20100002").vector() == {A: 2}
     finally:
         c.close()
+
+
+def test_the_gate_keeps_nothing_of_a_push_that_leaves_invalid_data(centre):
+    """server/gate.py on each store: spooled, appended, checked, rolled back whole."""
+    from selaras.server import gate
+
+    registry = centre.registry
+    assert gate.commit(centre, registry, "20100001", A, NOW) is None  # nothing spooled
+    gate.spool(centre, registry, "20100001", A, batch(A, 1, 2))
+    refused = gate.commit(centre, registry, "20100001", A, NOW)
+    assert isinstance(refused, dict) and refused.get("Peserta Didik", 0) >= 1
+    assert centre.school("20100001").vector() == {}  # nothing of it is the centre's data
+    assert gate.commit(centre, registry, "20100001", A, NOW) == refused  # the spool is back
+    assert centre.school("20100002").vector() == {}
+
+
+def test_accounts_are_mirrored_and_disabled_on_each_store(centre):
+    run_admin(centre, centre.registry, "school_add", {"npsn": "20100001"}, NOW)
+    run_admin(centre, centre.registry, "account_add",
+              {"npsn": "20100001", "user": "KS@x.id", "role": "kepala_sekolah",
+               "password": "pw", "nama": "Bu Kepala"}, NOW)
+    run_admin(centre, centre.registry, "disable_account",
+              {"npsn": "20100001", "user": "ks@x.id"}, NOW + 1)
+    account = centre.registry.account("20100001", "ks@x.id")
+    assert account["disabled"] and account["public_key"] and account["sealed_key"]
+    [row] = centre.school("20100001").rows("pengguna").values()
+    assert (row["username"], row["peran"], row["aktif"]) == ("ks@x.id", "kepala_sekolah", 0)
