@@ -217,15 +217,17 @@ def run_child(log: Path, *args: str, module: str = MODULE) -> dict[str, Any]:
 # -- the parent ------------------------------------------------------------------------------
 
 class Centre:
-    """A ``selaras server`` process on 127.0.0.1, any free port."""
+    """A ``selaras server`` process on 127.0.0.1, any free port; without the consent gate
+    unless ``gate`` (what the gate costs is test_gate_bench's)."""
 
-    def __init__(self, data: Path, *extra: str, log: Path | None = None) -> None:
+    def __init__(self, data: Path, *extra: str, log: Path | None = None,
+                 gate: bool = False) -> None:
         self.data = data
         self.log = log or data.with_name(data.name + ".stderr")
         with open(self.log, "wb") as err:
             self.proc = subprocess.Popen(
-                [SELARAS, "server", "--data", str(data), "--port", "0", "--no-consent-gate",
-                 *extra],
+                [SELARAS, "server", "--data", str(data), "--port", "0",
+                 *([] if gate else ["--no-consent-gate"]), *extra],
                 stdout=subprocess.PIPE, stderr=err, text=True)
         assert self.proc.stdout is not None
         line = self.proc.stdout.readline().strip()

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from selaras.engine import validation
-from selaras.engine.localtime import Zone, iso_local
+from selaras.engine.localtime import Zone, iso_local, school_zone
 
 from . import principal
 from .changes import Counts, tab_counts
@@ -94,15 +94,14 @@ class Beranda:
 
 def beranda(session: Session) -> Beranda:
     """Where the install stands now. Runs Validasi Lokal (it keeps the findings)."""
-    from .connection import school_zone  # websockets: only when asked
-
     store, me = session.store, session.identity
     school = store.rows("sekolah").get(me.sekolah_id) or {}
     opened = principal.principal_session(session)
     last_sync, last_pull, last_failed = last_sessions(store.history(HISTORY_LIMIT))
     report = validation.validate(store)
     return Beranda(
-        npsn=me.npsn, school=str(school.get("nama") or ""), zone=school_zone(store, me),
+        npsn=me.npsn, school=str(school.get("nama") or ""),
+        zone=school_zone(store, me.sekolah_id),
         server=store.meta().get("url") or None, semester=working_semester(session),
         login=logged_in(session),
         principal=None if opened is None else PrincipalOpen(

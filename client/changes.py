@@ -29,7 +29,7 @@ from typing import Any, Literal
 
 from selaras.engine.clocks import VersionVector, hlc_ms
 from selaras.engine.labels import entity_label, label
-from selaras.engine.localtime import Zone, iso_local
+from selaras.engine.localtime import Zone, iso_local, school_zone
 from selaras.engine.schema import BY_NAME, ENTITIES, TABS
 
 from .install import ACKED_SEQ, ClientError, Session
@@ -180,8 +180,6 @@ def pending_changes(session: Session, limit: int = DEFAULT_LIMIT,
     ``limit`` rows listed per table. ClientError for a tab that is not one."""
     if tab is not None and tab not in CHANGE_TABS:
         raise ClientError(f"Tab {tab} tidak dikenal; yang dikenal: {', '.join(CHANGE_TABS)}")
-    from .connection import school_zone  # websockets: only when asked
-
     me, meta = session.identity.origin, session.store.meta()
     names = None if tab is None else [e.name for e in ENTITIES if e.tab == tab]
     found = session.store.pending_changes(_after(meta, me), max(0, limit), names)
@@ -210,7 +208,7 @@ def pending_changes(session: Session, limit: int = DEFAULT_LIMIT,
     pcs = tuple(sorted(((pc(o), n) for o, n in touched.items()), key=lambda p: _pc_order(p[0])))
     synced = meta.get(CENTRE_VECTOR_MS)
     return Changes(tabs, pcs, int(synced) if synced else None,
-                   school_zone(session.store, session.identity), tab)
+                   school_zone(session.store, session.identity.sekolah_id), tab)
 
 
 def tab_counts(session: Session) -> dict[str, Counts]:

@@ -39,13 +39,11 @@ from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidURI
 
 from selaras.engine.localtime import (
     DEFAULT_ZONE,
-    PROVINCE_ZONES,
     Zone,
     format_local,
     iso_local,
     minute_after,
-    province_of,
-    zone_of,
+    school_zone,
 )
 from selaras.engine.protocol import (
     PROTOCOL_VERSION,
@@ -174,7 +172,7 @@ async def check_connection(url: str, identity: Identity, token: str, *,
                            timeout_s: float, zone: Zone = DEFAULT_ZONE) -> ConnectionStatus:
     """Ask the centre at ``url`` whether it lets this install in (one ``Check``, R17),
     within ``timeout_s``. Never raises for what the network or the centre did: that is
-    the status. ``zone``: the school's, for "busy until" (``school_zone``)."""
+    the status. ``zone``: the school's, for "busy until" (``localtime.school_zone``)."""
     proto = SyncProtocol(Side.CLIENT)
     sent_ms = now_ms()
     proto.send_request(Check(PROTOCOL_VERSION, app_version(), SCHEMA_VERSION, identity.npsn,
@@ -269,25 +267,12 @@ def refused(url: str, refuse: Refuse, identity: Identity, zone: Zone,
 # -- for an open install ------------------------------------------------------------------------
 
 
-def school_zone(store: InstallStore, identity: Identity) -> Zone:
-    """The school's time zone, from its region (the sekolah row's kode_wilayah); WIB
-    until the school's data has come."""
-    school = store.rows("sekolah").get(identity.sekolah_id) or {}
-    kode = str(school.get("kode_wilayah") or "")
-    if not kode or province_of(kode) in PROVINCE_ZONES:
-        return zone_of(kode)
-    # A province this version does not list (a new one): its name decides.
-    province = province_of(kode).ljust(6, "0")
-    names = [str(r.get("nama") or "") for r in store.rows("ref.mst_wilayah").values()
-             if r.get("kode_wilayah") == province]
-    return zone_of(kode, names[0] if names else None)
-
-
 async def check_install(store: InstallStore, identity: Identity, *, url: str | None = None,
                         timeout_s: float) -> ConnectionStatus:
     """``check_connection`` for an open install: its centre (or ``url``), its credential,
     its school's zone. An install without a centre is ``offline``, not an error."""
-    meta, zone = await asyncio.to_thread(lambda: (store.meta(), school_zone(store, identity)))
+    meta, zone = await asyncio.to_thread(
+        lambda: (store.meta(), school_zone(store, identity.sekolah_id)))
     url = url or meta.get("url")
     if not url:
         return ConnectionStatus("", Reason.OFFLINE, (

@@ -17,6 +17,10 @@ from __future__ import annotations
 
 import datetime as dt
 import enum
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from .store import Store
 
 
 class Zone(enum.Enum):
@@ -99,6 +103,22 @@ def zone_of(kode_wilayah: str | None, province_name: str | None = None) -> Zone:
         return zone
     name = (province_name or "").lower()
     return next((z for word, z in NAME_ZONES if word in name), DEFAULT_ZONE)
+
+
+def school_zone(store: Store, sekolah_id: str | None = None) -> Zone:
+    """The zone of the school ``store`` holds (its sekolah row ``sekolah_id``, or its one
+    sekolah row, as the centre keeps it), from the row's kode_wilayah; WIB until the
+    school's data has come."""
+    schools = store.rows("sekolah")
+    school = (schools.get(sekolah_id) if sekolah_id else next(iter(schools.values()), None))
+    kode = str((school or {}).get("kode_wilayah") or "")
+    if not kode or province_of(kode) in PROVINCE_ZONES:
+        return zone_of(kode)
+    # A province this version does not list (a new one): its name decides.
+    province = province_of(kode).ljust(6, "0")
+    names = [str(r.get("nama") or "") for r in store.rows("ref.mst_wilayah").values()
+             if r.get("kode_wilayah") == province]
+    return zone_of(kode, names[0] if names else None)
 
 
 def local_datetime(epoch_ms: int, zone: Zone) -> dt.datetime:

@@ -235,6 +235,12 @@ class SchoolStore(Store, Protocol):
         longer than ``time_limit_s`` (docs/security.md)."""
         ...
 
+    def rule_rows(self, sql: str) -> list[tuple[Any, ...]]:
+        """The rows of ``sql``, one of Validasi Lokal's own statements (engine/validation.py:
+        DuckDB's dialect, the entity tables by their names), over this school's data as
+        this store's transaction sees it."""
+        ...
+
     def row_counts(self) -> dict[str, int]:
         """Per entity, the rows materialised."""
         ...
@@ -336,11 +342,6 @@ class Registry(Protocol):
 
     def update_account(self, npsn: str, email: str, **values: Any) -> None: ...
 
-    def spool(self, npsn: str, origin: str, seq_from: int, seq_to: int, payload: bytes,
-              ) -> None: ...
-
-    def unspool(self, npsn: str, origin: str) -> list[bytes]: ...
-
     def add_install(self, origin: str, npsn: str, email: str, token_hash: str,
                     generation: int, now_ms: int) -> None: ...
 
@@ -371,6 +372,27 @@ class Registry(Protocol):
 
     def live(self) -> int:
         """The sessions live now, in every process."""
+        ...
+
+
+class PushTransaction(Protocol):
+    """One school's push in a transaction of its own, open across its session (the
+    centre's gate, protocol R20): nothing else sees what it appends until ``commit``.
+    Used from one thread; it never waits on the writer, nor the writer on it."""
+
+    @property
+    def store(self) -> SchoolStore:
+        """The school as the open transaction sees it: the push included."""
+        ...
+
+    def append(self, batch: Batch, now_ms: int) -> AppendReport:
+        """``CentreStore.admit`` for this school, in the open transaction."""
+        ...
+
+    def commit(self) -> None: ...
+
+    def rollback(self) -> None:
+        """End it with nothing kept (also after ``commit``: then it does nothing)."""
         ...
 
 
@@ -406,6 +428,11 @@ class CentreStore(Protocol):
     def school(self, npsn: str) -> SchoolStore: ...
 
     def reader(self) -> CentreReader: ...
+
+    def push_transaction(self, npsn: str) -> PushTransaction:
+        """Begin a push to ``npsn`` in a transaction of its own (on a connection of its
+        own: another thread may use it)."""
+        ...
 
     def append_centre(self, npsn: str, events: list[Event]) -> AppendReport:
         """The centre's own events for ``npsn``, signed with ``key``."""

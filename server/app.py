@@ -323,6 +323,7 @@ class SyncConnection:
         self.consent: Consent | None = None
         self.no_consent: str = Detail.NO_CONSENT
         self.invalid: int | None = None  # invalid findings after the push, when checked
+        self.gate: gate.Gate | None = None  # the push in its transaction, when gated
         self.peer = str((ws.remote_address or ("?",))[0])
         self._committing_now = False  # a batch of this session is with the writer
         self._opening = False
@@ -689,6 +690,8 @@ class SyncConnection:
                         r, ConnectionClosed | asyncio.CancelledError):
                     log.error("session_task_failed", error=repr(r))
         finally:
+            if self.gate is not None:  # whatever did not pass the gate is rolled back
+                await asyncio.wrap_future(self.gate.close())
             if self._reads:
                 await asyncio.wait(set(self._reads))
             server.readers.put_nowait(reader)
@@ -731,10 +734,8 @@ class SyncConnection:
                     await self.refuse(batch.code, batch.message)
                     return
                 self.events_in += count
-                writer = self.server.writer
-                npsn, install = self.npsn, self.install
-                future = (writer.call(lambda c, r: gate.spool(c, r, npsn, install, batch))
-                          if self.gated else writer.append(npsn, batch))
+                future = (self._gate().append(batch, now_ms()) if self.gated
+                          else self.server.writer.append(self.npsn, batch))
                 await self._pending.put((n, count, future))
             case BatchAcked():
                 self._window.set()
@@ -764,28 +765,29 @@ class SyncConnection:
 
     @property
     def gated(self) -> bool:
-        """A push of this session goes through the gate (R20): spooled, checked at Done."""
+        """A push of this session goes through the gate (R20, server/gate.py)."""
         return self.server.options.consent_gate and self.consent is not None
 
+    def _gate(self) -> gate.Gate:
+        if self.gate is None:
+            self.gate = gate.Gate(self.server.centre, self.npsn)
+        return self.gate
+
     async def _through_the_gate(self) -> bool:
-        """At Done: append the spooled push and check the school whole; refuse
+        """At Done: check the school with the push and commit it; refuse
         ``invalid_data_pending`` (nothing kept) if it would hold invalid findings."""
-        npsn, install, t = self.npsn, self.install, now_ms()
+        if self.gate is None:
+            return True
         try:
-            result = await self.server.write(
-                stage("gate")(lambda c, r: gate.commit(c, r, npsn, install, t)))
-        except (StoreError, MalformedBatch) as exc:
-            if not isinstance(exc, EventCollision | MalformedBatch | BadSignature):
-                log.error("gate_failed", npsn=npsn, error=repr(exc))
+            per_tab = await asyncio.wrap_future(self.gate.finish())
+        except StoreError as exc:
+            log.error("gate_failed", npsn=self.npsn, error=repr(exc))
             await self.refuse(*refusal_of(exc))
             return False
-        if isinstance(result, dict):
-            self.invalid = sum(result.values())
-            await self.refuse(Code.INVALID_DATA_PENDING, gate.refusal_text(result))
+        self.invalid = sum(per_tab.values())
+        if per_tab:
+            await self.refuse(Code.INVALID_DATA_PENDING, gate.refusal_text(per_tab))
             return False
-        if result is not None:
-            self.invalid = 0
-            self.clock_bounded += result.clock_bounded
         return True
 
     async def _committing(self) -> None:

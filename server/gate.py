@@ -1,74 +1,95 @@
 """The centre's gate on a school's push (docs/protocol.md, R20).
 
-With the gate on, a push is checked whole before any of it counts: each batch
-of a session whose consent covers it is kept in the spool (``registry.spool``,
-durable, acknowledged with the centre's vector as it was: the batch is not yet
-the centre's data); at the session's ``Done`` the spooled batches are appended
-in one transaction and Validasi Lokal's rules that a school can fix run over
-the school's state as it would then be. Any invalid finding rolls it all back,
-spool included, and the session is refused ``invalid_data_pending``: the
-centre's data never holds what the gate refused. The install sends the same
-changes again (they stay pending there) under a new consent once it is fixed.
-
-Both functions run on the writer thread (``CentreWriter.call``).
+With the gate on, the push of a session whose consent covers it is appended in
+a transaction of its own (``CentreStore.push_transaction``), held open across
+the session on a thread of its own: the writer and the other schools never
+wait for it, and nothing else sees the push until it has passed. Each batch is
+acknowledged with the school's vector as it was before the push: the batch is
+not yet the centre's data, and the install keeps it pending. At the session's
+``Done`` the rules of Validasi Lokal that a school can fix run over the school
+as the transaction sees it (push included); any invalid finding rolls it all
+back and the session is refused ``invalid_data_pending``, else it commits. A
+session that ends any other way (refused, dropped, drained, timed out) rolls
+back: the centre's data never holds what the gate did not pass.
 """
 
 from __future__ import annotations
 
-import msgspec
+from concurrent.futures import Future, ThreadPoolExecutor
 
 from selaras.engine.clocks import VersionVector
-from selaras.engine.events import Batch
-from selaras.engine.store import AppendReport, CentreStore, Registry, SchoolStore
+from selaras.engine.events import Batch, MalformedBatch
+from selaras.engine.stages import stage
+from selaras.engine.store import (
+    Admitted,
+    CentreStore,
+    PushTransaction,
+    SchoolStore,
+    StoreError,
+)
 from selaras.engine.validation import invalid_counts_sql, invalid_per_tab
 
 
-class _Invalid(Exception):
-    def __init__(self, per_tab: dict[str, int]) -> None:
-        super().__init__(per_tab)
-        self.per_tab = per_tab
+class Gate:
+    """One session's gated push: its transaction, on its own thread."""
 
+    def __init__(self, centre: CentreStore, npsn: str) -> None:
+        self.centre, self.npsn = centre, npsn
+        self._thread = ThreadPoolExecutor(1, thread_name_prefix="selaras-push")
+        self._push: PushTransaction | None = None
+        self._before: VersionVector = {}  # the school's vector when the push began
 
-def spool(centre: CentreStore, registry: Registry, npsn: str, origin: str,
-          batch: Batch) -> tuple[AppendReport, VersionVector]:
-    """Keep one admissible batch of a gated push; the school's vector, unchanged."""
-    lowest = min(int(t["seq"].to_numpy().min()) for t in batch.tables.values())
-    with centre.transaction():
-        registry.spool(npsn, origin, lowest, batch.max_seq(), batch.to_bytes())
-    return AppendReport(), centre.school(npsn).vector()
+    def append(self, batch: Batch, now_ms: int,
+               ) -> Future[tuple[Admitted, VersionVector]]:
+        """Append a batch in the push's transaction (begun by the first); resolves to what
+        the writer's ``append`` gives: the report or the batch's error, and the vector to
+        acknowledge it with (the school's before the push)."""
+        return self._thread.submit(self._append, batch, now_ms)
 
+    def finish(self) -> Future[dict[str, int]]:
+        """At ``Done``: check the school with the push and commit it; or, if it would hold
+        invalid findings, roll it back and give them per tab."""
+        return self._thread.submit(self._finish)
 
-def commit(centre: CentreStore, registry: Registry, npsn: str, origin: str,
-           now_ms: int) -> AppendReport | dict[str, int] | None:
-    """Append ``origin``'s spooled batches and check the school: the report, or the invalid
-    findings per tab that refused it all (nothing kept); None if nothing was spooled.
-    Store errors (an event collision, say) come out as raised, with nothing kept."""
-    try:
-        with centre.transaction():
-            payloads = registry.unspool(npsn, origin)
-            if not payloads:
-                return None
-            total = AppendReport()
-            for payload in payloads:
-                r = centre.admit(npsn, Batch.from_bytes(payload), now_ms)
-                total = msgspec.structs.replace(
-                    total, applied=total.applied + r.applied,
-                    duplicates=total.duplicates + r.duplicates,
-                    held_back=total.held_back + r.held_back,
-                    clock_bounded=total.clock_bounded + r.clock_bounded)
-            per_tab = invalid_findings(centre.school(npsn))
-            if per_tab:
-                raise _Invalid(per_tab)
-            return total
-    except _Invalid as refused:
-        return refused.per_tab
+    def close(self) -> Future[None]:
+        """Roll back whatever was not committed, then end the thread."""
+        done = self._thread.submit(self._rollback)
+        self._thread.shutdown(wait=False)
+        return done
+
+    def _append(self, batch: Batch, now_ms: int) -> tuple[Admitted, VersionVector]:
+        try:
+            if self._push is None:
+                self._push = self.centre.push_transaction(self.npsn)
+                self._before = self._push.store.vector()
+            with stage("append"):
+                return self._push.append(batch, now_ms), self._before
+        except (StoreError, MalformedBatch) as exc:  # the session is refused: rolled back
+            return exc, self._before
+
+    def _finish(self) -> dict[str, int]:
+        if self._push is None:
+            return {}
+        with stage("gate.check"):
+            per_tab = invalid_findings(self._push.store)
+        if per_tab:
+            self._rollback()
+        else:
+            push, self._push = self._push, None
+            with stage("gate.commit"):
+                push.commit()
+        return per_tab
+
+    def _rollback(self) -> None:
+        push, self._push = self._push, None
+        if push is not None:
+            push.rollback()
 
 
 def invalid_findings(school: SchoolStore) -> dict[str, int]:
     """The school's invalid findings per tab, by the rules an install runs (Validasi
     Lokal), over the school's rows as the store's own transaction sees them."""
-    _, rows = school.query(invalid_counts_sql())
-    return invalid_per_tab((str(r[0]), int(r[1])) for r in rows)
+    return invalid_per_tab((str(r[0]), int(r[1])) for r in school.rule_rows(invalid_counts_sql()))
 
 
 def refusal_text(per_tab: dict[str, int]) -> str:
@@ -76,3 +97,4 @@ def refusal_text(per_tab: dict[str, int]) -> str:
     return (f"Validasi di server pusat menemukan {sum(per_tab.values())} data invalid "
             f"({tabs}): perbaiki di Validasi Lokal, minta kepala sekolah mengonfirmasi ulang, "
             "lalu kirim lagi; perubahan ini belum diterima server pusat")
+

@@ -24,11 +24,10 @@ from click.testing import CliRunner, Result
 from selaras.client import output
 from selaras.client.beranda import beranda, last_sessions
 from selaras.client.cli import cli
-from selaras.client.connection import school_zone
 from selaras.client.install import Install, Session, now_ms
 from selaras.client.semester import current_semester
 from selaras.client.sync import Mode, register, run_sync
-from selaras.engine.localtime import Zone, format_local
+from selaras.engine.localtime import Zone, format_local, school_zone
 from selaras.server.testing import RunningServer, running_server
 
 NPSN = "20100001"
@@ -259,7 +258,7 @@ def test_logout_ends_the_operators_and_the_principals_session(school: Path) -> N
         s.store.set_meta(session=json.dumps({
             "user": "kepsek@sekolah.id", "role": "kepala_sekolah", "nama": "Nadia W.",
             "since_ms": now_ms(), "until_ms": until, "key": "00" * 32}))
-        zone = school_zone(s.store, s.identity)
+        zone = school_zone(s.store, s.identity.sekolah_id)
     found = out_json(school, "status")
     assert found["login"]["semester_id"] == "20232"
     assert found["principal"]["user"] == "kepsek@sekolah.id"
@@ -340,7 +339,7 @@ def test_status_with_the_centre_shows_syncs_pending_and_conflicts(tmp_path: Path
                 await synced(a)
                 a.replica.record([("tanah", str(uuid.uuid4()), {"nama": "Kebun"})], now_ms())
                 found = beranda(a)
-                zone = school_zone(a.store, a.identity)
+                zone = school_zone(a.store, a.identity.sekolah_id)
                 assert found.zone is zone and zone.name in ("WIB", "WITA", "WIT")
                 assert found.school == "SMA Negeri 1 Sukamaju" and found.server == srv.url
                 assert found.conflicts == 2  # nama and luas of one row

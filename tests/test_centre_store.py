@@ -15,6 +15,7 @@ from selaras.engine.store import EventCollision, StoreError
 from selaras.server.admin import AdminError, run_admin
 
 A = "a0000000-0000-4000-8000-000000000001"
+B = "b0000000-0000-4000-8000-000000000002"
 PD = "d0000000-0000-4000-8000-00000000000d"
 NOW = 1_790_000_000_000  # ms; every hlc here is far behind it
 
@@ -173,18 +174,110 @@ def test_a_centre_made_before_the_vector_was_kept_gets_it_on_opening(request, tm
         c.close()
 
 
-def test_the_gate_keeps_nothing_of_a_push_that_leaves_invalid_data(centre):
-    """server/gate.py on each store: spooled, appended, checked, rolled back whole."""
-    from selaras.server import gate
+def deleted(origin, seq):
+    """A row made and deleted at once: no finding of Validasi Lokal holds it."""
+    return Batch.from_events([Event(origin=origin, seq=seq, hlc=seq, entity="peserta_didik",
+                                    row_id=PD, changes={"nik": "1", "soft_delete": 1},
+                                    author="op", role="operator")])
 
-    registry = centre.registry
-    assert gate.commit(centre, registry, "20100001", A, NOW) is None  # nothing spooled
-    gate.spool(centre, registry, "20100001", A, batch(A, 1, 2))
-    refused = gate.commit(centre, registry, "20100001", A, NOW)
-    assert isinstance(refused, dict) and refused.get("Peserta Didik", 0) >= 1
+
+def test_the_gate_keeps_nothing_of_a_push_that_leaves_invalid_data(centre):
+    """server/gate.py on each store: the push in a transaction of its own, unseen until
+    checked; refused, it is rolled back whole; the writer commits meanwhile."""
+    from selaras.server.gate import Gate
+
+    refused = Gate(centre, "20100001")
+    report, before = refused.append(batch(A, 1, 2), NOW).result()
+    assert report.applied == 2 and before == {}
+    assert centre.school("20100001").vector() == {}  # not the centre's data yet
+    # Another school's batch commits while the push is open: the writer does not wait.
+    [other] = centre.append_group([("20100002", batch(A, 1, 1))], NOW)
+    assert other.applied == 1
+    per_tab = refused.finish().result()
+    assert per_tab.get("Peserta Didik", 0) >= 1
+    refused.close().result()
     assert centre.school("20100001").vector() == {}  # nothing of it is the centre's data
-    assert gate.commit(centre, registry, "20100001", A, NOW) == refused  # the spool is back
-    assert centre.school("20100002").vector() == {}
+    assert centre.school("20100002").vector() == {A: 1}
+
+    passed = Gate(centre, "20100001")
+    assert passed.append(deleted(A, 1), NOW).result()[0].applied == 1
+    assert passed.finish().result() == {}
+    passed.close().result()
+    school = centre.school("20100001")
+    assert school.vector() == {A: 1}
+    assert school.checksums() == school.checksums(full=True)
+
+
+def test_two_pushes_of_one_school_at_once_keep_one_state(centre):
+    """Two PCs of a school pushing at once: PostgreSQL makes the second wait for the
+    first's end; DuckDB lets both run and fails the second to commit (it tries again)."""
+    from selaras.server.gate import Gate
+
+    first, second = Gate(centre, "20100001"), Gate(centre, "20100001")
+    assert first.append(deleted(A, 1), NOW).result()[0].applied == 1
+    waiting = second.append(deleted(B, 1), NOW)
+    if isinstance(centre, DuckDBCentre):
+        assert waiting.result()[0].applied == 1
+        assert first.finish().result() == {}
+        with pytest.raises(StoreError, match="sedang diubah sesi lain"):
+            second.finish().result()
+        kept = {A: 1}
+    else:
+        with pytest.raises(TimeoutError):
+            waiting.result(timeout=1)  # the school's lock is the first push's
+        assert first.finish().result() == {}
+        assert waiting.result(timeout=30)[0].applied == 1
+        assert second.finish().result() == {}
+        kept = {A: 1, B: 1}
+    for g in (first, second):
+        g.close().result()
+    school = centre.school("20100001")
+    assert school.vector() == kept
+    assert school.checksums() == school.checksums(full=True)
+
+
+def test_the_writer_does_not_wait_for_an_open_push(centre):
+    """The centre's own event for a school whose push is open: PostgreSQL's writer gives up
+    on the school's lock within WRITER_LOCK_WAIT; on DuckDB the push fails at commit."""
+    import time
+
+    from selaras.server.gate import Gate
+
+    push = Gate(centre, "20100001")
+    assert push.append(deleted(A, 1), NOW).result()[0].applied == 1
+    own = Event(origin=centre_origin("20100001"), seq=1, hlc=1, entity="peserta_didik",
+                row_id=PD, changes={"nama": "Pusat"}, author="pusat", role="pusat")
+    t = time.monotonic()
+    if isinstance(centre, DuckDBCentre):
+        centre.append_centre("20100001", [own])
+        with pytest.raises(StoreError, match="sedang diubah sesi lain"):
+            push.finish().result()
+        kept = {centre_origin("20100001"): 1}
+    else:
+        with pytest.raises(StoreError, match="sedang diubah sesi lain"):
+            centre.append_centre("20100001", [own])
+        assert push.finish().result() == {}
+        kept = {A: 1}
+    assert time.monotonic() - t < 10
+    push.close().result()
+    assert centre.school("20100001").vector() == kept
+
+
+def test_validasi_lokal_at_the_centre_reads_one_school(centre):
+    """rule_rows (the gate's check) sees the school's rows alone, as a query does."""
+    from selaras.engine.validation import invalid_counts_sql
+
+    other = Batch.from_events([
+        Event(origin=A, seq=s, hlc=s, entity="peserta_didik", row_id=f"{PD[:-2]}{s:02x}",
+              changes={"nik": str(s)}, author="op", role="operator") for s in range(1, 6)])
+    centre.append_group([("20100001", batch(A, 1, 1)), ("20100002", other)], NOW)
+    counts = {}
+    for npsn in ("20100001", "20100002"):
+        school = centre.school(npsn)
+        counts[npsn] = sorted(school.rule_rows(invalid_counts_sql()))
+        assert counts[npsn] == sorted(school.query(invalid_counts_sql())[1])
+    rule = counts["20100001"][0][0]
+    assert dict(counts["20100002"])[rule] == 5 * dict(counts["20100001"])[rule]
 
 
 def test_accounts_are_mirrored_and_disabled_on_each_store(centre):

@@ -37,12 +37,11 @@ from selaras.client.connection import (
     check_install,
     checked_sync,
     failure,
-    school_zone,
 )
 from selaras.client.install import Install, Session
 from selaras.client.sync import RETRYABLE, SyncRefused, SyncTimedOut, register, run_sync
 from selaras.engine import protocol as p
-from selaras.engine.localtime import Zone, format_local, minute_after, zone_of
+from selaras.engine.localtime import Zone, format_local, minute_after, school_zone, zone_of
 from selaras.engine.refusals import TEXT, Code
 from selaras.engine.replica import Identity
 from selaras.server.testing import RunningServer, running_server
@@ -215,7 +214,7 @@ def test_another_schema_version_is_refused(tmp_path: Path,
 def test_a_busy_centre_says_until_when_in_the_schools_time(tmp_path: Path) -> None:
     async def main() -> None:
         async with school(tmp_path, busy_retry_s=120) as (srv, s):
-            zone = school_zone(s.store, s.identity)
+            zone = school_zone(s.store, s.identity.sekolah_id)
             kode = s.store.rows("sekolah")[s.identity.sekolah_id]["kode_wilayah"]
             assert zone is zone_of(str(kode)) is Zone.WIB  # the test referensi is Java's
             srv.server.draining.set()  # shutting down: every Hello is refused busy
@@ -365,10 +364,10 @@ def test_a_province_this_version_does_not_list_is_known_by_its_name() -> None:
                "r2": {"kode_wilayah": "380100", "nama": "Kab. Nabire"}}
     store: Any = Rows({"sekolah": {me.sekolah_id: {"kode_wilayah": "380101"}},
                        "ref.mst_wilayah": wilayah})
-    assert school_zone(store, me) is Zone.WIT
+    assert school_zone(store, me.sekolah_id) is Zone.WIT
     store = Rows({"sekolah": {me.sekolah_id: {"kode_wilayah": "220101"}}})
-    assert school_zone(store, me) is Zone.WITA
-    assert school_zone(Rows({}), me) is Zone.WIB  # before the school's data came
+    assert school_zone(store, me.sekolah_id) is Zone.WITA
+    assert school_zone(Rows({}), me.sekolah_id) is Zone.WIB  # before the school's data came
 
 
 def test_the_verdicts_agree_with_the_syncs_retries() -> None:

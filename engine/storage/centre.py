@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import contextlib
 import os
-from typing import Protocol
+from collections.abc import Callable
+from typing import Any, Protocol
 
 import msgspec
 import pyarrow.compute as pc
@@ -105,6 +106,53 @@ class GroupCommit:
         return report
 
 
+class Transactional(Protocol):
+    def transaction(self) -> contextlib.AbstractContextManager[Any]: ...
+
+
+class _RolledBack(Exception):
+    """Ends an open push's transaction with nothing kept."""
+
+
+class OpenPush(GroupCommit):
+    """One school's push in a transaction of its own, held open across the session (the
+    centre's gate, ``PushTransaction``): appended as the writer appends, seen by nothing
+    else until ``commit``. Its own connection (``db``) is used by one thread."""
+
+    def __init__(self, db: Transactional, store: Callable[[str], BoundingStore],
+                 key: CentreKey | None, npsn: str, on_end: Callable[[], None] = lambda: None,
+                 ) -> None:
+        self.db, self._stores, self.key, self.npsn = db, store, key, npsn
+        self._on_end = on_end
+        self._open = contextlib.ExitStack()
+        self._open.enter_context(db.transaction())
+
+    def transaction(self) -> contextlib.AbstractContextManager[object]:
+        return self.db.transaction()  # a part of the open one
+
+    def school(self, npsn: str) -> BoundingStore:
+        return self._stores(npsn)
+
+    @property
+    def store(self) -> BoundingStore:
+        return self._stores(self.npsn)
+
+    def append(self, batch: Batch, now_ms: int) -> AppendReport:
+        return self.admit(self.npsn, batch, now_ms)
+
+    def commit(self) -> None:
+        try:
+            self._open.close()
+        finally:
+            self._on_end()
+
+    def rollback(self) -> None:
+        try:
+            self._open.__exit__(_RolledBack, _RolledBack(), None)
+        finally:
+            self._on_end()
+
+
 class DuckDBCentre(GroupCommit):
     """The centre's embedded store: every school in one DuckDB file.
 
@@ -135,6 +183,14 @@ class DuckDBCentre(GroupCommit):
     def reader(self) -> CentreReader:
         """A connection of its own for another thread: its schools' stores and registry."""
         return CentreReader(self.db.cursor())
+
+    def push_transaction(self, npsn: str) -> OpenPush:
+        """A push to ``npsn`` on a connection of its own. DuckDB's transactions are
+        optimistic: one that changed a row another changed since it began fails at its
+        commit (two pushes of one school at once, the second to commit)."""
+        db = self.db.cursor()
+        return OpenPush(db, lambda n: DuckDBStore("", central_origins(n), school=n, db=db),
+                        self.key, npsn, on_end=db.close)
 
     def close(self) -> None:
         self.db.close()

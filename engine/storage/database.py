@@ -211,6 +211,11 @@ class Database:
         self.con.close()
 
 
+# Two writers changed one school's rows at once (a push holds its transaction open across its
+# session): the later to commit fails, and tries again.
+BUSY_SCHOOL = "data sekolah ini sedang diubah sesi lain: coba lagi sebentar lagi"
+
+
 def failure(exc: duckdb.Error) -> StoreFailure:
     """What went wrong underneath, in words an admin or operator can act on.
 
@@ -233,6 +238,8 @@ def failure(exc: duckdb.Error) -> StoreFailure:
     elif "read-only" in text or "permission denied" in text:
         reason = ("folder data tidak dapat ditulis (hanya-baca, atau tanpa izin tulis): "
                   "periksa izin folder itu atau pakai folder lain")
+    elif "transactioncontext error" in text:  # a conflict, found at the latest at commit
+        reason = BUSY_SCHOOL
     elif isinstance(cause, duckdb.IOException):
         reason = f"basis data tidak dapat membaca atau menulis filenya ({_short(detail)})"
     else:

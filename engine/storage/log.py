@@ -9,6 +9,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import re
 import uuid
 from collections.abc import Collection
 from typing import Any
@@ -56,6 +57,8 @@ PENDING_KINDS = ("added", "updated", "deleted")  # pending_changes: a row's chan
 
 SMALL = 500  # rows of one entity changed at once: up to this many, their digests are kept
 # from the rows the change returns (``_add_digests``); more are hashed in SQL.
+
+_REF, _UNQUALIFIED = re.compile(r"\bref\.(\w+)"), r"ref_\1"  # ref.agama -> ref_agama
 
 
 class DuckDBStore:
@@ -272,6 +275,17 @@ class DuckDBStore:
               ) -> tuple[list[str], list[tuple[Any, ...]]]:
         """Run one read statement over this school's data (``query_school``)."""
         return query_school(sql, self._view_rows, time_limit_s)
+
+    def rule_rows(self, sql: str) -> list[tuple[Any, ...]]:
+        """Validasi Lokal's ``sql`` run here. At the centre every table holds every school:
+        a common table expression of the same name narrows each to this one (Referensi's
+        ``ref.x`` read as ``ref_x``)."""
+        if self.school != ANY_SCHOOL:
+            scoped = ", ".join(f"{e.slug} AS (SELECT * EXCLUDE (school) FROM "
+                               f"{e.table if e.is_reference else 'main.' + e.table} "
+                               f"WHERE {self._scope})" for e in ENTITIES)
+            sql = f"WITH {scoped} SELECT * FROM ({_REF.sub(_UNQUALIFIED, sql)})"
+        return self.con.execute(sql).fetchall()
 
     def _view_rows(self, name: str) -> pa.Table:
         """The school's rows of query view ``name``."""

@@ -9,12 +9,16 @@ from __future__ import annotations
 
 import contextlib
 
-from ..events import central_origins
+from ..events import Event, central_origins
 from ..signatures import CentreKey
-from .centre import GroupCommit
+from ..store import AppendReport
+from .centre import GroupCommit, OpenPush
 from .pg_database import POOL_SIZE, PgDatabase
 from .pg_log import PgStore, fill_digests, fill_head, tables
 from .pg_registry import PostgresRegistry
+
+PUSH_POOL_SIZE = 16  # pushes open at once per server process (each holds a connection)
+WRITER_LOCK_WAIT = "2s"  # how long the writer waits for a school a push holds
 
 
 class PgCentre(GroupCommit):
@@ -45,6 +49,7 @@ class PgCentre(GroupCommit):
                     fill_head(con)
             self.registry = PostgresRegistry(self.db)
             self._readers = PgDatabase.connect(url, size=pool_size)
+            self._pushes = PgDatabase.connect(url, size=PUSH_POOL_SIZE)
         except BaseException:
             self.db.close()
             raise
@@ -65,7 +70,21 @@ class PgCentre(GroupCommit):
         """Another thread's view: the readers' pool, a connection only while it reads."""
         return PgCentreReader(self._readers.sibling())
 
+    def push_transaction(self, npsn: str) -> OpenPush:
+        """A push to ``npsn`` on a connection of the pushes' pool, held to its end. Its
+        first append takes the school's lock: another push to the school waits for it."""
+        db = self._pushes.sibling()
+        return OpenPush(db, lambda n: PgStore(db, n, central_origins(n)), self.key, npsn)
+
+    def append_centre(self, npsn: str, events: list[Event]) -> AppendReport:
+        """As ``GroupCommit``'s, but the writer never waits long for a school's lock: a
+        push holds it to its session's end (StoreFailure: try again later)."""
+        with self.db.transaction() as con:
+            con.execute(f"SET LOCAL lock_timeout = '{WRITER_LOCK_WAIT}'")
+            return super().append_centre(npsn, events)
+
     def close(self) -> None:
+        self._pushes.close()
         self._readers.close()
         self.db.close()
 

@@ -16,6 +16,7 @@ from psycopg import errors
 from psycopg_pool import ConnectionPool, PoolTimeout
 
 from ..store import StoreFailure
+from .database import BUSY_SCHOOL
 
 PARTITIONS = 16  # hash partitions of each school-keyed table
 POOL_SIZE = 8  # reader connections per server process (the writer has one of its own)
@@ -106,6 +107,8 @@ def failure(exc: psycopg.Error) -> StoreFailure:
         reason = "the database ran out of memory"
     elif isinstance(exc, errors.TooManyConnections):
         reason = "the database takes no more connections (raise max_connections)"
+    elif isinstance(exc, errors.LockNotAvailable):
+        reason = BUSY_SCHOOL
     elif isinstance(exc, PoolTimeout):
         reason = f"no database connection came free in time ({detail})"
     elif isinstance(exc, psycopg.OperationalError):

@@ -224,6 +224,11 @@ class PgStore:
         private DuckDB, on copies of this school's rows of the views it names)."""
         return query_school(sql, self._view_rows, time_limit_s)
 
+    def rule_rows(self, sql: str) -> list[tuple[Any, ...]]:
+        """Validasi Lokal's ``sql`` (DuckDB's dialect) run as a query is: in a private
+        DuckDB, on copies of the rows it names."""
+        return query_school(sql, self._view_rows)[1]
+
     def _view_rows(self, name: str) -> pa.Table:
         """The school's rows of query view ``name``, as Arrow (UUIDs as text)."""
         columns = VIEWS[name]

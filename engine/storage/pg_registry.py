@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from ..store import SessionCaps
 from .pg_database import PgDatabase, partitioned
-from .registry import SPOOL, SqlRegistry, added_columns
+from .registry import SqlRegistry, added_columns
 
 TABLES = [
     "CREATE SCHEMA IF NOT EXISTS registry",
@@ -22,7 +22,6 @@ TABLES = [
         mode text, started_ms bigint, ended_ms bigint, outcome text, events_in bigint,
         events_out bigint, bytes_in bigint, bytes_out bigint"""),
     *added_columns("text"),
-    *partitioned("registry.spool", SPOOL.replace("VARCHAR", "text").replace("BLOB", "bytea")),
     *partitioned("registry.live", """npsn text, session text, install text,
         started_ms bigint NOT NULL, seen_ms bigint NOT NULL, PRIMARY KEY (npsn, session)"""),
 ]

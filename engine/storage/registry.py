@@ -141,24 +141,6 @@ class SqlRegistry:
         return self._all(f"SELECT {SESSION_COLUMNS} FROM registry.session WHERE npsn = ? "
                          "ORDER BY started_ms DESC LIMIT ?", [npsn, limit])
 
-
-    # -- the spool: a gated push, held until the session's end (protocol R20) ----------------
-
-    def spool(self, npsn: str, origin: str, seq_from: int, seq_to: int, payload: bytes,
-              ) -> None:
-        """Keep a pushed batch (its payload) until the push is checked whole."""
-        self._run("INSERT INTO registry.spool (npsn, origin, seq_from, seq_to, payload) "
-                  "VALUES (?, ?, ?, ?, ?) ON CONFLICT DO NOTHING",
-                  [npsn, origin, seq_from, seq_to, payload])
-
-    def unspool(self, npsn: str, origin: str) -> list[bytes]:
-        """The batches spooled for ``origin``, in seq order, taken out of the spool (a
-        rolled-back transaction puts them back)."""
-        rows = self._run("SELECT payload FROM registry.spool WHERE npsn = ? AND origin = ? "
-                         "ORDER BY seq_from, seq_to", [npsn, origin])[1]
-        self._run("DELETE FROM registry.spool WHERE npsn = ? AND origin = ?", [npsn, origin])
-        return [bytes(r[0]) for r in rows]
-
     # -- sessions in flight: admission across every server process on the store --------------
 
     def admit(self, npsn: str, session: str, install: str, now_ms: int, caps: SessionCaps,
@@ -193,8 +175,6 @@ class SqlRegistry:
         return int(self._run("SELECT count(*) FROM registry.live", [])[1][0][0])
 
 
-SPOOL = """npsn VARCHAR NOT NULL, origin VARCHAR NOT NULL, seq_from BIGINT NOT NULL,
-    seq_to BIGINT NOT NULL, payload BLOB NOT NULL, PRIMARY KEY (npsn, origin, seq_from, seq_to)"""
 SESSION_COLUMNS = ("session, npsn, install, mode, started_ms, ended_ms, outcome, events_in, "
                    "events_out, bytes_in, bytes_out, account, principal, consent, invalid")
 ACCOUNT_COLUMNS = ("npsn, email, role, created_ms, disabled, nama, ptk_id, nip, public_key, "
@@ -260,7 +240,6 @@ TABLES = [
         started_ms BIGINT, ended_ms BIGINT, outcome VARCHAR,
         events_in BIGINT, events_out BIGINT, bytes_in BIGINT, bytes_out BIGINT)""",
     *added_columns(),
-    f"CREATE TABLE IF NOT EXISTS registry.spool ({SPOOL})",
     """CREATE TABLE IF NOT EXISTS registry.live (
         npsn VARCHAR, session VARCHAR, install VARCHAR, started_ms BIGINT NOT NULL,
         seen_ms BIGINT NOT NULL, PRIMARY KEY (npsn, session))""",
