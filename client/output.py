@@ -18,6 +18,7 @@ from selaras.engine.clocks import VersionVector
 from selaras.engine.labels import entity_label
 from selaras.engine.localtime import format_local
 from selaras.engine.merge import Sibling
+from selaras.engine.protocol import MODE_WORDS
 from selaras.engine.store import AppendReport
 
 if TYPE_CHECKING:
@@ -200,7 +201,6 @@ def checksums_side_by_side(names: tuple[str, str], ours: Mapping[str, str],
 
 # -- the sync's summary (client/sync.py's SyncReport.as_json) ---------------------------------
 
-MODE_WORDS = {"sync": "Sinkronisasi", "pull": "Tarik Data"}
 TABLES_LISTED = 10  # tables the summary lists one per line; the rest in one line
 
 
@@ -438,7 +438,6 @@ def copy_forward_text(done: CopyForward) -> str:
     return "\n".join(lines)
 
 
-SESSION_MODES = {"sync": "sinkronisasi", "pull": "Tarik Data"}
 OUTCOME_WORDS = {"busy": "server pusat sibuk", "timeout": "waktu habis",
                  "disconnected": "koneksi terputus",
                  "diverged": "data berbeda dari server pusat"}
@@ -477,7 +476,7 @@ def beranda_text(b: Beranda) -> str:
     lines += [f"Sinkronisasi terakhir: {when(b.last_sync)}",
               f"Tarik Data terakhir: {when(b.last_pull)}"]
     if b.last_failed is not None:
-        mode = SESSION_MODES.get(b.last_failed.mode, b.last_failed.mode)
+        mode = MODE_WORDS.get(b.last_failed.mode, b.last_failed.mode)
         lines.append(f"Percobaan terakhir gagal: {mode}, "
                      f"{format_local(b.last_failed.ended_ms, b.zone)} "
                      f"({outcome_text(b.last_failed.outcome)})")

@@ -21,7 +21,7 @@ Errors::
 from __future__ import annotations
 
 import enum
-from typing import Literal
+from typing import Any, Literal
 
 import msgspec
 
@@ -45,6 +45,10 @@ class Limits(msgspec.Struct, frozen=True):
     max_batch_events: int = 20_000
     max_batch_bytes: int = 4 << 20
     window_batches: int = 4
+
+
+# The two kinds of session, in the operator's words.
+MODE_WORDS = {"sync": "Sinkronisasi", "pull": "Tarik Data"}
 
 
 class Hello(msgspec.Struct, frozen=True, tag="hello"):
@@ -134,8 +138,9 @@ class AdminReply(msgspec.Struct, frozen=True, tag="admin_reply"):
     rows: list[list[str | int | float | bool | None]]
     message: str = ""
     # What --json prints, where a command has a shape of its own (checksum: the same
-    # {"checksums", "vector"} as the install's `selaras checksum --json`).
-    data: dict[str, dict[str, str | int]] = {}
+    # {"checksums", "vector"} as the install's `selaras checksum --json`; history and
+    # school list: records with machine keys, beside a table in the operator's words).
+    data: dict[str, Any] = {}
 
 
 class Welcome(msgspec.Struct, frozen=True, tag="welcome"):

@@ -23,7 +23,8 @@ import msgspec
 from selaras.engine import passwords
 from selaras.engine.errors import InputError
 from selaras.engine.events import REFERENSI_ORIGIN
-from selaras.engine.protocol import AdminReply, account_name
+from selaras.engine.localtime import Zone, format_local, iso_local, school_zone
+from selaras.engine.protocol import MODE_WORDS, AdminReply, account_name
 from selaras.engine.replica import (
     EditError,
     referensi_events,
@@ -37,7 +38,11 @@ from . import accounts
 NPSN = re.compile(r"\d{8}")
 QUERY_TIME_LIMIT_S = 30.0
 COMMANDS = ("school_add", "reset_kode", "installs", "revoke", "query", "checksum", "schools",
-            "sessions", "account_add", "reset_password", "disable_account", "accounts")
+            "history", "account_add", "reset_password", "disable_account", "accounts")
+# A session's outcome (registry.session.outcome, ``kind`` or ``kind:code``), for people.
+OUTCOME_WORDS = {"done": "berhasil", "refused": "ditolak",
+                 "refused_by_client": "dihentikan sekolah", "dropped": "terputus",
+                 "drained": "dihentikan server"}
 
 
 class AdminError(Exception):
@@ -139,14 +144,30 @@ def _run(centre: CentreStore, registry: Registry, command: str,
                           f"{sum(vector.values())} events from {len(vector)} origins")
             return msgspec.structs.replace(reply, data={"checksums": sums, "vector": vector})
         case "schools":
-            rows = registry.schools()
-            return table(["npsn", "nama", "generation"],
-                         [[r["npsn"], r["nama"], r["generation"]] for r in rows])
-        case "sessions":
-            rows = registry.sessions(check_npsn(args["npsn"]), int(args.get("limit", "20")))
-            cols = ["session", "install", "mode", "outcome", "events_in", "events_out",
-                    "bytes_in", "bytes_out", "started_ms", "ended_ms"]
-            return table(cols, [[r[c] for c in cols] for r in rows])
+            schools = registry.schools()
+            cells: list[list[Any]] = []
+            for r in schools:
+                zone = school_zone(centre.school(r["npsn"]))
+                cells.append([r["npsn"], r["nama"], r["generation"],
+                             _when(r["last_sync_ms"], zone), _when(r["last_pull_ms"], zone),
+                             r["invalid"]])
+            reply = table(["npsn", "nama", "generasi kode", "sinkronisasi terakhir",
+                           "tarik data terakhir", "invalid tertunda"], cells)
+            return msgspec.structs.replace(reply, data={"schools": schools})
+        case "history":
+            npsn = _known(registry, args["npsn"])
+            zone = school_zone(centre.school(npsn))
+            names = {a["email"]: a["nama"] or a["email"] for a in registry.accounts(npsn)}
+            records = registry.sessions(npsn, _limit(args.get("limit", "20")))
+            cells = [[format_local(r["started_ms"], zone), MODE_WORDS.get(r["mode"], r["mode"]),
+                     r["install"][:8], r["account"], names.get(r["principal"], r["principal"]),
+                     (r["consent"] or "")[:12] or None, r["events_in"], r["events_out"],
+                     r["invalid"], outcome_words(r["outcome"])] for r in records]
+            reply = table(["waktu", "jenis", "instalasi", "akun", "kepala sekolah",
+                           "persetujuan", "masuk", "keluar", "invalid", "hasil"], cells,
+                          f"{len(records)} sesi terakhir sekolah {npsn}, waktu {zone.name}")
+            return msgspec.structs.replace(reply, data={"sessions": [
+                {**r, "started": iso_local(r["started_ms"], zone)} for r in records]})
         case "account_add":
             npsn, email = _known(registry, args["npsn"]), account_name(args["user"])
             password = args.get("password") or passwords.new_kode()
@@ -176,6 +197,23 @@ def _run(centre: CentreStore, registry: Registry, command: str,
             return table(cols, [[r[c] for c in cols]
                                 for r in registry.accounts(_known(registry, args["npsn"]))])
     raise AdminError(f"unknown admin command {command!r}; known: {', '.join(COMMANDS)}")
+
+
+def outcome_words(outcome: str | None) -> str:
+    """``refused:invalid_data_pending`` -> ``ditolak (invalid_data_pending)``."""
+    kind, _, code = (outcome or "dropped").partition(":")
+    word = OUTCOME_WORDS.get(kind, kind)
+    return f"{word} ({code})" if code else word
+
+
+def _when(epoch_ms: int | None, zone: Zone) -> str | None:
+    return None if epoch_ms is None else format_local(epoch_ms, zone)
+
+
+def _limit(text: str) -> int:
+    if not text.isdigit() or int(text) < 1:
+        raise AdminError(f"limit must be a whole number from 1, not {text!r}")
+    return int(text)
 
 
 def _known(registry: Registry, npsn: str) -> str:

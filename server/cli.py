@@ -254,7 +254,7 @@ def reset_kode(ctx: click.Context, npsn: str) -> None:
 @json_option
 @click.pass_context
 def school_list(ctx: click.Context, as_json: bool) -> None:
-    """Every registered school."""
+    """Every registered school: its last sync, last Tarik Data, invalid pending."""
     run(ctx, "schools", as_json)
 
 
@@ -301,11 +301,14 @@ def checksum(ctx: click.Context, npsn: str, full: bool, as_json: bool) -> None:
 
 @admin.command()
 @npsn_option
+@click.option("--limit", type=click.IntRange(min=1), default=20, show_default=True,
+              help="how many of the latest sessions")
 @json_option
 @click.pass_context
-def sessions(ctx: click.Context, npsn: str, as_json: bool) -> None:
-    """The school's latest sync sessions at the centre."""
-    run(ctx, "sessions", as_json, npsn=npsn)
+def history(ctx: click.Context, npsn: str, limit: int, as_json: bool) -> None:
+    """The school's latest sessions: time, install, account, principal, consent,
+    counts, result."""
+    run(ctx, "history", as_json, npsn=npsn, limit=limit)
 
 
 @admin.command()

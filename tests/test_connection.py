@@ -157,13 +157,13 @@ def test_a_checked_answers_only_a_request() -> None:
 def test_connected(tmp_path: Path) -> None:
     async def main() -> None:
         async with school(tmp_path) as (srv, s):
-            sessions = await srv.admin("sessions", npsn=NPSN)
+            sessions = await srv.admin("history", npsn=NPSN)
             status = await check(s)
             assert status.connected and status.reason is None and not status.final
             assert status.message == f"Terhubung ke server pusat {srv.url}"
             assert status.clock_offset_ms is not None and abs(status.clock_offset_ms) < 5_000
             # Nothing is recorded as a sync, at the centre or here.
-            assert (await srv.admin("sessions", npsn=NPSN)).rows == sessions.rows
+            assert (await srv.admin("history", npsn=NPSN)).data == sessions.data
             assert len(s.store.history()) == 1  # the pull
             data = status.as_json()
             assert data["connected"] is True and data["reason"] is None

@@ -153,9 +153,8 @@ def test_networked_demo_converges(tmp_path: Path) -> None:
 
     # The centre's own records: its gate refused the push without consent, stored nothing
     # of it, and took the four pushes made under one.
-    sessions = json.loads(run("admin", "--data", str(work / "centre"), "sessions",
-                              "--npsn", NPSN, "--json").stdout)
-    records = [dict(zip(sessions["columns"], r, strict=True)) for r in sessions["rows"]]
+    records = json.loads(run("admin", "--data", str(work / "centre"), "history",
+                             "--npsn", NPSN, "--json").stdout)["sessions"]
     refused = [r for r in records if r["outcome"] == "refused:not_principal"]
     assert len(refused) == 1 and refused[0]["events_in"] == 0
     pushed = sorted(r["events_in"] for r in records if r["events_in"])

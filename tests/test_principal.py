@@ -137,9 +137,9 @@ def test_two_pcs_each_send_what_the_principal_confirmed(centre: Centre, rows: di
     got = selaras("query", f"SELECT nama_ayah FROM peserta_didik WHERE peserta_didik_id = "
                   f"'{row}'", "--json", data=a).stdout
     assert json.loads(got) == [{"nama_ayah": "Ahmad Suryadi"}]
-    sessions = json.loads(centre.admin("sessions", "--npsn", npsn, "--json").stdout)
-    assert any(r[sessions["columns"].index("outcome")] == "refused:not_principal"
-               for r in sessions["rows"]) is False  # the client's own gate spoke first
+    sessions = json.loads(centre.admin("history", "--npsn", npsn, "--json").stdout)["sessions"]
+    assert any(r["outcome"] == "refused:not_principal"
+               for r in sessions) is False  # the client's own gate spoke first
 
 
 def test_changes_after_the_confirmation_are_not_sent_under_it(
@@ -306,14 +306,38 @@ def test_the_centre_refuses_a_push_that_would_leave_invalid_data_and_keeps_none_
     assert "Peserta Didik 1" in refused.refused.message
     after = json.loads(centre.admin("query", "--npsn", npsn, nik, "--json").stdout)["rows"]
     assert after == before  # nothing of the refused push is the centre's data
+    assert _listed(centre, npsn)["invalid"] == 1  # the school list shows it pending
     # The same change again with its fix after it: the state is valid, both are taken.
     done = push([bad, fix])
     assert done.refused is None and done.summary is not None
     fixed = json.loads(centre.admin("query", "--npsn", npsn, nik, "--json").stdout)["rows"]
     assert fixed == [["3201234567890123"]]
-    sessions = json.loads(centre.admin("sessions", "--npsn", npsn, "--json").stdout)
-    outcomes = [r[sessions["columns"].index("outcome")] for r in sessions["rows"]]
-    assert "refused:invalid_data_pending" in outcomes
+    listed = _listed(centre, npsn)
+    assert listed["invalid"] == 0
+
+    # The centre's record, newest first: the two pushes under the principal's consents.
+    sessions = json.loads(centre.admin("history", "--npsn", npsn, "--json").stdout)["sessions"]
+    assert [r["outcome"] for r in sessions[:2]] == ["done", "refused:invalid_data_pending"]
+    assert [r["invalid"] for r in sessions[:2]] == [0, 1]
+    assert {r["principal"] for r in sessions[:2]} == {KEPSEK}
+    assert listed["last_sync_ms"] == sessions[0]["ended_ms"]
+    assert listed["last_pull_ms"] < sessions[0]["started_ms"]  # init's Tarik Data
+    lines = centre.admin("history", "--npsn", npsn, "--limit", "2").stdout.splitlines()
+    assert lines[0].split()[:4] == ["waktu", "jenis", "instalasi", "akun"]
+    newest, refusal = lines[1:3]
+    assert re.match(r"\d\d-\d\d-\d{4} \d\d:\d\d WI[BT]A? +Sinkronisasi", newest)
+    assert origin[:8] in newest and "op@sekolah.id" in newest
+    assert sessions[0]["consent"][:12] in newest and sessions[0]["consent"] not in newest
+    assert newest.endswith("berhasil") and refusal.endswith("ditolak (invalid_data_pending)")
+    assert lines[3].startswith("2 sesi terakhir sekolah " + npsn)
+    listing = centre.admin("school", "list").stdout
+    when = r"\d\d-\d\d-\d{4} \d\d:\d\d WI[BT]A?"
+    assert re.search(rf"{npsn} +SMA Uji +1 +{when} +{when} +0$", listing, re.M), listing
+
+
+def _listed(centre: Centre, npsn: str) -> dict[str, Any]:
+    schools = json.loads(centre.admin("school", "list", "--json").stdout)["schools"]
+    return next(s for s in schools if s["npsn"] == npsn)
 
 
 def _edit(origin: str, seq: int, entity: str, row: str, changes: dict[str, Any]) -> Event:

@@ -122,8 +122,9 @@ def test_sync_push_is_acked_after_commit_and_durable(tmp_path, centre_store):
             line = [e for e in logs if e["event"] == "session"][-1]
             assert (line["outcome"], line["events_in"], line["mode"]) == ("done", 5, "sync")
             assert line["bytes_in"] > 0 and "duration_s" in line
-            sessions = await server.admin("sessions", npsn=A)
-            assert [r[3] for r in sessions.rows] == ["done", "done"]
+            history = await server.admin("history", npsn=A)
+            assert [r["outcome"] for r in history.data["sessions"]] == ["done", "done"]
+            assert [r[-1] for r in history.rows] == ["berhasil", "berhasil"]
         return client.install
 
     install = run(main())

@@ -138,8 +138,9 @@ def test_forged_centre_events_are_refused_in_bundles_and_in_sync(tmp_path: Path,
                 assert str(err.value).startswith(
                     f"data dari server pusat ditolak: event pusat ({CENTRE}, {seq}) tanpa")
                 assert s.store.history()[0]["outcome"] == "refused:bad_signature"
-            sessions = await srv.admin("sessions", npsn=NPSN)
-            assert sessions.rows[0][3] == "refused_by_client:bad_signature"
+            history = await srv.admin("history", npsn=NPSN)
+            assert history.data["sessions"][0]["outcome"] == "refused_by_client:bad_signature"
+            assert history.rows[0][-1] == "dihentikan sekolah (bad_signature)"
     asyncio.run(pull())
     assert state(a) == before
 

@@ -54,8 +54,18 @@ class SqlRegistry:
                          "FROM registry.school WHERE npsn = ?", [npsn])
 
     def schools(self) -> list[dict[str, Any]]:
-        return self._all("SELECT npsn, nama, generation, created_ms FROM registry.school "
-                         "ORDER BY npsn", [])
+        """npsn, nama, generation, created_ms, and from the sessions: the end of the last
+        sync and the last Tarik Data that succeeded, the invalid findings the last gated
+        push left (None before any)."""
+        return self._all(
+            "SELECT npsn, nama, generation, created_ms, "
+            "(SELECT max(ended_ms) FROM registry.session x WHERE x.npsn = s.npsn "
+            " AND x.mode = 'sync' AND x.outcome = 'done') AS last_sync_ms, "
+            "(SELECT max(ended_ms) FROM registry.session x WHERE x.npsn = s.npsn "
+            " AND x.mode = 'pull' AND x.outcome = 'done') AS last_pull_ms, "
+            "(SELECT x.invalid FROM registry.session x WHERE x.npsn = s.npsn "
+            " AND x.invalid IS NOT NULL ORDER BY x.ended_ms DESC LIMIT 1) AS invalid "
+            "FROM registry.school s ORDER BY npsn", [])
 
     def reset_kode(self, npsn: str, kode_hash: str) -> int:
         """A new registration code: generation + 1 (older installs get code_reset)."""
@@ -138,6 +148,7 @@ class SqlRegistry:
                   f"VALUES ({', '.join('?' * len(record))})", list(record.values()))
 
     def sessions(self, npsn: str, limit: int = 20) -> list[dict[str, Any]]:
+        """The school's latest sessions, newest first (keys: SESSION_COLUMNS)."""
         return self._all(f"SELECT {SESSION_COLUMNS} FROM registry.session WHERE npsn = ? "
                          "ORDER BY started_ms DESC LIMIT ?", [npsn, limit])
 
