@@ -429,8 +429,8 @@ class SyncConnection:
         email = account_name(reg.user)
         school = await server.read_registry(lambda r: r.school(reg.npsn))
         account = await server.read_registry(lambda r: r.account(reg.npsn, email))
-        accounts = await server.read_registry(lambda r: r.account_count(reg.npsn))
-        checked = await server.credentials.run(check_register, reg, school, account, accounts)
+        count = await server.read_registry(lambda r: r.account_count(reg.npsn))
+        checked = await server.credentials.run(check_register, reg, school, account, count)
         if checked is None:
             await self.refuse_busy(TEXT[Code.SERVER_BUSY])
             return
@@ -444,18 +444,18 @@ class SyncConnection:
         token_hash = credentials.token_hash(server.secret, token)
         t = now_ms()
 
-        def create(_: CentreStore, r: Registry) -> str:
-            if new_hash is not None:
-                if r.account_count(reg.npsn):  # another first registration won the race
-                    raise RegistryError("account race")
-                r.add_account(reg.npsn, email, "operator", new_hash, t)
-            account = r.account(reg.npsn, email)
-            assert account is not None
-            role = account["role"]
-            current = r.school(reg.npsn)
-            assert current is not None
-            r.add_install(origin, reg.npsn, email, token_hash, current["generation"], t)
-            return str(role)
+        def create(c: CentreStore, r: Registry) -> str:
+            with c.transaction():
+                if new_hash is not None:  # the school's first account, its pengguna row too
+                    if r.account_count(reg.npsn):  # another first registration won the race
+                        raise RegistryError("account race")
+                    accounts.add(c, r, reg.npsn, email, accounts.OPERATOR, new_hash, t)
+                account = r.account(reg.npsn, email)
+                assert account is not None
+                current = r.school(reg.npsn)
+                assert current is not None
+                r.add_install(origin, reg.npsn, email, token_hash, current["generation"], t)
+                return str(account["role"])
 
         try:
             role = await server.write(create)

@@ -137,6 +137,13 @@ def test_two_pcs_each_send_what_the_principal_confirmed(centre: Centre, rows: di
     got = selaras("query", f"SELECT nama_ayah FROM peserta_didik WHERE peserta_didik_id = "
                   f"'{row}'", "--json", data=a).stdout
     assert json.loads(got) == [{"nama_ayah": "Ahmad Suryadi"}]
+    # Both operators' accounts are pengguna rows of the school, the first one's (made at
+    # its registration) as much as the one the dinas added; the installs have them too.
+    users = "SELECT username, peran FROM pengguna WHERE username LIKE 'op%' ORDER BY 1"
+    held = json.loads(centre.admin("query", "--npsn", npsn, "--json", users).stdout)["rows"]
+    assert held == [["op2@sekolah.id", "operator"], ["op@sekolah.id", "operator"]]
+    assert json.loads(selaras("query", users, "--json", data=a).stdout) == [
+        {"username": u, "peran": p} for u, p in held]
     sessions = json.loads(centre.admin("history", "--npsn", npsn, "--json").stdout)["sessions"]
     assert any(r["outcome"] == "refused:not_principal"
                for r in sessions) is False  # the client's own gate spoke first

@@ -91,7 +91,8 @@ def test_pull_receives_the_schools_centre_events(tmp_path):
             client, _ = await school_with_install(server)
             out = await client.session("pull")
             assert out.refused is None and out.summary is not None
-            assert out.welcome_vector[centre_origin(A)] == 1
+            # The school's identity and the first operator's account as its pengguna row.
+            assert out.welcome_vector[centre_origin(A)] == 2
             assert out.events_received == sum(out.welcome_vector.values())
             assert len(out.received) > 1  # cut into batches of at most 50
             assert all(len(b) <= 50 for b in out.received)
@@ -322,7 +323,8 @@ def test_server_process_drains_on_sigterm_and_admin_works_on_and_off(tmp_path):
     rows = selaras("admin", "--data", data, "query", "--npsn", A, "--json",
                    "select count(*) AS n from event").stdout
     referensi = len(referensi_events())
-    assert json.loads(rows)["rows"] == [[referensi + 1 + 3]]  # + sekolah + the pushed
+    # + sekolah + the operator's pengguna row + the pushed
+    assert json.loads(rows)["rows"] == [[referensi + 1 + 1 + 3]]
     assert "peserta_didik" in selaras("admin", "--data", data, "checksum", "--npsn", A).stdout
     refused = selaras("admin", "--data", data, "query", "--npsn", A, "delete from event",
                       check=False)

@@ -6,6 +6,7 @@ another school's rows too (same origins, same row ids: they must not show).
 The bulk import path and the centre's registry have contracts of their own below.
 """
 
+import json
 import uuid
 
 import msgspec
@@ -326,6 +327,34 @@ def test_bulk_import_equals_its_events_appended_one_by_one(tmp_path):
         assert store.checksums() == reference.checksums()
         assert store.rows("peserta_didik") == reference.rows("peserta_didik")
         assert verify(store) == []
+    finally:
+        store.close()
+
+
+def test_an_imported_user_the_install_holds_joins_its_row(tmp_path):
+    """The account the centre mirrored at registration and the school's own pengguna row
+    for that username are one row after the import, whatever their case and spaces."""
+    from selaras.engine.events import school_row_id
+
+    npsn = "20219876"
+    sekolah, held, own = school_row_id(npsn), str(uuid.uuid4()), str(uuid.uuid4())
+    store = DuckDBStore(tmp_path / "users.duckdb", CENTRAL)
+    try:
+        store.append(Batch.from_events([Event(
+            origin=centre_origin(npsn), seq=1, hlc=1, entity="pengguna", row_id=held,
+            changes={"sekolah_id": sekolah, "username": "op@sekolah.id", "nama": "op@sekolah.id",
+                     "peran": "operator", "aktif": 1})]))
+        rows = tmp_path / "rows.jsonl"
+        rows.write_text("".join(json.dumps(r) + "\n" for r in [
+            {"entity": "pengguna", "pengguna_id": own, "sekolah_id": sekolah,
+             "username": " OP@sekolah.id", "nama": "Sri Wahyuni", "peran": "operator"},
+            {"entity": "pengguna", "pengguna_id": str(uuid.uuid4()), "sekolah_id": sekolah,
+             "username": "tu@sekolah.id", "nama": "Budi", "peran": "operator"}]))
+        store.import_jsonl(str(rows), origin=A, author="op", role="operator",
+                           sekolah_id=sekolah, now_ms=1_790_000_000_000)
+        users = store.rows("pengguna")
+        assert own not in users and len(users) == 2
+        assert users[held]["nama"] == "Sri Wahyuni"
     finally:
         store.close()
 

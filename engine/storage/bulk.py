@@ -74,6 +74,8 @@ def import_jsonl(store: DuckDBStore, path: str, *, origin: str, author: str, rol
         problems += _typed_rows(c, e, sekolah_id)
     if problems:
         raise ImportRefused(path, sorted(problems))
+    if BY_NAME["pengguna"] in entities:
+        _one_row_per_username(c, store.school)
     (n,) = c.execute("SELECT count(*) FROM raw").fetchall()[0]
     c.execute("DROP TABLE raw")
     if not n:
@@ -212,6 +214,16 @@ def _typed_rows(c: duckdb.DuckDBPyConnection, e: Entity, sekolah_id: str,
                              [column, line]).fetchall()[0]
         problems.append((int(at), _problem(e, kind, column, value, sekolah_id)))
     return problems
+
+
+def _one_row_per_username(c: duckdb.DuckDBPyConnection, school: str) -> None:
+    """An imported pengguna row whose username this replica holds already (the account
+    the centre mirrored when the install registered, say) is that row: one username is
+    one user (SEK-008), and the school's data joins the account's row instead of
+    doubling it."""
+    c.execute(f"""UPDATE t_pengguna t SET row_id = p.pengguna_id FROM pengguna p
+        WHERE p.school = {quote(school)} AND coalesce(p.soft_delete, 0) = 0
+          AND lower(trim(p.username)) = lower(trim(t.username))""")
 
 
 def _problem(e: Entity, kind: str, column: str, value: str | None, sekolah_id: str) -> str:
