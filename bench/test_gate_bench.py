@@ -5,8 +5,9 @@ Run on demand: ``pytest bench/test_gate_bench.py -q --benchmark-only -s``
 the figures.
 
 Per repetition and per centre store, two fresh centres: one as schools get it
-(the consent gate on: each batch spooled, then at Done appended whole and
-checked by Validasi Lokal's rules, protocol R20) and one started with
+(the consent gate on: each batch appended as it comes in the push's own
+transaction, at Done checked by Validasi Lokal's rules and committed, protocol
+R20) and one started with
 ``--no-consent-gate``. Each gets a fresh install of the large school
 (``SELARAS_BENCH_GATE_SCALE``, default 4: about 100,000 rows), set up the
 same way and not timed: registered, pulled, the rows imported, the principal's

@@ -252,8 +252,7 @@ def init(install: Install, offline: bool, server_url: str | None, npsn: str, kod
         emit(as_json, {"folder": str(install.folder), "npsn": identity.npsn,
                        "origin": identity.origin, "user": identity.author,
                        "role": identity.role},
-             f"initialised an offline install of school {npsn} in {install.folder} "
-             f"(origin {identity.origin})")
+             f"Instalasi offline sekolah {npsn} dibuat di {install.folder}")
         return
     if not kode or not password:
         raise click.UsageError("--server needs --kode and --password")
@@ -272,7 +271,7 @@ def init(install: Install, offline: bool, server_url: str | None, npsn: str, kod
         user=answer.user or user, role=answer.role, centre_key=answer.centre_key,
         kode_hash=passwords.slow_hash(passwords.normal_kode(kode)))
     if not as_json:
-        click.echo(f"registered install {identity.origin} of school {npsn}; pulling its data")
+        click.echo(f"Instalasi sekolah {npsn} terdaftar di server pusat; Tarik Data dimulai")
     with install.open() as session:
         report = _run_sync(session, "pull", None, timeout, False, as_json)
     if as_json:
@@ -298,8 +297,8 @@ def _reregister(install: Install, url: str, npsn: str, kode: str, user: str, pas
                               centre_key=answer.centre_key,
                               kode_hash=passwords.slow_hash(passwords.normal_kode(kode)))
         if not as_json:
-            click.echo(f"registered install {answer.install} of school {npsn} in place of "
-                       f"{before}; pulling the school's data")
+            click.echo(f"Instalasi sekolah {npsn} didaftarkan ulang di server pusat, "
+                       "menggantikan yang lama; Tarik Data dimulai")
         report = _run_sync(session, "pull", None, timeout, False, as_json)
         carried = rereg.carry_over()
     emit(as_json, {"folder": str(install.folder), "npsn": npsn, "origin": answer.install,

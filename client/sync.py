@@ -54,6 +54,7 @@ from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidURI
 from selaras.engine import compare, stages
 from selaras.engine.clocks import VersionVector
 from selaras.engine.events import Batch, MalformedBatch
+from selaras.engine.labels import entity_label
 from selaras.engine.outbox import Outbox
 from selaras.engine.protocol import (
     MAX_COMPARE_ROWS,
@@ -162,9 +163,9 @@ class SyncDiverged(SyncError):
     def __str__(self) -> str:
         found = "; ".join(f"{e}: {', '.join(ids[:5])}{' ...' if len(ids) > 5 else ''}"
                           for e, ids in self.rows.items() if ids)
-        return ("DIVERGED: vectors are equal but checksums differ for "
-                f"{', '.join(self.entities)}{f' (rows {found})' if found else ''}; "
-                "data berbeda dengan server pusat, laporkan ke dinas")
+        return ("DIVERGED: data berbeda dengan server pusat walau perubahannya sudah sama, "
+                f"di {', '.join(entity_label(e) for e in self.entities)}"
+                f"{f' (baris {found})' if found else ''}; laporkan ke dinas")
 
 
 class SyncTimedOut(SyncError):
