@@ -139,7 +139,8 @@ def test_two_pcs_each_send_what_the_principal_confirmed(centre: Centre, rows: di
     assert json.loads(got) == [{"nama_ayah": "Ahmad Suryadi"}]
     # Both operators' accounts are pengguna rows of the school, the first one's (made at
     # its registration) as much as the one the dinas added; the installs have them too.
-    users = "SELECT username, peran FROM pengguna WHERE username LIKE 'op%' ORDER BY 1"
+    users = ("SELECT username, peran FROM pengguna "
+             "WHERE username IN ('op@sekolah.id', 'op2@sekolah.id') ORDER BY 1")
     held = json.loads(centre.admin("query", "--npsn", npsn, "--json", users).stdout)["rows"]
     assert held == [["op2@sekolah.id", "operator"], ["op@sekolah.id", "operator"]]
     assert json.loads(selaras("query", users, "--json", data=a).stdout) == [
