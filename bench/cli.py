@@ -22,7 +22,11 @@ def bench() -> None:
 
 @bench.command("generate")
 @click.option("--size", type=click.Choice(list(generator.SIZES)), default="small",
-              show_default=True, help="School size preset (an SMA).")
+              show_default=True, help="School size preset.")
+@click.option("--bentuk", type=click.Choice(list(generator.LEVELS)), default="SMA",
+              show_default=True,
+              help="The school's level (bentuk pendidikan): its grades, ages and subjects. "
+                   "Give 'selaras init --offline' the same --bentuk.")
 @click.option("--scale", type=click.IntRange(min=1), default=1, show_default=True,
               help="Multiply the school: N times the students, rombels, teachers, rooms.")
 @click.option("--npsn", required=True, help="The school's NPSN (8 characters).")
@@ -32,12 +36,12 @@ def bench() -> None:
               help="Number of rows that break validation rules, of several kinds.")
 @click.option("--out", type=click.Path(dir_okay=False, writable=True, path_type=Path),
               required=True, help="The JSON-lines file to write.")
-def generate_command(size: str, scale: int, npsn: str, seed: int, errors: int,
+def generate_command(size: str, bentuk: str, scale: int, npsn: str, seed: int, errors: int,
                      out: Path) -> None:
     """Write what a school enters for itself as JSON lines, one row per line."""
     start = time.perf_counter()
     try:
-        rows = generator.generate(size, scale, npsn, seed, errors)
+        rows = generator.generate(size, scale, npsn, seed, errors, bentuk=bentuk)
     except ValueError as exc:
         raise click.UsageError(str(exc)) from None
     counts = generator.write(out, rows)

@@ -1,28 +1,50 @@
 """A school's own data, generated: realistic, deterministic, valid, and as large as asked.
 
-``generate(size, scale, npsn, seed, errors)`` yields ``(entity, row)`` pairs:
-what one school enters for itself in the Dapodik application, for semester
-20231 (tahun ajaran 2023). ``write(path, rows)`` writes them as JSON lines,
-``{"entity": NAME, <key>: UUID, field: value, ...}``, the format
+``generate(size, scale, npsn, seed, errors, bentuk=...)`` yields ``(entity,
+row)`` pairs: what one school enters for itself in the Dapodik application,
+for semester 20231 (tahun ajaran 2023). ``write(path, rows)`` writes them as
+JSON lines, ``{"entity": NAME, <key>: UUID, field: value, ...}``, the format
 ``Store.import_jsonl`` reads. Fields a school does not know are left out.
 
 What is generated: sekolah_longitudinal, tanah, bangunan, ruang, alat, ptk,
-ptk_terdaftar, tugas_tambahan (one Kepala Sekolah and his deputies),
-peserta_didik, registrasi_peserta_didik, peserta_didik_longitudinal,
-rombongan_belajar, anggota_rombel, pembelajaran, jadwal, nilai and pengguna
-(an operator and the principal). Never sekolah nor ref.*: they come from the
-centre (``sekolah_row`` gives the centre's row for tests and benchmarks).
-The school's ``sekolah_id`` is ``stable_row_id("sekolah", npsn)``.
+ptk_terdaftar, tugas_tambahan (one Kepala Sekolah, his deputies, an SMK's
+heads of program), peserta_didik, registrasi_peserta_didik,
+peserta_didik_longitudinal, rombongan_belajar, anggota_rombel, pembelajaran,
+jadwal, nilai and pengguna (an operator and the principal). Never sekolah nor
+ref.*: they come from the centre (``sekolah_row`` gives the centre's row for
+tests and benchmarks; its bentuk_pendidikan_id is the one ``selaras init
+--offline --bentuk`` records). The school's ``sekolah_id`` is
+``stable_row_id("sekolah", npsn)``.
 
-The school is an SMA (bentuk_pendidikan 13), grades X-XII, Kurikulum Merdeka:
+The school is of one level, ``bentuk`` (``LEVELS``; SMA by default), with
+that level's bentuk_pendidikan, grades, Kurikulum Merdeka and subjects:
 
-=======  ========  ==============  ========  ======  ======================
-size     students  rombels         subjects  PTK     rows (scale 1)
-=======  ========  ==============  ========  ======  ======================
-small    60        3 x 20          6         8       ~770
-medium   396       12 x 33         10        21      ~6,000
-large    1,485     45 x 33         15        90      ~31,000
-=======  ========  ==============  ========  ======  ======================
+- SD (bentuk_pendidikan 5): grades 1-6, rombels "1A", "1B", ...; a Guru Kelas
+  (jenis_ptk 3) teaches each rombel all its subjects but religion, sport and
+  English, and is its homeroom teacher; no deputy principals.
+- SMP (6): grades 7-9, rombels "VII A", ...
+- SMA (13): grades 10-12, rombels "X-1", ...
+- SMK (15): grades 10-12; the rombels of each grade are split between two
+  program keahlian (jurusan), TJKT and AKL, each with its own kurikulum_id,
+  jurusan_sp_id and "Dasar-dasar" subject taught by its own teachers, and a
+  Ketua Program Keahlian; rombels "X TJKT 1", "X AKL 1", ...
+
+=====  =======  ========  ==============  ========  ======  ==============
+level  size     students  rombels         subjects  PTK     rows (scale 1)
+=====  =======  ========  ==============  ========  ======  ==============
+SD     small    72        6 x 12          6         10      ~1,000
+SD     medium   336       12 x 28         8         19      ~4,700
+SD     large    672       24 x 28         9         39      ~10,000
+SMP    small    60        3 x 20          6         8       ~780
+SMP    medium   384       12 x 32         10        27      ~6,200
+SMP    large    1,056     33 x 32         12        76      ~19,000
+SMA    small    60        3 x 20          6         8       ~770
+SMA    medium   396       12 x 33         10        21      ~6,000
+SMA    large    1,485     45 x 33         15        90      ~31,000
+SMK    small    72        6 x 12          6         11      ~1,050
+SMK    medium   396       12 x 33         10        26      ~6,400
+SMK    large    1,485     45 x 33         12        100     ~27,000
+=====  =======  ========  ==============  ========  ======  ==============
 
 ``scale`` multiplies the school: N times the students, rombels, teachers,
 rooms and buildings (one principal, one operator whatever the scale);
@@ -30,15 +52,16 @@ rooms and buildings (one principal, one operator whatever the scale);
 at a time, parents before children; nothing holds more than one copy of the
 school's ids at once.
 
-The clean data is free of validation findings by construction:
-ages on 2 July 2023 inside the SMA bounds (14-21) for students and 22-58 for
-PTK; NIK and No KK of 16 digits (region code, birth date, serial; NIK unique),
-NISN of 10 digits (birth-year prefix, unique), NUPTK of 16, NIP of 18 for PNS
-and PPPK; nama_ibu_kandung always set; names of letters and spaces only; NIPD
-unique in the school; exactly one regular rombel (jenis_rombel 1) per student,
-every rombel with a homeroom teacher, a room and a unique name; every
-pembelajaran with a teacher; one grade (0-100, predikat A >= 90 > B >= 80 >
-C >= 70 > D) per student per pembelajaran of the student's own rombel; a
+The clean data is free of validation findings by construction: ages on 2 July
+2023 inside the level's bounds (SD 5-15, SMP 11-18, SMA and SMK 14-21; grade+4
+to grade+7) for students and 22-58 for PTK; grades and subjects of the level's
+jenjang; NIK and No KK of 16 digits (region code, birth date, serial; NIK
+unique), NISN of 10 digits (birth-year prefix, unique), NUPTK of 16, NIP of 18
+for PNS and PPPK; nama_ibu_kandung always set; names of letters and spaces
+only; NIPD unique in the school; exactly one regular rombel (jenis_rombel 1)
+per student, every rombel with a homeroom teacher, a room and a unique name;
+every pembelajaran with a teacher; one grade (0-100, predikat A >= 90 > B >=
+80 > C >= 70 > D) per student per pembelajaran of the student's own rombel; a
 timetable over hari 1-6 and jam_ke 1-8 with each pembelajaran's weekly hours,
 no rombel and no teacher in two places at once; exactly one Kepala Sekolah
 (tugas_tambahan with jabatan 2); only reference codes of Referensi that are
@@ -56,8 +79,10 @@ kinds, taken in turn (the K-th error is of kind ``ERROR_KINDS[K % 15]``):
 - ``nilai_over_100``: a grade of 105
 - ``teacher_double_booked``: a jadwal row moved onto an hour where its teacher
   already teaches another rombel (the rombel itself is free then)
-- ``expired_mata_pelajaran``: a pembelajaran with an expired subject code
-- ``student_too_old``: a student aged 24 on 2 July (NIK follows the birth date)
+- ``expired_mata_pelajaran``: a pembelajaran with an expired subject code of the
+  level
+- ``student_too_old``: a student 3 years over the level's age bound on 2 July
+  (24 at an SMA; NIK follows the birth date)
 - ``rombel_without_wali``: a rombel without homeroom teacher
 - ``pembelajaran_without_teacher``: a pembelajaran without ptk_terdaftar_id
 - ``illegal_name_characters``: a student's name with '#' and a digit
@@ -94,26 +119,17 @@ SEMESTER_ID = "20231"
 TAHUN_AJARAN_ID = 2023
 AGE_DAY = dt.date(2023, 7, 2)  # ages count on 2 July of the semester's year
 SEMESTER_START = dt.date(2023, 7, 17)
-BENTUK_SMA = 13
-USIA_SMA = (14, 21)  # ref.bentuk_pendidikan 13; checked against Referensi at start
-KURIKULUM = 203  # SMA Kurikulum Merdeka
-TINGKAT = (10, 11, 12)
-ROMAN = {10: "X", 11: "XI", 12: "XII"}
+ROMAN = {1: "I", 2: "II", 3: "III", 4: "IV", 5: "V", 6: "VI", 7: "VII", 8: "VIII", 9: "IX",
+         10: "X", 11: "XI", 12: "XII"}
 DAYS = 6
+GURU_KELAS, GURU_MAPEL, KEPALA_SEKOLAH_PTK = 3, 4, 20  # ref.jenis_ptk
+TEACHING = (GURU_KELAS, GURU_MAPEL, KEPALA_SEKOLAH_PTK)
 KEPALA_SEKOLAH = 2  # ref.jabatan_tugas_ptk
 WAKASEK = (22, 23, 24, 25)
-EXPIRED_MAPEL = 700030300  # Teknologi Informasi dan Komunikasi, expired 2014
+KETUA_PROGRAM_KEAHLIAN = 4
 PNS, PPPK = 1, 12
 NIP_STATUS = (PNS, PPPK)
-
-# (mata_pelajaran_id, hours a week), in timetable order
-_ALL_SUBJECTS = (
-    (100014300, 3), (200040300, 2), (300110300, 4), (401000300, 4), (300210300, 3),
-    (500100300, 2), (401210300, 3), (401220300, 3), (401230300, 3), (401310300, 2),
-    (401320300, 2), (401330300, 2), (500010300, 2), (600010300, 3), (700010300, 2),
-)
-_SMALL = (100014300, 300110300, 401000300, 300210300, 600010300, 700010300)
-_MEDIUM = _SMALL[:5] + (200040300, 500100300, 401210300, 401230300, 500010300)
+DASAR_DASAR = 0  # in an SMK's subjects: the dasar-dasar subject of the rombel's jurusan
 
 
 @dataclass(frozen=True)
@@ -122,21 +138,167 @@ class Preset:
 
     rombels_per_tingkat: int
     students_per_rombel: int
-    subjects: tuple[tuple[int, int], ...]
+    subjects: tuple[tuple[int, int], ...]  # (mata_pelajaran_id, hours a week), timetable order
     jam_per_hari: int
     staff: tuple[int, ...]  # jenis_ptk of the non-teaching staff; the first is the operator
 
 
-def _subjects(ids: Iterable[int]) -> tuple[tuple[int, int], ...]:
+@dataclass(frozen=True)
+class Jurusan:
+    """An SMK's program keahlian: a curriculum and a vocational subject of its own."""
+
+    singkatan: str  # in rombel names: "X TJKT 1"
+    kurikulum_id: int
+    dasar_dasar: int  # its mata_pelajaran "Dasar-dasar ..."
+
+
+@dataclass(frozen=True)
+class Level:
+    """A kind of school (bentuk pendidikan) and what its data looks like."""
+
+    nama: str  # ref.bentuk_pendidikan nama, as `selaras init --bentuk` takes it
+    bentuk_pendidikan_id: int
+    usia: tuple[int, int]  # students' ages on 2 July; checked against Referensi at start
+    tingkat: tuple[int, ...]
+    kurikulum_id: int
+    sizes: dict[str, Preset]
+    expired_mapel: int  # a subject of the level the centre has retired (an error kind)
+    rombel_nama: str  # format of a rombel's name: {kelas} {romawi} {huruf} {nomor} {jurusan}
+    rooms: tuple[tuple[str, int, int], ...]  # besides the classrooms: (nama, jenis, kapasitas)
+    sekolah_asal: tuple[str, ...]  # where new students come from: format with {n} {kota}
+    pindahan: tuple[tuple[str, str], ...]  # replacements making a sekolah_asal of this level
+    badan: tuple[tuple[int, int], ...]  # students' tinggi (cm), berat (kg), lingkar kepala (cm)
+    wakasek: tuple[int, ...] = WAKASEK
+    guru_kelas: frozenset[int] = frozenset()  # subjects the class teacher teaches (SD)
+    jurusan: tuple[Jurusan, ...] = ()  # an SMK's; rombels of a tingkat are split among them
+
+
+def _subjects(all_subjects: tuple[tuple[int, int], ...], ids: Iterable[int],
+              ) -> tuple[tuple[int, int], ...]:
     wanted = set(ids)
-    return tuple(s for s in _ALL_SUBJECTS if s[0] in wanted)
+    return tuple(s for s in all_subjects if s[0] in wanted)
 
 
-SIZES: dict[str, Preset] = {
-    "small": Preset(1, 20, _subjects(_SMALL), 8, (11,)),
-    "medium": Preset(4, 33, _subjects(_MEDIUM), 8, (11, 11, 40)),
-    "large": Preset(15, 33, _ALL_SUBJECTS, 8, (11, 11, 11, 11, 11, 40, 30, 42, 43)),
-}
+def _sizes(all_subjects: tuple[tuple[int, int], ...], *, small: tuple[int, ...],
+           medium: tuple[int, ...], rombels: tuple[tuple[int, int], ...],
+           staff: tuple[tuple[int, ...], ...]) -> dict[str, Preset]:
+    """The small, medium and large presets of a level: ``rombels`` is (rombels per tingkat,
+    students per rombel) of each, ``staff`` the non-teaching staff of each."""
+    subjects = (_subjects(all_subjects, small), _subjects(all_subjects, medium), all_subjects)
+    return {name: Preset(per, n, subj, 8, who) for name, (per, n), subj, who
+            in zip(("small", "medium", "large"), rombels, subjects, staff, strict=True)}
+
+
+_STAFF = ((11,), (11, 11, 40), (11, 11, 11, 11, 11, 40, 30, 42, 43))
+_ROOMS_COMMON = (
+    ("Perpustakaan", 10, 40), ("Ruang Guru", 12, 40), ("Ruang Kepala Sekolah", 11, 6),
+    ("Ruang Tata Usaha", 13, 10), ("Ruang UKS", 14, 4), ("Ruang BK", 15, 6),
+    ("Mushola", 16, 60), ("Toilet Siswa Laki-laki", 17, 4), ("Toilet Siswa Perempuan", 17, 4),
+    ("Gudang", 18, 0),
+)
+_SMP_ASAL = ("SMP Negeri {n} {kota}", "SMP Swasta Muhammadiyah {n} {kota}",
+             "MTs Negeri {n} {kota}", "SMP Islam Terpadu {n} {kota}", "SMP Kristen {n} {kota}")
+
+# Each level's subjects: (mata_pelajaran_id, hours a week), in timetable order; the small
+# and medium schools teach some of them, the large one all.
+
+# SD: the class teacher teaches all but religion, sport and English
+_SD_SUBJECTS = (
+    (100014000, 4), (200040000, 5), (300110000, 7), (401000000, 5), (401300000, 5),
+    (500020000, 4), (600010000, 4), (300210000, 2), (800010000, 2),
+)
+SD = Level(
+    nama="SD", bentuk_pendidikan_id=5, usia=(5, 15), tingkat=(1, 2, 3, 4, 5, 6),
+    kurikulum_id=201,
+    sizes=_sizes(
+        _SD_SUBJECTS,
+        small=(100014000, 200040000, 300110000, 401000000, 500020000, 600010000),
+        medium=(100014000, 200040000, 300110000, 401000000, 401300000, 500020000,
+                600010000, 800010000),
+        rombels=((1, 12), (2, 28), (4, 28)), staff=((11,), (11, 40), (11, 11, 40, 42))),
+    expired_mapel=100100000,  # Tematik, retired June 2023
+    rombel_nama="{kelas}{huruf}",
+    rooms=tuple(r for r in _ROOMS_COMMON if r[0] not in ("Ruang Tata Usaha", "Ruang BK")),
+    sekolah_asal=("TK Negeri {n} {kota}", "TK Aisyiyah {n} {kota}", "RA Al Falah {n} {kota}",
+                  "TK Islam Terpadu {n} {kota}", "TK Kristen {n} {kota}"),
+    pindahan=(("TK", "SD"), ("RA ", "MI ")),
+    badan=((108, 152), (17, 45), (48, 54)),
+    wakasek=(),
+    guru_kelas=frozenset((200040000, 300110000, 401000000, 401300000, 500020000, 800010000)),
+)
+
+_SMP_SUBJECTS = (
+    (100014200, 3), (200040200, 3), (300110200, 6), (401000200, 5), (401200200, 5),
+    (401300200, 4), (300210200, 4), (500000200, 3), (600010200, 3), (700010200, 3),
+    (700020200, 2), (800020200, 2),
+)
+SMP = Level(
+    nama="SMP", bentuk_pendidikan_id=6, usia=(11, 18), tingkat=(7, 8, 9), kurikulum_id=202,
+    sizes=_sizes(
+        _SMP_SUBJECTS,
+        small=(100014200, 300110200, 401000200, 401200200, 300210200, 600010200),
+        medium=(100014200, 200040200, 300110200, 401000200, 401200200, 401300200,
+                300210200, 500000200, 600010200, 700010200),
+        rombels=((1, 20), (4, 32), (11, 32)), staff=_STAFF),
+    expired_mapel=700030200,  # Teknologi Informasi dan Komunikasi, retired 2014
+    rombel_nama="{romawi} {huruf}",
+    rooms=(("Laboratorium IPA", 2, 36), ("Laboratorium Komputer", 6, 36), *_ROOMS_COMMON),
+    sekolah_asal=("SD Negeri {n} {kota}", "SD Muhammadiyah {n} {kota}",
+                  "MI Negeri {n} {kota}", "SD Islam Terpadu {n} {kota}",
+                  "SD Kristen {n} {kota}"),
+    pindahan=(("SD", "SMP"), ("MI ", "MTs ")),
+    badan=((130, 175), (28, 70), (50, 57)),
+)
+
+_SMA_SUBJECTS = (
+    (100014300, 3), (200040300, 2), (300110300, 4), (401000300, 4), (300210300, 3),
+    (500100300, 2), (401210300, 3), (401220300, 3), (401230300, 3), (401310300, 2),
+    (401320300, 2), (401330300, 2), (500010300, 2), (600010300, 3), (700010300, 2),
+)
+_SMA_SMALL = (100014300, 300110300, 401000300, 300210300, 600010300, 700010300)
+SMA = Level(
+    nama="SMA", bentuk_pendidikan_id=13, usia=(14, 21), tingkat=(10, 11, 12),
+    kurikulum_id=203,
+    sizes=_sizes(
+        _SMA_SUBJECTS, small=_SMA_SMALL,
+        medium=_SMA_SMALL[:5] + (200040300, 500100300, 401210300, 401230300, 500010300),
+        rombels=((1, 20), (4, 33), (15, 33)), staff=_STAFF),
+    expired_mapel=700030300,  # Teknologi Informasi dan Komunikasi, retired 2014
+    rombel_nama="{romawi}-{nomor}",
+    rooms=(("Laboratorium Fisika", 3, 36), ("Laboratorium Kimia", 4, 36),
+           ("Laboratorium Biologi", 5, 36), ("Laboratorium Komputer", 6, 36),
+           *_ROOMS_COMMON),
+    sekolah_asal=_SMP_ASAL,
+    pindahan=(("SMP", "SMA"), ("MTs", "MA")),
+    badan=((145, 182), (38, 85), (51, 58)),
+)
+
+_SMK_SUBJECTS = (
+    (100014300, 3), (200040300, 2), (300110300, 4), (401000300, 4), (300210300, 4),
+    (500100300, 2), (600010300, 2), (500000300, 2), (700010300, 4), (DASAR_DASAR, 12),
+    (820030400, 5), (800020300, 2),
+)
+SMK = Level(
+    nama="SMK", bentuk_pendidikan_id=15, usia=(14, 21), tingkat=(10, 11, 12),
+    kurikulum_id=204,  # each jurusan has its own; this is TJKT's
+    sizes=_sizes(
+        _SMK_SUBJECTS,
+        small=(100014300, 300110300, 401000300, 300210300, 600010300, DASAR_DASAR),
+        medium=(100014300, 200040300, 300110300, 401000300, 300210300, 500100300,
+                600010300, 700010300, DASAR_DASAR, 820030400),
+        rombels=((2, 12), (4, 33), (15, 33)), staff=_STAFF),
+    expired_mapel=820040400,  # Simulasi dan Komunikasi Digital, retired 2022
+    rombel_nama="{romawi} {jurusan} {nomor}",
+    rooms=(("Laboratorium Komputer", 6, 36), ("Laboratorium Jaringan Komputer", 6, 36),
+           ("Laboratorium Akuntansi", 6, 36), *_ROOMS_COMMON),
+    sekolah_asal=_SMP_ASAL,
+    pindahan=(("SMP", "SMK"), ("MTs", "SMK")),
+    badan=((145, 182), (38, 85), (51, 58)),
+    jurusan=(Jurusan("TJKT", 204, 820010400), Jurusan("AKL", 205, 820020400)),
+)
+
+LEVELS = {level.nama: level for level in (SD, SMP, SMA, SMK)}
+SIZES = SMA.sizes  # every level has these sizes; SMA is the default level
 
 ERROR_KINDS = (
     "nik_15_digits", "nisn_missing", "nipd_duplicate", "two_regular_rombels",
@@ -203,9 +365,6 @@ _JALAN = ("Jl. Merdeka", "Jl. Sudirman", "Jl. Diponegoro", "Jl. Ahmad Yani", "Jl
           "Jl. Gatot Subroto", "Jl. Melati", "Jl. Kenanga", "Jl. Mawar", "Jl. Cempaka",
           "Gg. Masjid", "Jl. Pemuda", "Jl. Kartini", "Jl. Veteran", "Jl. Flamboyan",
           "Jl. Anggrek", "Jl. Kaliurang", "Jl. Imam Bonjol", "Jl. Hasanuddin", "Gg. Haji Mansur")
-_SEKOLAH_ASAL = ("SMP Negeri {n} {kota}", "SMP Swasta Muhammadiyah {n} {kota}",
-                 "MTs Negeri {n} {kota}", "SMP Islam Terpadu {n} {kota}",
-                 "SMP Kristen {n} {kota}")
 # agama_id with cumulative weight (Islam 87 %, Kristen 7 %, Katholik 3 %, ...)
 _AGAMA = ((1, 0.870), (2, 0.940), (3, 0.970), (4, 0.987), (5, 0.997), (6, 1.0))
 
@@ -258,18 +417,27 @@ def school_id(npsn: str) -> str:
     return stable_row_id("sekolah", npsn)
 
 
+def level_of(bentuk: str) -> Level:
+    """The level called ``bentuk`` (SD, SMP, SMA, SMK; any case); ValueError if none is."""
+    level = LEVELS.get(bentuk.upper())
+    if level is None:
+        raise ValueError(f"bentuk must be one of {', '.join(LEVELS)}, not {bentuk!r}")
+    return level
+
+
 def region_of(npsn: str) -> Region:
     return REGIONS[zlib.crc32(npsn.encode()) % len(REGIONS)]
 
 
-def sekolah_row(npsn: str) -> Row:
+def sekolah_row(npsn: str, bentuk: str = "SMA") -> Row:
     """The centre's sekolah row for the generated school (not part of ``generate``)."""
+    level = level_of(bentuk)
     region = region_of(npsn)
     kecamatan = _kecamatan(referensi_rows(), region)
     n = zlib.crc32(f"nomor/{npsn}".encode()) % 20 + 1
     return {
-        "sekolah_id": school_id(npsn), "nama": f"SMA Negeri {n} {region.kota}", "npsn": npsn,
-        "bentuk_pendidikan_id": BENTUK_SMA, "status_sekolah": 1,
+        "sekolah_id": school_id(npsn), "nama": f"{level.nama} Negeri {n} {region.kota}",
+        "npsn": npsn, "bentuk_pendidikan_id": level.bentuk_pendidikan_id, "status_sekolah": 1,
         "alamat_jalan": f"{_JALAN[n % len(_JALAN)]} No. {n * 7}", "rt": 1 + n % 9,
         "rw": 1 + n % 7, "desa_kelurahan": region.kelurahan[n % len(region.kelurahan)],
         "kode_wilayah": kecamatan[n % len(kecamatan)], "kode_pos": f"{region.kode_pos}{n:03d}",
@@ -326,7 +494,7 @@ def _nik(region6: str, born: dt.date, female: bool, serial: int) -> str:
 @dataclass(frozen=True)
 class Role:
     jenis_ptk_id: int
-    subject: int | None = None  # index into the plan's subjects
+    subjects: tuple[int, ...] = ()  # indexes into the plan's subjects
     rombels: tuple[int, ...] = ()
 
 
@@ -334,6 +502,7 @@ class Role:
 class Plan:
     """The shape of one copy of the school; every copy has the same shape."""
 
+    level: Level
     preset: Preset
     rombels: int
     students: int
@@ -348,10 +517,26 @@ class Plan:
     rooms: tuple[tuple[str, int, int], ...] = ()  # (nama, jenis_prasarana_id, kapasitas)
 
     def tingkat(self, r: int) -> int:
-        return TINGKAT[r // self.preset.rombels_per_tingkat]
+        return self.level.tingkat[r // self.preset.rombels_per_tingkat]
 
     def rombel_of(self, student: int) -> int:
         return student // self.preset.students_per_rombel
+
+    def angkatan(self, student: int) -> int:
+        """The year a student's cohort entered the school's first grade."""
+        return 2023 - (self.tingkat(self.rombel_of(student)) - self.level.tingkat[0])
+
+    def jurusan(self, r: int) -> Jurusan | None:
+        return _jurusan(self.level, self.preset, r)
+
+    def mapel(self, r: int, subject: int) -> int:
+        """The mata_pelajaran_id of a subject in rombel r (an SMK's differs by jurusan)."""
+        mapel = self.subjects[subject][0]
+        jurusan = self.jurusan(r)
+        return jurusan.dasar_dasar if mapel == DASAR_DASAR and jurusan else mapel
+
+    def all_mapel(self) -> set[int]:
+        return {self.mapel(r, s) for r in range(self.rombels) for s in range(len(self.subjects))}
 
     def position(self, r: int, subject: int, hour: int) -> int:
         return (self.step * r + self.block[subject] + hour) % self.slots
@@ -363,34 +548,36 @@ class Plan:
     def busy(self, teacher: int) -> dict[int, int]:
         """Timetable positions of a teacher -> the rombel taught there."""
         role = self.roles[teacher]
-        assert role.subject is not None
-        return {self.position(r, role.subject, h): r for r in role.rombels
-                for h in range(self.subjects[role.subject][1])}
+        assert role.subjects
+        return {self.position(r, s, h): r for r in role.rombels for s in role.subjects
+                for h in range(self.subjects[s][1])}
 
 
-_SPECIAL_ROOMS = (
-    ("Laboratorium Fisika", 3, 36), ("Laboratorium Kimia", 4, 36),
-    ("Laboratorium Biologi", 5, 36), ("Laboratorium Komputer", 6, 36),
-    ("Perpustakaan", 10, 40), ("Ruang Guru", 12, 40), ("Ruang Kepala Sekolah", 11, 6),
-    ("Ruang Tata Usaha", 13, 10), ("Ruang UKS", 14, 4), ("Ruang BK", 15, 6),
-    ("Mushola", 16, 60), ("Toilet Siswa Laki-laki", 17, 4), ("Toilet Siswa Perempuan", 17, 4),
-    ("Gudang", 18, 0),
-)
+def _jurusan(level: Level, preset: Preset, r: int) -> Jurusan | None:
+    """An SMK's rombels of each tingkat are split among its jurusan, in order."""
+    if not level.jurusan:
+        return None
+    per = preset.rombels_per_tingkat
+    return level.jurusan[r % per * len(level.jurusan) // per]
+
+
 ROOMS_PER_BANGUNAN = 8
 TEACHER_LOAD = 24  # hours a week a teacher is given, about
 
 
-def make_plan(preset: Preset) -> Plan:
+def make_plan(level: Level, size: str) -> Plan:
     """Lay out one copy: rombels, teachers and their rombels, a clash-free timetable.
 
     A rombel's week is its subjects' hours laid end to end from position
-    ``step * r``; position p is day ``p % 6``, hour ``p // 6``. A teacher takes
-    one subject in a run of consecutive rombels, so the teacher's hours never
-    clash when the runs' starting positions are at least the subject's hours
-    apart (mod the week): ``make_plan`` picks a step for which they are and
-    checks the result.
+    ``step * r``; position p is day ``p % 6``, hour ``p // 6``. A subject
+    teacher takes one subject in a few rombels (consecutive ones, or an SMK
+    jurusan's), so the teacher's hours never clash when the rombels' starting
+    positions are at least the subject's hours apart (mod the week):
+    ``make_plan`` picks a step for which they are and checks the result. An
+    SD's class teacher teaches most subjects of a single rombel.
     """
-    n_rombel = len(TINGKAT) * preset.rombels_per_tingkat
+    preset = level.sizes[size]
+    n_rombel = len(level.tingkat) * preset.rombels_per_tingkat
     subjects = preset.subjects
     slots = DAYS * preset.jam_per_hari
     block, start = [], 0
@@ -401,51 +588,67 @@ def make_plan(preset: Preset) -> Plan:
     assert hours <= slots, "the week is too short for the subjects"
     roles: list[Role] = []
     teacher_of: dict[tuple[int, int], int] = {}
-    group_sizes = []
-    for s, (_, h) in enumerate(subjects):
-        per_teacher = max(1, min(n_rombel, round(TEACHER_LOAD / h)))
-        n_teachers = -(-n_rombel // per_teacher)
-        base, extra = divmod(n_rombel, n_teachers)
-        r = 0
-        for t in range(n_teachers):
-            k = base + (t < extra)
-            group = tuple(range(r, r + k))
-            for g in group:
-                teacher_of[(g, s)] = len(roles)
-            roles.append(Role(4, s, group))  # Guru Mapel
-            group_sizes.append((k, h))
-            r += k
+    groups = []  # (rombels, hours) of each subject teacher
+    kelas = tuple(s for s, (m, _) in enumerate(subjects) if m in level.guru_kelas)
+    for s, (mapel, h) in enumerate(subjects):
+        if s in kelas:
+            continue
+        runs = [list(range(n_rombel))]
+        if mapel == DASAR_DASAR:  # a jurusan's own subject is taught by its own teachers
+            runs = [[r for r in range(n_rombel) if _jurusan(level, preset, r) == j]
+                    for j in level.jurusan]
+        for run in filter(None, runs):
+            per_teacher = max(1, min(len(run), round(TEACHER_LOAD / h)))
+            n_teachers = -(-len(run) // per_teacher)
+            base, extra = divmod(len(run), n_teachers)
+            i = 0
+            for t in range(n_teachers):
+                k = base + (t < extra)
+                group = tuple(run[i:i + k])
+                for g in group:
+                    teacher_of[(g, s)] = len(roles)
+                roles.append(Role(GURU_MAPEL, (s,), group))
+                groups.append((group, h))
+                i += k
+    if kelas:
+        for r in range(n_rombel):
+            for s in kelas:
+                teacher_of[(r, s)] = len(roles)
+            roles.append(Role(GURU_KELAS, kelas, (r,)))
     roles += [Role(j) for j in preset.staff]
 
     def clash_free(step: int) -> bool:
-        for k, h in group_sizes:
-            for m in range(1, k):
-                d = step * m % slots
-                if min(d, slots - d) < h:
-                    return False
+        for group, h in groups:
+            for a in group:
+                for b in group:
+                    d = step * (b - a) % slots
+                    if b > a and min(d, slots - d) < h:
+                        return False
         return True
 
     step = next(s for s in range(1, slots) if clash_free(s))
-    plan = Plan(preset, n_rombel, n_rombel * preset.students_per_rombel, subjects,
+    plan = Plan(level, preset, n_rombel, n_rombel * preset.students_per_rombel, subjects,
                 tuple(block), hours, slots, step, tuple(roles), teacher_of)
-    # a homeroom teacher per rombel, each one who teaches the rombel, none twice
+    # a homeroom teacher per rombel, each one who teaches the rombel, none twice: in an SD
+    # its class teacher
     wali: list[int] = []
     for r in range(n_rombel):
         mine = [teacher_of[(r, s)] for s in range(len(subjects))]
-        free = [t for t in mine if t not in wali] or [
-            t for t in range(len(roles)) if roles[t].subject is not None and t not in wali]
+        free = [t for t in mine if roles[t].jenis_ptk_id == GURU_KELAS] or [
+            t for t in mine if t not in wali] or [
+            t for t in range(len(roles)) if roles[t].subjects and t not in wali]
         wali.append(free[r % len(free)])
     plan.wali = tuple(wali)
     plan.rooms = tuple([(f"Ruang Kelas {r + 1}", 1, 36) for r in range(n_rombel)]
-                       + list(_SPECIAL_ROOMS))
+                       + list(level.rooms))
     _check_timetable(plan)
     return plan
 
 
 def _check_timetable(plan: Plan) -> None:
     for t, role in enumerate(plan.roles):
-        if role.subject is not None:
-            h = plan.subjects[role.subject][1]
+        if role.subjects:
+            h = sum(plan.subjects[s][1] for s in role.subjects)
             assert len(plan.busy(t)) == h * len(role.rombels), f"teacher {t} double-booked"
     for r in range(plan.rombels):
         positions = {plan.position(r, s, h) for s, (_, n) in enumerate(plan.subjects)
@@ -498,7 +701,7 @@ class _Ctx:
         out = []
         for t in range(self.n_ptk(copy)):
             female = rng.random() < 0.55
-            teacher = t == len(self.plan.roles) or self.plan.roles[t].jenis_ptk_id == 4
+            teacher = t == len(self.plan.roles) or bool(self.plan.roles[t].subjects)
             x = rng.random()
             if t == len(self.plan.roles):
                 status = PNS
@@ -521,18 +724,36 @@ class _Ctx:
         return self.kecamatan[i], f"{self.region.bps}{i + 1:02d}"
 
     def nipd(self, copy: int, student: int) -> str:
-        angkatan = 2023 - (self.plan.tingkat(self.plan.rombel_of(student)) - 10)
+        angkatan = self.plan.angkatan(student)
         return f"{angkatan % 100:02d}{(angkatan + 1) % 100:02d}" \
                f"{copy * self.plan.students + student + 1:05d}"
 
     def rombel_nama(self, copy: int, r: int) -> str:
-        per = self.plan.preset.rombels_per_tingkat
-        return f"{ROMAN[self.plan.tingkat(r)]}-{copy * per + r % per + 1}"
+        """Numbered on from the rombels of the same tingkat (and jurusan) of earlier copies."""
+        plan = self.plan
+        jurusan = plan.jurusan(r)
+        first = r - r % plan.preset.rombels_per_tingkat
+        mates = [x for x in range(first, first + plan.preset.rombels_per_tingkat)
+                 if plan.jurusan(x) == jurusan]
+        nomor = copy * len(mates) + mates.index(r) + 1
+        tingkat = plan.tingkat(r)
+        return plan.level.rombel_nama.format(
+            kelas=tingkat, romawi=ROMAN[tingkat], huruf=_huruf(nomor), nomor=nomor,
+            jurusan=jurusan.singkatan if jurusan else "")
 
     def mutate(self, entity: str, copy: int, index: int, fn: Mutation) -> None:
         rows = self.mutations.setdefault((entity, copy), {})
         assert index not in rows, "one error per row"
         rows[index] = fn
+
+
+def _huruf(n: int) -> str:
+    """The n-th class letter (n >= 1): A to Z, then AA, AB, ..."""
+    letters = ""
+    while n:
+        n, k = divmod(n - 1, 26)
+        letters = chr(ord("A") + k) + letters
+    return letters
 
 
 def _adult_name(rng: random.Random, female: bool) -> str:
@@ -668,7 +889,7 @@ def _alat(ctx: _Ctx, c: int) -> Iterator[Row]:
 def _ptk_age(rng: random.Random, jenis: int, principal: bool) -> int:
     if principal:
         return rng.randint(45, 56)
-    return rng.randint(24, 58) if jenis == 4 else rng.randint(22, 55)
+    return rng.randint(24, 58) if jenis in TEACHING else rng.randint(22, 55)
 
 
 def _ptk(ctx: _Ctx, c: int) -> Iterator[Row]:
@@ -678,11 +899,11 @@ def _ptk(ctx: _Ctx, c: int) -> Iterator[Row]:
     for t, (pid, (nama, female, status)) in enumerate(
             zip(ctx.ids("ptk", c, ctx.n_ptk(c)), ctx.profiles(c), strict=True)):
         principal = t == len(roles)
-        jenis = 20 if principal else roles[t].jenis_ptk_id
+        jenis = KEPALA_SEKOLAH_PTK if principal else roles[t].jenis_ptk_id
         born = _birth(rng, _ptk_age(rng, jenis, principal))
         _, region6 = ctx.region6(rng)
         row: Row = {"ptk_id": pid, "nama": nama, "nik": ctx.nik(born, female, region6)}
-        if jenis in (4, 20):
+        if jenis in TEACHING:
             ctx.nuptk_count += 1
             row["nuptk"] = str(10**15 + (_NUPTK_A * ctx.nuptk_count + ctx.nuptk_b) % (9 * 10**15))
         if status in NIP_STATUS:
@@ -698,7 +919,8 @@ def _ptk(ctx: _Ctx, c: int) -> Iterator[Row]:
         if status == PNS:
             row["pangkat_golongan_id"] = rng.randint(9, 14)  # III/a .. IV/b
         row |= {"nama_ibu_kandung": rng.choice(_MOTHER) + " " + rng.choice(_FEMALE_LAST),
-                "email": f"{nama.split()[0].lower()}.{c * 1000 + t + 1}@guru.sma.belajar.id",
+                "email": f"{nama.split()[0].lower()}.{c * 1000 + t + 1}"
+                         f"@guru.{ctx.plan.level.nama.lower()}.belajar.id",
                 "no_hp": _phone(rng), "soft_delete": 0}
         if t in muts:
             muts[t](row)
@@ -715,7 +937,7 @@ def _ptk_terdaftar(ctx: _Ctx, c: int) -> Iterator[Row]:
     roles = ctx.plan.roles
     ptk = ctx.ids("ptk", c, ctx.n_ptk(c))
     for t, tid in enumerate(ctx.ids("ptk_terdaftar", c, len(ptk))):
-        jenis = 20 if t == len(roles) else roles[t].jenis_ptk_id
+        jenis = KEPALA_SEKOLAH_PTK if t == len(roles) else roles[t].jenis_ptk_id
         tanggal = _date(rng, dt.date(2008, 1, 1), dt.date(2023, 6, 30))
         yield {"ptk_terdaftar_id": tid, "ptk_id": ptk[t], "sekolah_id": ctx.sekolah_id,
                "tahun_ajaran_id": TAHUN_AJARAN_ID, "jenis_ptk_id": jenis,
@@ -729,9 +951,17 @@ def _tugas_tambahan(ctx: _Ctx, c: int) -> Iterator[Row]:
         return
     rng = ctx.rng("tugas_tambahan", 0)
     ptk = ctx.ids("ptk", 0, ctx.n_ptk(0))
-    teachers = [t for t, r in enumerate(ctx.plan.roles) if r.subject is not None]
+    plan = ctx.plan
+    teachers = [t for t, r in enumerate(plan.roles) if r.subjects]
     duties = [(ctx.principal(), KEPALA_SEKOLAH, 18)]
-    duties += [(t, j, 12) for t, j in zip(teachers[:-1:2], WAKASEK, strict=False)]
+    duties += [(t, j, 12) for t, j in zip(teachers[:-1:2], plan.level.wakasek, strict=False)]
+    # an SMK's program keahlian is led by a teacher of its dasar-dasar subject
+    heads: dict[Jurusan | None, int] = {}
+    for r in range(plan.rombels):
+        for s, (mapel, _) in enumerate(plan.subjects):
+            if mapel == DASAR_DASAR:
+                heads.setdefault(plan.jurusan(r), plan.teacher_of[(r, s)])
+    duties += [(t, KETUA_PROGRAM_KEAHLIAN, 12) for t in heads.values()]
     for (t, jabatan, jam), tid in zip(duties, ctx.ids("tugas_tambahan", 0, len(duties)),
                                       strict=True):
         tmt = _date(rng, dt.date(2019, 1, 1), dt.date(2023, 6, 30))
@@ -787,8 +1017,7 @@ def _peserta_didik(ctx: _Ctx, c: int) -> Iterator[Row]:
 
 def _entry(ctx: _Ctx, student: int) -> dt.date:
     """The day a student's cohort started at the school."""
-    angkatan = 2023 - (ctx.plan.tingkat(ctx.plan.rombel_of(student)) - 10)
-    first = dt.date(angkatan, 7, 11)  # the school year opens on the Monday after
+    first = dt.date(ctx.plan.angkatan(student), 7, 11)  # the school year opens on the Monday after
     return first + dt.timedelta(days=-first.weekday() % 7)
 
 
@@ -799,11 +1028,14 @@ def _registrasi(ctx: _Ctx, c: int) -> Iterator[Row]:
     pd = ctx.ids("peserta_didik", c, plan.students)
     for i, rid in enumerate(ctx.ids("registrasi_peserta_didik", c, plan.students)):
         entry = _entry(ctx, i)
-        pindahan = plan.tingkat(plan.rombel_of(i)) > 10 and rng.random() < 0.03
+        pindahan = plan.tingkat(plan.rombel_of(i)) > plan.level.tingkat[0] \
+            and rng.random() < 0.03
         masuk = _date(rng, entry, SEMESTER_START) if pindahan else entry.isoformat()
-        asal = rng.choice(_SEKOLAH_ASAL).format(n=rng.randint(1, 60), kota=ctx.region.kota)
-        if pindahan:
-            asal = asal.replace("SMP", "SMA").replace("MTs", "MA")
+        asal = rng.choice(plan.level.sekolah_asal).format(n=rng.randint(1, 60),
+                                                          kota=ctx.region.kota)
+        if pindahan:  # from a school of the same level
+            for old, new in plan.level.pindahan:
+                asal = asal.replace(old, new)
         row: Row = {"registrasi_id": rid, "peserta_didik_id": pd[i],
                     "sekolah_id": ctx.sekolah_id, "jenis_pendaftaran_id": 2 if pindahan else 1,
                     "nipd": ctx.nipd(c, i), "tanggal_masuk_sekolah": masuk,
@@ -816,11 +1048,12 @@ def _registrasi(ctx: _Ctx, c: int) -> Iterator[Row]:
 def _pd_longitudinal(ctx: _Ctx, c: int) -> Iterator[Row]:
     rng = ctx.rng("peserta_didik_longitudinal", c)
     pd = ctx.ids("peserta_didik", c, ctx.plan.students)
+    tinggi, berat, kepala = ctx.plan.level.badan
     for i, lid in enumerate(ctx.ids("peserta_didik_longitudinal", c, len(pd))):
         jarak = round(rng.uniform(0.3, 15.0), 1)
         yield {"peserta_didik_longitudinal_id": lid, "peserta_didik_id": pd[i],
-               "semester_id": SEMESTER_ID, "tinggi_badan": rng.randint(145, 182),
-               "berat_badan": rng.randint(38, 85), "lingkar_kepala": rng.randint(51, 58),
+               "semester_id": SEMESTER_ID, "tinggi_badan": rng.randint(*tinggi),
+               "berat_badan": rng.randint(*berat), "lingkar_kepala": rng.randint(*kepala),
                "jarak_rumah_ke_sekolah_km": jarak,
                "waktu_tempuh_menit": max(5, int(jarak * rng.uniform(2.5, 5))),
                "jumlah_saudara_kandung": rng.choice((0, 1, 1, 1, 2, 2, 2, 3, 3, 4, 5)),
@@ -833,11 +1066,14 @@ def _rombongan_belajar(ctx: _Ctx, c: int) -> Iterator[Row]:
     ptk = ctx.ids("ptk", c, ctx.n_ptk(c))
     ruang = ctx.ids("ruang", c, len(plan.rooms))
     for r, rid in enumerate(ctx.ids("rombongan_belajar", c, plan.rombels)):
+        jurusan = plan.jurusan(r)
         row: Row = {"rombongan_belajar_id": rid, "semester_id": SEMESTER_ID,
-                    "sekolah_id": ctx.sekolah_id, "tingkat_pendidikan_id": plan.tingkat(r),
-                    "kurikulum_id": KURIKULUM, "nama": ctx.rombel_nama(c, r),
-                    "ptk_id": ptk[plan.wali[r]], "id_ruang": ruang[r], "jenis_rombel": 1,
-                    "soft_delete": 0}
+                    "sekolah_id": ctx.sekolah_id, "tingkat_pendidikan_id": plan.tingkat(r)}
+        if jurusan:  # the id of the school's jurusan_sp row, which the schema does not hold
+            row["jurusan_sp_id"] = stable_row_id("jurusan_sp", ctx.npsn, jurusan.singkatan)
+        row |= {"kurikulum_id": jurusan.kurikulum_id if jurusan else plan.level.kurikulum_id,
+                "nama": ctx.rombel_nama(c, r), "ptk_id": ptk[plan.wali[r]],
+                "id_ruang": ruang[r], "jenis_rombel": 1, "soft_delete": 0}
         if r in muts:
             muts[r](row)
         yield row
@@ -850,7 +1086,8 @@ def _anggota_rombel(ctx: _Ctx, c: int) -> Iterator[Row]:
     rombel = ctx.ids("rombongan_belajar", c, plan.rombels)
     for i, aid in enumerate(ctx.ids("anggota_rombel", c, plan.students)):
         r = plan.rombel_of(i)
-        jenis = 1 if plan.tingkat(r) == 10 else 5 if rng.random() < 0.01 else 3
+        first_grade = plan.tingkat(r) == plan.level.tingkat[0]
+        jenis = 1 if first_grade else 5 if rng.random() < 0.01 else 3
         yield {"anggota_rombel_id": aid, "rombongan_belajar_id": rombel[r],
                "peserta_didik_id": pd[i], "jenis_pendaftaran_id": jenis, "soft_delete": 0}
 
@@ -862,10 +1099,10 @@ def _pembelajaran(ctx: _Ctx, c: int) -> Iterator[Row]:
     rombel = ctx.ids("rombongan_belajar", c, plan.rombels)
     terdaftar = ctx.ids("ptk_terdaftar", c, ctx.n_ptk(c))
     n_subj = len(plan.subjects)
-    sk = f"421.3/{rng.randrange(100, 999)}/SMA/VII/2023"
+    sk = f"421.3/{rng.randrange(100, 999)}/{plan.level.nama}/VII/2023"
     for i, pid in enumerate(ctx.ids("pembelajaran", c, plan.rombels * n_subj)):
         r, s = divmod(i, n_subj)
-        mapel, hours = plan.subjects[s]
+        mapel, hours = plan.mapel(r, s), plan.subjects[s][1]
         row: Row = {"pembelajaran_id": pid, "rombongan_belajar_id": rombel[r],
                     "semester_id": SEMESTER_ID, "mata_pelajaran_id": mapel,
                     "ptk_terdaftar_id": terdaftar[plan.teacher_of[(r, s)]],
@@ -911,20 +1148,21 @@ def _nilai(ctx: _Ctx, c: int) -> Iterator[Row]:
     pd = ctx.ids("peserta_didik", c, plan.students)
     pemb = ctx.ids("pembelajaran", c, plan.rombels * n_subj)
     ability = [rng.gauss(81, 6) for _ in range(plan.students)]
-    texts = [{p: d.format(ctx.mapel[m]) for p, d in _DESKRIPSI.items()}
-             for m, _ in plan.subjects]
+    texts = {m: {p: d.format(ctx.mapel[m]) for p, d in _DESKRIPSI.items()}
+             for m in plan.all_mapel()}
     ids = ctx.ids("nilai", c, plan.students * n_subj)
     gauss = rng.gauss
     i = 0
     for r in range(plan.rombels):
         for s in range(n_subj):
             pid = pemb[r * n_subj + s]
+            text = texts[plan.mapel(r, s)]
             for k in range(r * per, (r + 1) * per):
                 n = min(100, max(55, round(ability[k] + gauss(0, 5))))
                 p = _predikat(n)
                 row: Row = {"nilai_id": ids[i], "peserta_didik_id": pd[k], "pembelajaran_id": pid,
                             "semester_id": SEMESTER_ID, "nilai_angka": n, "predikat": p,
-                            "deskripsi": texts[s][p], "soft_delete": 0}
+                            "deskripsi": text[p], "soft_delete": 0}
                 if i in muts:
                     muts[i](row)
                 yield row
@@ -937,8 +1175,9 @@ def _pengguna(ctx: _Ctx, c: int) -> Iterator[Row]:
     ptk = ctx.ids("ptk", 0, ctx.n_ptk(0))
     profiles = ctx.profiles(0)
     operator = len(ctx.plan.roles) - len(ctx.plan.preset.staff)  # the first staff member
-    users = ((operator, "operator", f"operator.{ctx.npsn}@admin.sma.belajar.id"),
-             (ctx.principal(), "kepala_sekolah", f"kepsek.{ctx.npsn}@admin.sma.belajar.id"))
+    domain = f"admin.{ctx.plan.level.nama.lower()}.belajar.id"
+    users = ((operator, "operator", f"operator.{ctx.npsn}@{domain}"),
+             (ctx.principal(), "kepala_sekolah", f"kepsek.{ctx.npsn}@{domain}"))
     for (t, peran, username), uid in zip(users, ctx.ids("pengguna", 0, 2), strict=True):
         yield {"pengguna_id": uid, "sekolah_id": ctx.sekolah_id, "username": username,
                "nama": profiles[t][0], "peran": peran, "ptk_id": ptk[t], "aktif": 1,
@@ -1010,7 +1249,8 @@ class _Errors:
     def student_too_old(self, c: int) -> bool:
         s = self._student(c, "pd")
         if s is not None:
-            self.ctx.mutate("peserta_didik", c, s, _reborn(USIA_SMA[1] + 3, 9000 + self.n))
+            too_old = self.ctx.plan.level.usia[1] + 3
+            self.ctx.mutate("peserta_didik", c, s, _reborn(too_old, 9000 + self.n))
         return s is not None
 
     def nipd_duplicate(self, c: int) -> bool:
@@ -1060,7 +1300,7 @@ class _Errors:
             "pembelajaran_id": self.ctx.ids("pembelajaran", c, n_pemb)[
                 r * len(plan.subjects) + subj],
             "semester_id": SEMESTER_ID, "nilai_angka": 84, "predikat": "B",
-            "deskripsi": _DESKRIPSI["B"].format(self.ctx.mapel[plan.subjects[subj][0]]),
+            "deskripsi": _DESKRIPSI["B"].format(self.ctx.mapel[plan.mapel(r, subj)]),
             "soft_delete": 0})
         return True
 
@@ -1075,9 +1315,10 @@ class _Errors:
         picked = self._pembelajaran(c)
         if picked:
             r, s, _ = picked
-            nama = self.ctx.mapel[EXPIRED_MAPEL]
+            expired = self.ctx.plan.level.expired_mapel
+            nama = self.ctx.mapel[expired]
             self.ctx.mutate("pembelajaran", c, r * len(self.ctx.plan.subjects) + s,
-                            _set(mata_pelajaran_id=lambda _: EXPIRED_MAPEL,
+                            _set(mata_pelajaran_id=lambda _: expired,
                                  nama_mata_pelajaran=lambda _: nama))
         return picked is not None
 
@@ -1110,9 +1351,9 @@ class _Errors:
         plan = self.ctx.plan
         t = self.rng.randrange(len(plan.roles))
         role = plan.roles[t]
-        if role.subject is None or len(role.rombels) < 2 or ("teacher", c, t) in self.claimed:
+        if not role.subjects or len(role.rombels) < 2 or ("teacher", c, t) in self.claimed:
             return False
-        s, busy = role.subject, plan.busy(t)
+        s, busy = role.subjects[0], plan.busy(t)  # a subject teacher has one
         r = self.rng.choice(role.rombels)
         taken = {plan.position(r, x, h) for x, (_, n) in enumerate(plan.subjects)
                  for h in range(n)}
@@ -1140,7 +1381,7 @@ class _Errors:
     def second_principal(self, c: int) -> bool:
         plan = self.ctx.plan
         t = self.rng.randrange(len(plan.roles))
-        if plan.roles[t].subject is None or not self.claim(("principal", c, t)):
+        if not plan.roles[t].subjects or not self.claim(("principal", c, t)):
             return False
         self.ctx.additions.setdefault("tugas_tambahan", []).append({
             "ptk_tugas_tambahan_id": self.new_id(),
@@ -1181,40 +1422,54 @@ def _check_codes(refs: dict[str, list[dict]], plan: Plan, region: Region) -> dic
     def live(entity: str, column: str) -> dict[object, dict]:
         return {r[column]: r for r in refs[entity] if r["expired_date"] is None}
 
+    level = plan.level
     mapel = {int(str(r["mata_pelajaran_id"])): str(r["nama"])
              for r in refs["ref.mata_pelajaran"]}
     wanted: dict[tuple[str, str], set[object]] = {
-        ("ref.mata_pelajaran", "mata_pelajaran_id"): {m for m, _ in plan.subjects},
+        ("ref.mata_pelajaran", "mata_pelajaran_id"): plan.all_mapel(),
         ("ref.agama", "agama_id"): {a for a, _ in _AGAMA},
         ("ref.jenis_pendaftaran", "jenis_pendaftaran_id"): {1, 2, 3, 5},
-        ("ref.jenis_ptk", "jenis_ptk_id"): {r.jenis_ptk_id for r in plan.roles} | {20},
+        ("ref.jenis_ptk", "jenis_ptk_id"): {r.jenis_ptk_id for r in plan.roles}
+                                           | {KEPALA_SEKOLAH_PTK},
         ("ref.status_kepegawaian", "status_kepegawaian_id"): {1, 5, 6, 8, 9, 12},
-        ("ref.jabatan_tugas_ptk", "jabatan_ptk_id"): {KEPALA_SEKOLAH, *WAKASEK},
-        ("ref.kurikulum", "kurikulum_id"): {KURIKULUM},
-        ("ref.tingkat_pendidikan", "tingkat_pendidikan_id"): set(TINGKAT),
+        ("ref.jabatan_tugas_ptk", "jabatan_ptk_id"): {KEPALA_SEKOLAH, *level.wakasek,
+                                                      KETUA_PROGRAM_KEAHLIAN},
+        ("ref.kurikulum", "kurikulum_id"): {level.kurikulum_id}
+                                           | {j.kurikulum_id for j in level.jurusan},
+        ("ref.tingkat_pendidikan", "tingkat_pendidikan_id"): set(level.tingkat),
         ("ref.semester", "semester_id"): {SEMESTER_ID},
         ("ref.tahun_ajaran", "tahun_ajaran_id"): {TAHUN_AJARAN_ID},
-        ("ref.bentuk_pendidikan", "bentuk_pendidikan_id"): {BENTUK_SMA},
+        ("ref.bentuk_pendidikan", "bentuk_pendidikan_id"): {level.bentuk_pendidikan_id},
         ("ref.mst_wilayah", "kode_wilayah"): {region.kode},
     }
     for (entity, column), codes in wanted.items():
         missing = codes - set(live(entity, column))
         assert not missing, f"Referensi has no live {entity} {sorted(map(str, missing))}"
-    sma = live("ref.bentuk_pendidikan", "bentuk_pendidikan_id")[BENTUK_SMA]
-    assert (sma["usia_min"], sma["usia_max"]) == USIA_SMA
-    assert EXPIRED_MAPEL in mapel and EXPIRED_MAPEL not in live(
-        "ref.mata_pelajaran", "mata_pelajaran_id")
+    # what Validasi Lokal checks against the school's bentuk: its name (how `selaras init
+    # --bentuk` finds it), the students' ages, the grades' and the subjects' jenjang
+    bentuk = live("ref.bentuk_pendidikan", "bentuk_pendidikan_id")[level.bentuk_pendidikan_id]
+    assert bentuk["nama"] == level.nama
+    assert (bentuk["usia_min"], bentuk["usia_max"]) == level.usia
+    assert level.usia[0] <= level.tingkat[0] + 4 and level.tingkat[-1] + 7 <= level.usia[1], \
+        "_student_age gives ages outside the level's bounds"
+    tingkat = live("ref.tingkat_pendidikan", "tingkat_pendidikan_id")
+    subjects = live("ref.mata_pelajaran", "mata_pelajaran_id")
+    assert {tingkat[t]["jenjang"] for t in level.tingkat} == {bentuk["jenjang"]}
+    assert {subjects[m]["jenjang"] for m in plan.all_mapel()} == {bentuk["jenjang"]}
+    assert level.expired_mapel in mapel and level.expired_mapel not in subjects
     return mapel
 
 
-def generate(size: str, scale: int, npsn: str, seed: int, errors: int = 0,
-             ) -> Iterator[tuple[str, Row]]:
+def generate(size: str, scale: int, npsn: str, seed: int, errors: int = 0, *,
+             bentuk: str = "SMA") -> Iterator[tuple[str, Row]]:
     """The school's rows, ``(entity, row)``, entity by entity, parents first.
 
     ``size`` is a key of SIZES, ``scale`` >= 1 multiplies the school, ``errors``
-    >= 0 rows break validation rules (see the module docstring). ValueError on
-    bad arguments; TooManyErrors when the school is too small for ``errors``.
+    >= 0 rows break validation rules (see the module docstring), ``bentuk`` is
+    the school's level, a key of LEVELS. ValueError on bad arguments;
+    TooManyErrors when the school is too small for ``errors``.
     """
+    level = level_of(bentuk)
     if size not in SIZES:
         raise ValueError(f"size must be one of {', '.join(SIZES)}, not {size!r}")
     if scale < 1 or errors < 0:
@@ -1222,7 +1477,7 @@ def generate(size: str, scale: int, npsn: str, seed: int, errors: int = 0,
     npsn = str(npsn)
     if len(npsn) != 8 or not npsn.isalnum():
         raise ValueError(f"an NPSN has 8 letters or digits, not {npsn!r}")
-    plan = make_plan(SIZES[size])
+    plan = make_plan(level, size)
     refs = referensi_rows()
     region = region_of(npsn)
     ctx = _Ctx(seed, npsn, scale, plan, school_id(npsn), region, _kecamatan(refs, region),

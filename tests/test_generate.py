@@ -3,12 +3,15 @@
 ``findings`` below re-states the validation rules the generator promises to
 keep (dapodik-reference.md, "Validation rule examples") independently of the
 generator's own bookkeeping, one key per rule; the clean data has none, and
-each kind of ``--errors`` shows up under its own key.
+each kind of ``--errors`` shows up under its own key. Each level of school
+(``--bentuk``) is also checked by Validasi Lokal itself, in a store set up as
+``selaras init --offline --bentuk`` sets one up.
 """
 
 from __future__ import annotations
 
 import datetime as dt
+import hashlib
 import json
 import re
 from collections import Counter, defaultdict
@@ -20,6 +23,7 @@ from click.testing import CliRunner
 from selaras.bench.cli import bench
 from selaras.bench.generate import (
     ERROR_KINDS,
+    LEVELS,
     ORDER,
     SIZES,
     TooManyErrors,
@@ -30,17 +34,27 @@ from selaras.bench.generate import (
     sekolah_row,
     write,
 )
-from selaras.engine.events import stable_row_id
+from selaras.engine.events import Batch, stable_row_id
 from selaras.engine.referensi import referensi_rows
+from selaras.engine.replica import (
+    Identity,
+    referensi_events,
+    school_fields,
+    school_identity_event,
+)
 from selaras.engine.schema import BY_NAME
+from selaras.engine.storage import DuckDBStore
+from selaras.engine.validation import validate
 from selaras.engine.values import parse
 
 NPSN = "20219151"
 Rows = list[dict]
 
 
-def rows_of(size: str = "small", scale: int = 1, seed: int = 1, errors: int = 0) -> Rows:
-    return [{"entity": e, **r} for e, r in generate(size, scale, NPSN, seed, errors)]
+def rows_of(size: str = "small", scale: int = 1, seed: int = 1, errors: int = 0,
+            bentuk: str = "SMA") -> Rows:
+    return [{"entity": e, **r}
+            for e, r in generate(size, scale, NPSN, seed, errors, bentuk=bentuk)]
 
 
 @pytest.fixture(scope="module")
@@ -64,11 +78,11 @@ NAME = re.compile(r"[A-Za-z][A-Za-z' .-]*")
 DIGITS = re.compile(r"[0-9]+")
 
 
-def findings(rows: Rows, ref: dict[str, list[dict]]) -> dict[str, set]:
+def findings(rows: Rows, ref: dict[str, list[dict]], bentuk_id: int = 13) -> dict[str, set]:
     """Broken invariants, by error kind: kind -> keys of what breaks it."""
     t = by_entity(rows)
     out: dict[str, set] = defaultdict(set)
-    bentuk = {r["bentuk_pendidikan_id"]: r for r in ref["ref.bentuk_pendidikan"]}[13]
+    bentuk = {r["bentuk_pendidikan_id"]: r for r in ref["ref.bentuk_pendidikan"]}[bentuk_id]
     expired_mapel = {r["mata_pelajaran_id"] for r in ref["ref.mata_pelajaran"]
                      if r["expired_date"]}
     heads = {r["jabatan_ptk_id"] for r in ref["ref.jabatan_tugas_ptk"] if r["kepala_sekolah"]}
@@ -187,7 +201,7 @@ def test_scale_multiplies_the_school_but_not_its_head(small3: Rows) -> None:
 def test_medium_and_large_presets() -> None:
     medium = Counter(r["entity"] for r in rows_of("medium"))
     assert 350 <= medium["peserta_didik"] <= 450
-    large = make_plan(SIZES["large"])
+    large = make_plan(LEVELS["SMA"], "large")
     assert 1400 <= large.students <= 1600 and large.rombels == 45
     assert 85 <= len(large.roles) + 1 <= 95 and len(large.subjects) == 15
     assert large.students // large.rombels == 33
@@ -287,6 +301,127 @@ def test_every_rombel_and_pembelajaran_is_staffed(small3: Rows) -> None:
     assert principal == [t["pengguna"][1]["ptk_id"]]
 
 
+# -- every level of school ----------------------------------------------------------------
+
+# bentuk -> (bentuk_pendidikan_id, grades, students' ages on 2 July), as Dapodik has them
+LEVEL_FACTS = {
+    "SD": (5, {1, 2, 3, 4, 5, 6}, (5, 15)),
+    "SMP": (6, {7, 8, 9}, (11, 18)),
+    "SMA": (13, {10, 11, 12}, (14, 21)),
+    "SMK": (15, {10, 11, 12}, (14, 21)),
+}
+ME = Identity(npsn=NPSN, origin="be4c0000-0000-4000-8000-0000000be4c0")
+
+
+def test_every_level_is_generated() -> None:
+    assert set(LEVELS) == set(LEVEL_FACTS)
+
+
+@pytest.mark.parametrize("bentuk", list(LEVEL_FACTS))
+def test_level_passes_validasi_lokal(tmp_path: Path, bentuk: str) -> None:
+    """The issue's scenario: `selaras init --offline --bentuk X`, then import data generated
+    with `--bentuk X`: nothing red. The install's own identity has no coordinates (a
+    warning, SEK-003); the data adds no warning of its own."""
+    bentuk_id, grades, (youngest, oldest) = LEVEL_FACTS[bentuk]
+    refs = referensi_events()
+    identity = school_fields(NPSN, None, bentuk, refs)
+    assert identity["bentuk_pendidikan_id"] == bentuk_id
+    assert sekolah_row(NPSN, bentuk)["bentuk_pendidikan_id"] == bentuk_id
+    rows = rows_of(bentuk=bentuk)
+    t = by_entity(rows)
+    assert {r["tingkat_pendidikan_id"] for r in t["rombongan_belajar"]} == grades
+    ages = {age_on(dt.date.fromisoformat(p["tanggal_lahir"])) for p in t["peserta_didik"]}
+    assert youngest <= min(ages) and max(ages) <= oldest
+    path = tmp_path / "rows.jsonl"
+    write(path, generate("small", 1, NPSN, 1, bentuk=bentuk))  # the rows above
+    store = DuckDBStore(tmp_path / "school.duckdb", ME.central)
+    try:
+        store.append(Batch.from_events([*refs, school_identity_event(NPSN, identity)]))
+        store.import_jsonl(str(path), origin=ME.origin, author=ME.author, role=ME.role,
+                           sekolah_id=ME.sekolah_id, now_ms=1_700_000_000_000)
+        report = validate(store)
+    finally:
+        store.close()
+    red = [(f["rule_id"], f["detail"]) for f in report.findings if f["severity"] == "invalid"]
+    assert red == [] and report.invalid == 0
+    assert {f["rule_id"] for f in report.findings} <= {"SEK-003"}
+
+
+@pytest.mark.parametrize("bentuk", ["SD", "SMP", "SMK"])
+def test_level_keeps_every_rule_and_breaks_each_on_demand(
+        bentuk: str, ref: dict[str, list[dict]]) -> None:
+    bentuk_id = LEVEL_FACTS[bentuk][0]
+    assert findings(rows_of(scale=2, bentuk=bentuk), ref, bentuk_id) == {}
+    found = findings(rows_of(errors=len(ERROR_KINDS), bentuk=bentuk), ref, bentuk_id)
+    assert {k: len(v) for k, v in found.items()} == {
+        k: 2 if k == "second_principal" else 1 for k in ERROR_KINDS}
+
+
+@pytest.mark.parametrize("bentuk", list(LEVEL_FACTS))
+def test_level_uses_its_own_curriculum_and_subjects(bentuk: str,
+                                                    ref: dict[str, list[dict]]) -> None:
+    t = by_entity(rows_of("medium", bentuk=bentuk))
+    jenjang = {r["bentuk_pendidikan_id"]: r["jenjang"]
+               for r in ref["ref.bentuk_pendidikan"]}[LEVEL_FACTS[bentuk][0]]
+    kurikulum = {r["kurikulum_id"]: r["nama"] for r in ref["ref.kurikulum"]}
+    subjects = {r["mata_pelajaran_id"]: r["jenjang"] for r in ref["ref.mata_pelajaran"]}
+    for r in t["rombongan_belajar"]:
+        assert kurikulum[r["kurikulum_id"]].startswith(f"{bentuk} Kurikulum Merdeka")
+    assert {subjects[p["mata_pelajaran_id"]] for p in t["pembelajaran"]} == {jenjang}
+    names = [r["nama"] for r in t["rombongan_belajar"]]
+    assert len(set(names)) == len(names) and all(len(n) <= 30 for n in names)
+
+
+def test_sd_class_teacher_keeps_the_class() -> None:
+    t = by_entity(rows_of(bentuk="SD"))
+    jenis = {p["ptk_id"]: p["jenis_ptk_id"] for p in t["ptk"]}
+    ptk_of = {r["ptk_terdaftar_id"]: r["ptk_id"] for r in t["ptk_terdaftar"]}
+    for rombel in t["rombongan_belajar"]:
+        assert jenis[rombel["ptk_id"]] == 3  # Guru Kelas
+        taught = Counter(ptk_of[p["ptk_terdaftar_id"]] for p in t["pembelajaran"]
+                         if p["rombongan_belajar_id"] == rombel["rombongan_belajar_id"])
+        assert taught.most_common(1)[0][0] == rombel["ptk_id"]
+    assert [r["nama"] for r in t["rombongan_belajar"]] == ["1A", "2A", "3A", "4A", "5A", "6A"]
+    assert not [d for d in t["tugas_tambahan"] if d["jabatan_ptk_id"] in (22, 23, 24, 25)]
+
+
+def test_smk_rombels_belong_to_a_jurusan(ref: dict[str, list[dict]]) -> None:
+    t = by_entity(rows_of(bentuk="SMK"))
+    mapel = {r["mata_pelajaran_id"]: r["nama"] for r in ref["ref.mata_pelajaran"]}
+    ptk_of = {r["ptk_terdaftar_id"]: r["ptk_id"] for r in t["ptk_terdaftar"]}
+    jurusan: dict[str, set] = defaultdict(set)  # jurusan_sp_id -> its rombels' facts
+    dasar_teachers: dict[str, set] = defaultdict(set)
+    for r in t["rombongan_belajar"]:
+        mine = [p for p in t["pembelajaran"]
+                if p["rombongan_belajar_id"] == r["rombongan_belajar_id"]]
+        dasar = [p for p in mine if mapel[p["mata_pelajaran_id"]].startswith("Dasar-dasar")]
+        assert len(dasar) == 1
+        jurusan[r["jurusan_sp_id"]].add(
+            (r["kurikulum_id"], r["nama"].split()[1], dasar[0]["mata_pelajaran_id"]))
+        dasar_teachers[r["jurusan_sp_id"]].add(ptk_of[dasar[0]["ptk_terdaftar_id"]])
+    assert len(jurusan) == 2 and all(len(facts) == 1 for facts in jurusan.values())
+    assert {next(iter(f))[:2] for f in jurusan.values()} == {(204, "TJKT"), (205, "AKL")}
+    teachers = list(dasar_teachers.values())
+    assert not teachers[0] & teachers[1]  # each jurusan has teachers of its own
+    heads = [d for d in t["tugas_tambahan"] if d["jabatan_ptk_id"] == 4]
+    assert {d["ptk_id"] for d in heads} <= teachers[0] | teachers[1] and len(heads) == 2
+
+
+def test_default_sma_file_is_unchanged(tmp_path: Path) -> None:
+    """The default (SMA) file is byte for byte what it was before levels existed: benchmark
+    caches key generated files by size, scale and seed only, so a change must be deliberate
+    (and clear those caches)."""
+    path = tmp_path / "sma.jsonl"
+    write(path, generate("small", 2, NPSN, 5, 3))
+    assert hashlib.sha256(path.read_bytes()).hexdigest()[:16] == "53d361e548eaed00"
+    assert rows_of() == rows_of(bentuk="SMA")
+
+
+def test_unknown_bentuk_is_refused() -> None:
+    with pytest.raises(ValueError, match="bentuk"):
+        generate("small", 1, NPSN, 1, bentuk="SLB")
+
+
 # -- errors -----------------------------------------------------------------------------
 
 def keyed(rows: Rows) -> dict[tuple[str, str], dict]:
@@ -351,3 +486,17 @@ def test_cli_usage_errors(tmp_path: Path) -> None:
     assert result.exit_code == 2 and "NPSN" in result.stderr
     result = runner.invoke(bench, ["generate", "--npsn", NPSN, "--size", "huge", "--out", out])
     assert result.exit_code == 2
+    result = runner.invoke(bench, ["generate", "--npsn", NPSN, "--bentuk", "SLB", "--out", out])
+    assert result.exit_code == 2 and "SLB" in result.stderr
+
+
+def test_cli_bentuk(tmp_path: Path) -> None:
+    out = tmp_path / "smp.jsonl"
+    result = CliRunner().invoke(bench, ["generate", "--bentuk", "SMP", "--npsn", NPSN,
+                                        "--seed", "4", "--out", str(out)])
+    assert result.exit_code == 0, result.output
+    expected = tmp_path / "expected.jsonl"
+    write(expected, generate("small", 1, NPSN, 4, bentuk="SMP"))
+    assert out.read_bytes() == expected.read_bytes()
+    help_text = CliRunner().invoke(bench, ["generate", "--help"]).output
+    assert "[SD|SMP|SMA|SMK]" in help_text and "[default: SMA]" in help_text
