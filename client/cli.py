@@ -31,8 +31,10 @@ import click
 
 from selaras.engine import passwords, validation
 from selaras.engine.errors import InputError, os_error_text
+from selaras.engine.lookup import ROW_HELP, find_row
 from selaras.engine.schema import ENTITIES, TABS, UnknownEntity
 from selaras.engine.store import AppendReport, StoreError, verify
+from selaras.engine.values import assignments as assignments_of
 from selaras.engine.values import shown
 
 from . import output, principal, semester
@@ -170,15 +172,10 @@ def with_session(*, read_only: bool = False) -> Callable[[F], F]:
 
 def parse_assignments(ctx: click.Context, param: click.Parameter,
                       values: tuple[str, ...]) -> dict[str, str]:
-    out: dict[str, str] = {}
-    for item in values:
-        name, sep, value = item.partition("=")
-        if not sep or not name:
-            raise click.BadParameter(f"{shown(item)} is not field=value", ctx, param)
-        if name in out:
-            raise click.BadParameter(f"field {shown(name)} given twice", ctx, param)
-        out[name] = value
-    return out
+    try:
+        return assignments_of(values)
+    except InputError as exc:
+        raise click.BadParameter(str(exc), ctx, param) from None
 
 
 def check_npsn(ctx: click.Context, param: click.Parameter, value: str) -> str:
@@ -445,23 +442,24 @@ def add(session: Session, entity: str, fields: dict[str, str], as_json: bool) ->
     emit(as_json, {"entity": entity, "row_id": row_id}, row_id)
 
 
-@cli.command()
+@cli.command(epilog=ROW_HELP)
 @click.argument("entity")
-@click.argument("row_id")
+@click.argument("row")
 @assignments()
 @with_session()
-def edit(session: Session, entity: str, row_id: str, fields: dict[str, str]) -> None:
+def edit(session: Session, entity: str, row: str, fields: dict[str, str]) -> None:
     """Change fields of a row."""
+    row_id = find_row(session.store, entity, row)
     warn_clock(session.replica.edit(entity, row_id, fields, now_ms()))
 
 
-@cli.command()
+@cli.command(epilog=ROW_HELP)
 @click.argument("entity")
-@click.argument("row_id")
+@click.argument("row")
 @with_session()
-def delete(session: Session, entity: str, row_id: str) -> None:
+def delete(session: Session, entity: str, row: str) -> None:
     """Delete a row (rows are kept, with soft_delete = 1)."""
-    warn_clock(session.replica.delete(entity, row_id, now_ms()))
+    warn_clock(session.replica.delete(entity, find_row(session.store, entity, row), now_ms()))
 
 
 def warn_clock(report: AppendReport) -> None:

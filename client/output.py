@@ -293,7 +293,10 @@ def _sources(received_from: Mapping[str, Any] | None) -> str:
         return ""
     parts = []
     if received_from.get("centre"):
-        parts.append(f"{number(received_from['centre'])} dari server pusat")
+        sources = received_from.get("centre_sources") or {}
+        by = ", ".join(f"{s} {number(n)}" for s, n in sources.items())
+        parts.append(f"{number(received_from['centre'])} dari server pusat"
+                     + (f" ({by})" if by else ""))
     pcs = received_from.get("pcs") or {}
     if pcs:
         n = sum(pc["events"] for pc in pcs.values())

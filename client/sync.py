@@ -53,7 +53,7 @@ from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidURI
 
 from selaras.engine import compare, stages
 from selaras.engine.clocks import VersionVector
-from selaras.engine.events import Batch, MalformedBatch
+from selaras.engine.events import REFERENSI_ORIGIN, Batch, MalformedBatch
 from selaras.engine.labels import entity_label
 from selaras.engine.outbox import Outbox
 from selaras.engine.protocol import (
@@ -84,7 +84,7 @@ from selaras.engine.protocol import (
 from selaras.engine.refusals import text_of
 from selaras.engine.replica import Identity
 from selaras.engine.schema import BY_NAME, SCHEMA_VERSION
-from selaras.engine.store import BadSignature, InstallStore
+from selaras.engine.store import CENTRE, REFERENSI, BadSignature, InstallStore
 
 from .changes import centre_vector_meta
 from .install import ACKED_SEQ, ClientError
@@ -249,7 +249,9 @@ class SyncReport:
 
     Added since the first version (each with a default): ``acknowledged``, per table
     this install's changes the centre acknowledged during the sync; ``from_centre``,
-    the changes received that the centre wrote (its own, Referensi); ``from_pcs``, per
+    the changes received that the centre wrote (its own, Referensi), and
+    ``from_centre_sources`` the same per source (Manajemen Dapodik, VervalPD, ...,
+    Referensi); ``from_pcs``, per
     other PC of the school (its origin), per author, the changes received;
     ``conflicts_new`` / ``conflicts_resolved``, per table the conflicted fields (row,
     field) the sync added / settled, never negative; ``refusals``, the centre's
@@ -272,6 +274,7 @@ class SyncReport:
     sessions: list[str] = field(default_factory=list)
     acknowledged: dict[str, int] = field(default_factory=dict)
     from_centre: int = 0
+    from_centre_sources: dict[str, int] = field(default_factory=dict)
     from_pcs: dict[str, dict[str, int]] = field(default_factory=dict)
     conflicts_new: dict[str, int] = field(default_factory=dict)
     conflicts_resolved: dict[str, int] = field(default_factory=dict)
@@ -290,6 +293,7 @@ class SyncReport:
             "acknowledged": self.acknowledged,
             "received_from": {
                 "centre": self.from_centre,
+                "centre_sources": dict(sorted(self.from_centre_sources.items())),
                 "pcs": {o: {"events": sum(by.values()), "authors": sorted(a for a in by if a)}
                         for o, by in sorted(self.from_pcs.items())}},
             "conflicts_new": self.conflicts_new,
@@ -851,6 +855,10 @@ def _merge_sources(report: SyncReport, conn: SyncConnection) -> None:
     for origin, by in conn.received_from.items():
         if origin in central:
             report.from_centre += sum(by.values())
+            for author, n in by.items():
+                source = REFERENSI if origin == REFERENSI_ORIGIN else author or CENTRE
+                sources = report.from_centre_sources
+                sources[source] = sources.get(source, 0) + n
         else:
             _merge_counts(report.from_pcs, {origin: by})
 

@@ -17,7 +17,7 @@ from enum import Enum
 
 from .errors import InputError
 
-SCHEMA_VERSION = 2  # 2: koreksi_jam
+SCHEMA_VERSION = 3  # 2: koreksi_jam; 3: a student's NIK and nama ibu kandung verified
 
 
 class Owner(Enum):
@@ -198,7 +198,7 @@ ENTITIES: tuple[Entity, ...] = (
         _f("nama", req=True, owner=V),
         _f("jenis_kelamin", req=True),
         _f("nisn", owner=V),
-        _f("nik", req=True),
+        _f("nik", req=True, owner=V),
         _f("no_kk"),
         _f("tempat_lahir", req=True),
         _f("tanggal_lahir", "date", req=True, owner=V),
@@ -212,7 +212,7 @@ ENTITIES: tuple[Entity, ...] = (
         _f("desa_kelurahan"),
         _f("kode_wilayah", ref="ref.mst_wilayah.kode_wilayah"),
         _f("kode_pos"),
-        _f("nama_ibu_kandung", req=True),
+        _f("nama_ibu_kandung", req=True, owner=V),
         _f("nama_ayah"),
         _f("nik_ayah"),
         _f("nik_ibu"),

@@ -438,6 +438,12 @@ class CentreStore(Protocol):
         """The centre's own events for ``npsn``, signed with ``key``."""
         ...
 
+    def people(self, entity: str, field: str, value: str,
+               ) -> list[tuple[str, str, dict[str, object]]]:
+        """The live rows of ``entity`` at every school whose ``field`` is ``value``:
+        (npsn, row id, row). A person's identity (NIK, NISN, NUPTK) across schools."""
+        ...
+
     def admit(self, npsn: str, batch: Batch, now_ms: int) -> AppendReport:
         """A school's pushed batch, appended in the open transaction (held-back events
         left out, a clock far ahead bounded): what ``append_group`` does for each."""
@@ -452,15 +458,21 @@ class CentreStore(Protocol):
     def close(self) -> None: ...
 
 
+# Who at the centre wrote one of its events (the event's author): the school is shown it.
+# Referensi's events are known by their origin.
+CENTRE, MANAJEMEN, VERVAL_PD, VERVAL_PTK, VERVAL_SP, REFERENSI = (
+    "pusat", "Manajemen Dapodik", "VervalPD", "VervalPTK", "VervalSP", "Referensi")
+
+
 def centre_event(store: Store, centre: str, entity: str, row_id: str,
-                 changes: dict[str, Any], now_ms: int) -> Event:
+                 changes: dict[str, Any], now_ms: int, source: str = CENTRE) -> Event:
     """The centre's next event on ``store`` (one school's): at the centre's clock, after
-    everything the store holds."""
+    everything the store holds, by ``source``."""
     clock = local_clock(store.max_hlc(centre), store.max_hlc(), now_ms)
     vector = store.vector()
     context = {o: s for o, s in vector.items() if o != centre}
     return Event(origin=centre, seq=vector.get(centre, 0) + 1, hlc=clock.tick(now_ms),
-                 entity=entity, row_id=row_id, author="pusat", role="pusat", changes=changes,
+                 entity=entity, row_id=row_id, author=source, role=CENTRE, changes=changes,
                  context=context if context != store.context(centre) else None)
 
 

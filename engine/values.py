@@ -217,3 +217,17 @@ def from_python(f: Field, v: Any) -> Value:
     if f.type in ("date", "uuid"):
         return str(v)
     return int(v) if f.type == "int" else str(v)
+
+
+def assignments(items: Iterable[str]) -> dict[str, str]:
+    """``["nama=Ahmad", "rt=3"]`` as ``{"nama": "Ahmad", "rt": "3"}``, as a command line
+    gives fields; InputError for an item without ``=`` or a field given twice."""
+    out: dict[str, str] = {}
+    for item in items:
+        name, sep, value = item.partition("=")
+        if not sep or not name:
+            raise InputError(f"{shown(item)} is not field=value")
+        if name in out:
+            raise InputError(f"field {shown(name)} given twice")
+        out[name] = value
+    return out

@@ -33,12 +33,13 @@ from selaras.engine.replica import (
 )
 from selaras.engine.store import CentreReader, CentreStore, Registry, StoreError
 
-from . import accounts
+from . import accounts, manajemen
 
 NPSN = re.compile(r"\d{8}")
 QUERY_TIME_LIMIT_S = 30.0
 COMMANDS = ("school_add", "reset_kode", "installs", "revoke", "query", "checksum", "schools",
-            "history", "account_add", "reset_password", "disable_account", "accounts")
+            "history", "account_add", "reset_password", "disable_account", "accounts", "edit",
+            "verval", "nisn")
 # A session's outcome (registry.session.outcome, ``kind`` or ``kind:code``), for people.
 OUTCOME_WORDS = {"done": "berhasil", "refused": "ditolak",
                  "refused_by_client": "dihentikan sekolah", "dropped": "terputus",
@@ -196,7 +197,35 @@ def _run(centre: CentreStore, registry: Registry, command: str,
             cols = ["email", "role", "nama", "nip", "disabled", "created_ms"]
             return table(cols, [[r[c] for c in cols]
                                 for r in registry.accounts(_known(registry, args["npsn"]))])
+        case "edit":
+            return _changed(manajemen.edit(centre, _known(registry, args["npsn"]), args["entity"],
+                                           args["row"], _fields(args), now_ms))
+        case "verval":
+            return _changed(manajemen.verval(centre, _known(registry, args["npsn"]), args["kind"],
+                                             args["row"], _fields(args), now_ms))
+        case "nisn":
+            return _changed(manajemen.issue_nisn(centre, _known(registry, args["npsn"]),
+                                                 args["row"], now_ms))
     raise AdminError(f"unknown admin command {command!r}; known: {', '.join(COMMANDS)}")
+
+
+def _fields(args: Mapping[str, str]) -> dict[str, str]:
+    """The FIELD=VALUE pairs of an edit, sent as one JSON object (``fields``)."""
+    try:
+        fields = msgspec.json.decode(args.get("fields") or "{}", type=dict[str, str])
+    except msgspec.DecodeError:
+        raise AdminError("fields must be a JSON object of text values") from None
+    return fields
+
+
+def _changed(change: manajemen.Change) -> AdminReply:
+    values = {k: cell(v) for k, v in change.fields.items()}
+    reply = table(["sumber", "sekolah", "data", "baris", "isian"],
+                  [[change.source, change.npsn, change.entity, change.name,
+                    ", ".join(f"{k}={v}" for k, v in values.items())]], change.text())
+    return msgspec.structs.replace(reply, data={"change": {
+        "source": change.source, "npsn": change.npsn, "entity": change.entity,
+        "row_id": change.row_id, "name": change.name, "fields": values}})
 
 
 def outcome_words(outcome: str | None) -> str:

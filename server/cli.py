@@ -25,10 +25,12 @@ from typing import Any
 import click
 import structlog
 
-from selaras.engine.errors import os_error_text
+from selaras.engine.errors import InputError, os_error_text
+from selaras.engine.lookup import ROW_HELP
 from selaras.engine.protocol import AdminReply, Limits
 from selaras.engine.storage import is_postgres, open_centre
 from selaras.engine.store import DataInUse, StoreError
+from selaras.engine.values import assignments
 
 from . import credentials
 from .admin import AdminError, run_admin
@@ -374,3 +376,54 @@ def account_disable(ctx: click.Context, npsn: str, user: str) -> None:
 def account_list(ctx: click.Context, npsn: str, as_json: bool) -> None:
     """The school's accounts."""
     run(ctx, "accounts", as_json, npsn=npsn)
+
+
+# -- the centre's own changes: Manajemen Dapodik, Verval -------------------------------------
+
+def field_values(ctx: click.Context, param: click.Parameter,
+                 values: tuple[str, ...]) -> dict[str, str]:
+    try:
+        return assignments(values)
+    except InputError as exc:
+        raise click.BadParameter(str(exc), ctx, param) from None
+
+
+row_argument = click.argument("row", metavar="ROW")
+@admin.command(epilog=ROW_HELP)
+@npsn_option
+@click.argument("entity")
+@row_argument
+@click.argument("fields", nargs=-1, required=True, metavar="FIELD=VALUE...",
+                callback=field_values)
+@json_option
+@click.pass_context
+def edit(ctx: click.Context, npsn: str, entity: str, row: str, fields: dict[str, str],
+         as_json: bool) -> None:
+    """Manajemen Dapodik: change fields of a school's row with the centre's authority;
+    the school receives it on its next sync or Tarik Data."""
+    run(ctx, "edit", as_json, npsn=npsn, entity=entity, row=row, fields=json.dumps(fields))
+
+
+@admin.command(epilog=ROW_HELP)
+@click.argument("kind", type=click.Choice(["pd", "ptk", "sp"]))
+@npsn_option
+@row_argument
+@click.argument("fields", nargs=-1, metavar="[FIELD=VALUE...]", callback=field_values)
+@json_option
+@click.pass_context
+def verval(ctx: click.Context, kind: str, npsn: str, row: str, fields: dict[str, str],
+           as_json: bool) -> None:
+    """Verval PD, PTK or SP: correct the identity fields the centre owns and verify the
+    person (the school can no longer change them)."""
+    run(ctx, "verval", as_json, npsn=npsn, kind=kind, row=row, fields=json.dumps(fields))
+
+
+@admin.command(epilog=ROW_HELP)
+@npsn_option
+@row_argument
+@json_option
+@click.pass_context
+def nisn(ctx: click.Context, npsn: str, row: str, as_json: bool) -> None:
+    """Issue a NISN to a new student whose identity is complete and whose NIK no other
+    student at any school has."""
+    run(ctx, "nisn", as_json, npsn=npsn, row=row)

@@ -291,3 +291,19 @@ def test_accounts_are_mirrored_and_disabled_on_each_store(centre):
     assert account["disabled"] and account["public_key"] and account["sealed_key"]
     [row] = centre.school("20100001").rows("pengguna").values()
     assert (row["username"], row["peran"], row["aktif"]) == ("ks@x.id", "kepala_sekolah", 0)
+
+
+def test_people_are_found_across_schools_by_their_identity(centre):
+    """CentreStore.people: one NIK at two schools is found at both; a deleted row and
+    Referensi are not; a field the entity lacks is refused."""
+    centre.append_group([("20100001", batch(A, 1, 1, nik="320")),   # nik 3201
+                         ("20100002", batch(A, 1, 1, nik="320"))], NOW)
+    assert [(school, row) for school, row, _ in centre.people("peserta_didik", "nik", "3201")] \
+        == [("20100001", PD), ("20100002", PD)]
+    assert centre.people("peserta_didik", "nik", "3202") == []
+    centre.append_group([("20100002", deleted(A, 2))], NOW)  # nik 1, deleted
+    [(school, _, row)] = centre.people("peserta_didik", "nik", "3201")
+    assert school == "20100001" and row["nik"] == "3201"
+    assert centre.people("peserta_didik", "nik", "1") == []
+    with pytest.raises(ValueError):
+        centre.people("peserta_didik", "warna", "biru")

@@ -12,6 +12,7 @@ import pyarrow.compute as pc
 
 from ..clocks import MAX_AHEAD_MS, VersionVector, hlc_from_ms
 from ..events import Batch, Event, MalformedBatch, central_origins, centre_origin
+from ..schema import entity as schema_entity
 from ..signatures import CentreKey
 from ..store import Admitted, AppendReport, SchoolStore, StoreError, StoreFailure
 from .database import MEMORY_LIMIT, Database, connect, create_tables
@@ -39,6 +40,20 @@ class GroupCommit:
 
     def school(self, npsn: str) -> BoundingStore:
         raise NotImplementedError
+
+    def _run(self, sql: str, params: list[Any]) -> tuple[list[str], list[tuple[Any, ...]]]:
+        raise NotImplementedError
+
+    def people(self, entity: str, field: str, value: str,
+               ) -> list[tuple[str, str, dict[str, object]]]:
+        e = schema_entity(entity)
+        if field not in e.by_name:
+            raise ValueError(f"{entity} has no field {field!r}")
+        names, rows = self._run(
+            f"SELECT school, {e.key}::VARCHAR AS row_id, {', '.join(e.by_name)} FROM {e.table} "
+            f"WHERE {field} = ? AND coalesce(soft_delete, 0) = 0 AND school <> '' "
+            "ORDER BY school", [value])
+        return [(str(r[0]), str(r[1]), dict(zip(names[2:], r[2:], strict=True))) for r in rows]
 
     def lock(self, npsns: list[str]) -> None:
         """Before a group: take what the schools' appends will wait for, in one order."""
@@ -175,6 +190,10 @@ class DuckDBCentre(GroupCommit):
     def transaction(self) -> contextlib.AbstractContextManager[object]:
         """One transaction for what follows: school stores, registry, centre events."""
         return self.db.transaction()
+
+    def _run(self, sql: str, params: list[Any]) -> tuple[list[str], list[tuple[Any, ...]]]:
+        cur = self.db.con.execute(sql, params)
+        return [d[0] for d in cur.description or []], cur.fetchall()
 
     def school(self, npsn: str) -> DuckDBStore:
         """One school's store on the writer's connection (rows of the shared tables)."""

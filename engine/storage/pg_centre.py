@@ -8,6 +8,7 @@ a pool of connections), the schema distributable by school on Citus
 from __future__ import annotations
 
 import contextlib
+from typing import Any
 
 from ..events import Event, central_origins
 from ..signatures import CentreKey
@@ -61,6 +62,9 @@ class PgCentre(GroupCommit):
 
     def school(self, npsn: str) -> PgStore:
         return PgStore(self.db, npsn, central_origins(npsn))
+
+    def _run(self, sql: str, params: list[Any]) -> tuple[list[str], list[tuple[Any, ...]]]:
+        return self.db.run(sql, params)
 
     def lock(self, npsns: list[str]) -> None:
         with self.db.transaction() as con:

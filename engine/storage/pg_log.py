@@ -48,6 +48,8 @@ from .query import SOURCES, VIEWS, query_school
 TYPES = {"uuid": "uuid", "text": "text", "int": "bigint", "date": "date",
          "decimal": "numeric(18,6)"}
 META = ["origin", "seq", "hlc", "row_id", "author", "role", "mask"]
+PEOPLE_INDEXES = [("peserta_didik", "nisn"), ("peserta_didik", "nik"), ("ptk", "nuptk"),
+                  ("ptk", "nik")]
 
 
 def tables() -> list[str]:
@@ -80,6 +82,9 @@ def tables() -> list[str]:
             out.append(f"CREATE TABLE IF NOT EXISTS {e.table} ({columns})")
         else:
             out += partitioned(e.table, columns, "school")
+    # A person's identity across schools (engine/store.py CentreStore.people).
+    out += [f"CREATE INDEX IF NOT EXISTS {table}_{field} ON {table} ({field})"
+            for table, field in PEOPLE_INDEXES]
     # Every event's id and entity: a view, not a table (each log table's key has them; a
     # table of its own cost a quarter of the disk an event takes).
     out.append("CREATE OR REPLACE VIEW log.event AS " + " UNION ALL ".join(

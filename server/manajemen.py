@@ -1,0 +1,158 @@
+"""The centre's own changes to a school's data: Manajemen Dapodik and Verval.
+
+Each change is one centre event in the school's log, signed, with its source as
+the event's author ("Manajemen Dapodik", "VervalPD", "VervalPTK", "VervalSP"):
+the school receives it on its next sync or Tarik Data and is shown where it came
+from. Rows are named as people know them (``engine/lookup.py``: NISN, NIK,
+NUPTK, rombel name, NPSN). Every function runs on the writer, in one
+transaction, and raises EditError (Indonesian, nothing written) when the change
+cannot be made.
+"""
+
+from __future__ import annotations
+
+import re
+import secrets
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+
+from selaras.engine.events import centre_origin
+from selaras.engine.labels import entity_label, label
+from selaras.engine.lookup import describe, find_row
+from selaras.engine.replica import EditError
+from selaras.engine.schema import Entity, Owner, entity
+from selaras.engine.store import (
+    MANAJEMEN,
+    VERVAL_PD,
+    VERVAL_PTK,
+    VERVAL_SP,
+    CentreStore,
+    centre_event,
+)
+from selaras.engine.values import Value, parse
+
+# Verval's kinds: the entity it verifies and the source it writes as.
+VERVAL = {"pd": ("peserta_didik", VERVAL_PD), "ptk": ("ptk", VERVAL_PTK),
+          "sp": ("sekolah", VERVAL_SP)}
+# What a new student's identity needs before a NISN is issued.
+NISN_IDENTITY = ("nama", "tanggal_lahir", "nik", "nama_ibu_kandung")
+NIK = re.compile(r"\d{16}")  # as Validasi Lokal's PD rule: 16 digits, not all zeros
+
+
+@dataclass(frozen=True)
+class Change:
+    """One centre change written: where, on which row (named), what, by which source."""
+
+    npsn: str
+    entity: str
+    row_id: str
+    name: str
+    fields: dict[str, Value]
+    source: str
+
+    def text(self) -> str:
+        what = ", ".join(f"{label(self.entity, k)} = {v}" for k, v in self.fields.items())
+        return (f"{self.source}: {entity_label(self.entity)} {self.name} di sekolah "
+                f"{self.npsn}: {what}; sampai di sekolah pada sinkronisasi atau Tarik Data "
+                "berikutnya")
+
+
+def edit(centre: CentreStore, npsn: str, entity_name: str, key: str,
+         raw: Mapping[str, str], now_ms: int) -> Change:
+    """Manajemen Dapodik: any field of any row of the school, with the centre's
+    authority; the verification flags are Verval's."""
+    e = _school_entity(entity_name)
+    fields = _parsed(e, raw, lambda name: name != e.verified_by,
+                     f"{e.verified_by} diisi oleh Verval ('selaras admin verval')")
+    return _write(centre, npsn, e, key, fields, MANAJEMEN, now_ms)
+
+
+def verval(centre: CentreStore, npsn: str, kind: str, key: str, raw: Mapping[str, str],
+           now_ms: int) -> Change:
+    """Verval PD, PTK or SP: corrections of the identity fields the centre owns, and the
+    person marked verified (the school can no longer change those fields)."""
+    if kind not in VERVAL:
+        raise EditError(f"Verval {kind!r} tidak dikenal; pilih salah satu: {', '.join(VERVAL)}")
+    entity_name, source = VERVAL[kind]
+    e = entity(entity_name)
+    owned = {f.name for f in e.fields if f.owner is (Owner.VERVAL if e.verified_by
+                                                      else Owner.CENTRE)}
+    fields = _parsed(e, raw, owned.__contains__,
+                     f"{source} membetulkan {', '.join(label(e.name, f) for f in sorted(owned))}",
+                     allow_empty=bool(e.verified_by))
+    if e.verified_by:
+        fields[e.verified_by] = 1
+    return _write(centre, npsn, e, key, fields, source, now_ms)
+
+
+def issue_nisn(centre: CentreStore, npsn: str, key: str, now_ms: int) -> Change:
+    """A NISN for a new student whose identity is complete and who is no one else: no
+    live student at any school has the NIK. The student is verified with it."""
+    store = centre.school(npsn)
+    row_id = find_row(store, "peserta_didik", key)
+    row = store.rows("peserta_didik")[row_id]
+    if row.get("nisn"):
+        raise EditError(f"{describe('peserta_didik', row_id, row)} sudah punya NISN")
+    missing = [label("peserta_didik", f) for f in NISN_IDENTITY if not row.get(f)]
+    if missing:
+        raise EditError(f"identitas {describe('peserta_didik', row_id, row)} belum lengkap "
+                        f"({', '.join(missing)}): NISN belum dapat diterbitkan")
+    nik = str(row["nik"])
+    if not NIK.fullmatch(nik) or nik == "0" * 16:
+        raise EditError(f"NIK {nik} bukan 16 angka: NISN belum dapat diterbitkan")
+    others = [(school, other_id, other) for school, other_id, other in
+              centre.people("peserta_didik", "nik", nik) if (school, other_id) != (npsn, row_id)]
+    if others:
+        school, other_id, other = others[0]
+        who = describe("peserta_didik", other_id, other)
+        raise EditError(f"NIK {nik} sudah tercatat untuk {who} di sekolah "
+                        f"{school}: orang yang sama tidak mendapat NISN kedua (pindahkan dengan "
+                        "'selaras transfer pd', atau betulkan NIK-nya)")
+    birth = row["tanggal_lahir"]
+    fields: dict[str, Value] = {"nisn": _new_nisn(centre, int(str(birth)[:4])),
+                                "status_verval_pd": 1}
+    return _write(centre, npsn, entity("peserta_didik"), row_id, fields, VERVAL_PD, now_ms)
+
+
+def _new_nisn(centre: CentreStore, birth_year: int) -> str:
+    """Ten digits: the birth year's last three, then seven no student has with them."""
+    while True:
+        nisn = f"{birth_year % 1000:03d}{secrets.randbelow(10 ** 7):07d}"
+        if not centre.people("peserta_didik", "nisn", nisn):
+            return nisn
+
+
+def _school_entity(name: str) -> Entity:
+    e = entity(name)
+    if e.is_reference:
+        raise EditError(f"{entity_label(e.name)} adalah Referensi, milik semua sekolah")
+    return e
+
+
+def _parsed(e: Entity, raw: Mapping[str, str], allowed: Callable[[str], bool], refusal: str,
+            allow_empty: bool = False) -> dict[str, Value]:
+    """``raw`` parsed, each field one ``allowed`` (else EditError with ``refusal``); empty
+    only if ``allow_empty``."""
+    if not raw and not allow_empty:
+        raise EditError("tidak ada yang diubah: beri isian=nilai (FIELD=VALUE)")
+    out: dict[str, Value] = {}
+    for name, value in raw.items():
+        f = e.by_name.get(name)
+        if f is None:
+            raise EditError(f"{e.name} tidak punya isian {name!r}; isiannya: "
+                            f"{', '.join(e.by_name)}")
+        if f.name == e.key or not allowed(name):
+            raise EditError(f"{label(e.name, name)} tidak dapat diubah di sini: {refusal}")
+        out[name] = parse(e, f, value)
+    return out
+
+
+def _write(centre: CentreStore, npsn: str, e: Entity, key: str, fields: dict[str, Value],
+           source: str, now_ms: int) -> Change:
+    with centre.transaction():
+        store = centre.school(npsn)
+        row_id = find_row(store, e.name, key)
+        row = store.rows(e.name)[row_id]
+        centre.append_centre(npsn, [centre_event(store, centre_origin(npsn), e.name, row_id,
+                                                 fields, now_ms, source)])
+    return Change(npsn, e.name, row_id, describe(e.name, row_id, row), fields, source)

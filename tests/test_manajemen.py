@@ -1,0 +1,168 @@
+"""The centre's own changes flow down (issue 12): Manajemen Dapodik and Verval, from the
+``selaras admin`` command of a real centre on 127.0.0.1 to a real install's Tarik Data
+and sync, marked with their source; the verified fields locked at the school; a NISN
+issued, and refused to a person who has one."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from test_principal import KEPSEK, PASSWORD, SELARAS, Centre, school, selaras
+
+NPSN = "20100041"
+pytestmark = pytest.mark.skipif(SELARAS is None, reason="the selaras command is not installed")
+
+
+@pytest.fixture(scope="module")
+def centre(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Centre]:
+    c = Centre(tmp_path_factory.mktemp("centre"))
+    yield c
+    c.proc.terminate()
+    c.proc.wait(timeout=30)
+    assert c.proc.stdout is not None
+    c.proc.stdout.close()
+
+
+@pytest.fixture(scope="module")
+def install(centre: Centre, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A school whose data the centre holds: generated, confirmed by its principal, synced."""
+    folder = tmp_path_factory.mktemp("school")
+    generated = folder / "rows.jsonl"
+    selaras("bench", "generate", "--size", "small", "--npsn", NPSN, "--seed", "11",
+            "--out", str(generated))
+    data, kode = school(centre, {NPSN: generated}, NPSN, folder)
+    selaras("account", "add", "--role", "kepala_sekolah", "--user", KEPSEK, "--password",
+            PASSWORD, "--kode", kode, data=data)
+    selaras("switch-user", "--user", KEPSEK, "--password", PASSWORD, "--kode", kode, data=data)
+    selaras("confirm", "--all", data=data)
+    selaras("sync", data=data)
+    return data
+
+
+def students(data: Path, where: str = "TRUE") -> list[dict[str, Any]]:
+    return list(json.loads(selaras(
+        "query", "SELECT peserta_didik_id, nama, nisn, nik, nama_ayah, status_verval_pd "
+        f"FROM peserta_didik WHERE {where} ORDER BY nisn", "--json", data=data).stdout))
+
+
+def at_centre(centre: Centre, sql: str) -> list[list[Any]]:
+    return list(json.loads(centre.admin("query", "--npsn", NPSN, "--json", sql).stdout)["rows"])
+
+
+def admin_change(centre: Centre, *args: str) -> dict[str, Any]:
+    return dict(json.loads(centre.admin(*args, "--json").stdout)["change"])
+
+
+def test_manajemen_dapodik_edits_a_row_named_by_its_nisn(centre: Centre, install: Path) -> None:
+    student = students(install)[0]
+    change = admin_change(centre, "edit", "--npsn", NPSN, "peserta_didik", student["nisn"],
+                          "nama_ayah=Budi Santoso")
+    assert change["source"] == "Manajemen Dapodik"
+    assert change["row_id"] == student["peserta_didik_id"]
+    assert change["name"] == f"{student['nama']} (NISN {student['nisn']})"
+    pulled = selaras("pull", data=install).stdout
+    assert "dari server pusat (Manajemen Dapodik 1)" in pulled
+    assert students(install, f"nisn = '{student['nisn']}'")[0]["nama_ayah"] == "Budi Santoso"
+
+
+def test_verval_pd_corrects_and_locks_the_identity(centre: Centre, install: Path) -> None:
+    student = students(install)[1]
+    change = admin_change(centre, "verval", "pd", "--npsn", NPSN, student["nik"],
+                          "nama=Siti Rahmawati")
+    assert change["source"] == "VervalPD"
+    assert change["fields"] == {"nama": "Siti Rahmawati", "status_verval_pd": 1}
+    assert "VervalPD 1" in selaras("pull", data=install).stdout
+    (now,) = students(install, f"nik = '{student['nik']}'")
+    assert (now["nama"], now["status_verval_pd"]) == ("Siti Rahmawati", 1)
+    # The school can no longer change what Verval verified; other fields it can.
+    refused = selaras("edit", "peserta_didik", student["nisn"], "nama=Siti R", data=install,
+                      ok=False)
+    assert refused.returncode == 1
+    assert "diisi oleh server pusat (sudah diverifikasi)" in refused.stderr
+    selaras("edit", "peserta_didik", student["nisn"], "nama_ayah=Hasan", data=install)
+
+
+def test_a_school_edit_and_a_verval_correction_of_one_field_end_the_same(
+        centre: Centre, install: Path) -> None:
+    """The school renames a student while the centre verifies another name: whichever
+    arrives first, the verified name stands everywhere and the replicas agree."""
+    student = students(install)[2]
+    selaras("edit", "peserta_didik", student["nisn"], "nama=Nama Dari Sekolah", data=install)
+    admin_change(centre, "verval", "pd", "--npsn", NPSN, student["nisn"], "nama=Nama Verval")
+    selaras("confirm", "--all", data=install)
+    selaras("sync", data=install)  # the school's edit goes up, the correction comes down
+    assert students(install, f"nik = '{student['nik']}'")[0]["nama"] == "Nama Verval"
+    assert at_centre(centre, "SELECT nama FROM peserta_didik WHERE peserta_didik_id = "
+                             f"'{student['peserta_didik_id']}'") == [["Nama Verval"]]
+    # The other order: the school's rename reaches the centre first, then Verval's.
+    other = students(install)[5]
+    selaras("edit", "peserta_didik", other["nisn"], "nama=Dari Sekolah Dulu", data=install)
+    selaras("confirm", "--all", data=install)
+    selaras("sync", data=install)
+    admin_change(centre, "verval", "pd", "--npsn", NPSN, other["nisn"], "nama=Verval Kemudian")
+    selaras("pull", data=install)
+    assert students(install, f"nik = '{other['nik']}'")[0]["nama"] == "Verval Kemudian"
+    mine = json.loads(selaras("checksum", "--json", data=install).stdout)
+    theirs = json.loads(centre.admin("checksum", "--npsn", NPSN, "--json").stdout)
+    assert mine == theirs
+
+
+def test_a_nisn_is_issued_once_and_never_to_a_person_who_has_one(
+        centre: Centre, install: Path) -> None:
+    new, twin = students(install)[3:5]
+    # A new student without a NISN yet (as the centre holds it).
+    admin_change(centre, "edit", "--npsn", NPSN, "peserta_didik", new["nisn"], "nisn=")
+    issued = admin_change(centre, "nisn", "--npsn", NPSN, new["nik"])
+    nisn = issued["fields"]["nisn"]
+    assert issued["source"] == "VervalPD" and len(nisn) == 10 and nisn.isdigit()
+    assert at_centre(centre, f"SELECT count(*) FROM peserta_didik WHERE nisn = '{nisn}'") == [[1]]
+    again = centre.admin("nisn", "--npsn", NPSN, new["nik"], ok=False)
+    assert again.returncode == 1 and "sudah punya NISN" in again.stderr
+    # Another record of the same person (the same NIK) gets none.
+    admin_change(centre, "edit", "--npsn", NPSN, "peserta_didik", twin["nisn"],
+                 f"nik={new['nik']}", "nisn=")
+    before = at_centre(centre, "SELECT count(*) FROM event")
+    refused = centre.admin("nisn", "--npsn", NPSN, twin["peserta_didik_id"], ok=False)
+    assert refused.returncode == 1
+    assert f"NIK {new['nik']} sudah tercatat untuk" in refused.stderr and nisn in refused.stderr
+    assert at_centre(centre, "SELECT count(*) FROM event") == before  # nothing written
+    selaras("pull", data=install)
+    assert students(install, f"nisn = '{nisn}'")[0]["nik"] == new["nik"]
+
+
+def test_verval_sp_corrects_the_school_identity(centre: Centre, install: Path) -> None:
+    change = admin_change(centre, "verval", "sp", "--npsn", NPSN, NPSN, "lintang=-6.2",
+                          "bujur=106.8")
+    assert change["source"] == "VervalSP"
+    assert "VervalSP 1" in selaras("pull", data=install).stdout
+    got = json.loads(selaras("query", "SELECT lintang, bujur FROM sekolah", "--json",
+                             data=install).stdout)
+    assert [(float(r["lintang"]), float(r["bujur"])) for r in got] == [(-6.2, 106.8)]
+
+
+@pytest.mark.parametrize(("args", "says"), [
+    (("edit", "peserta_didik", "9999999999", "nama_ayah=X"), "tidak ada Peserta Didik dengan"),
+    (("edit", "peserta_didik", "{nisn}", "status_verval_pd=1"), "diisi oleh Verval"),
+    (("edit", "peserta_didik", "{nisn}", "warna=biru"), "tidak punya isian 'warna'"),
+    (("edit", "peserta_didik", "{nisn}", "tanggal_lahir=kemarin"), "bukan tanggal"),
+    (("edit", "ref.agama", "1", "nama=X"), "Referensi"),
+    (("verval", "pd", "{nisn}", "nama_ayah=X"), "VervalPD membetulkan"),
+    (("verval", "ptk", "{nisn}"), "tidak ada PTK dengan"),
+])
+def test_bad_input_says_why_and_changes_nothing(centre: Centre, install: Path,
+                                                args: tuple[str, ...], says: str) -> None:
+    nisn = students(install)[-1]["nisn"]
+    command, *rest = args
+    before = at_centre(centre, "SELECT count(*) FROM event")
+    if command == "verval":
+        command, kind, *rest = args
+        full = [command, kind, "--npsn", NPSN]
+    else:
+        full = [command, "--npsn", NPSN]
+    done = centre.admin(*full, *(a.replace("{nisn}", nisn) for a in rest), ok=False)
+    assert done.returncode != 0 and says in done.stderr, done.stderr
+    assert at_centre(centre, "SELECT count(*) FROM event") == before
