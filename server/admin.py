@@ -39,7 +39,7 @@ NPSN = re.compile(r"\d{8}")
 QUERY_TIME_LIMIT_S = 30.0
 COMMANDS = ("school_add", "reset_kode", "installs", "revoke", "query", "checksum", "schools",
             "history", "account_add", "reset_password", "disable_account", "accounts", "edit",
-            "verval", "nisn")
+            "verval", "nisn", "referensi_add", "referensi_expire")
 # A session's outcome (registry.session.outcome, ``kind`` or ``kind:code``), for people.
 OUTCOME_WORDS = {"done": "berhasil", "refused": "ditolak",
                  "refused_by_client": "dihentikan sekolah", "dropped": "terputus",
@@ -206,7 +206,21 @@ def _run(centre: CentreStore, registry: Registry, command: str,
         case "nisn":
             return _changed(manajemen.issue_nisn(centre, _known(registry, args["npsn"]),
                                                  args["row"], now_ms))
+        case "referensi_add":
+            return _changed(manajemen.referensi_add(centre, _any_school(registry), args["table"],
+                                                    args["code"], _fields(args), now_ms))
+        case "referensi_expire":
+            return _changed(manajemen.referensi_expire(
+                centre, _any_school(registry), args["table"], args["code"], args["date"], now_ms))
     raise AdminError(f"unknown admin command {command!r}; known: {', '.join(COMMANDS)}")
+
+
+def _any_school(registry: Registry) -> str:
+    """A school to write Referensi through: it is held once, for every school."""
+    schools = registry.schools()
+    if not schools:
+        raise AdminError("belum ada sekolah terdaftar: Referensi dikirim bersama data sekolah")
+    return str(schools[0]["npsn"])
 
 
 def _fields(args: Mapping[str, str]) -> dict[str, str]:

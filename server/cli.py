@@ -427,3 +427,36 @@ def nisn(ctx: click.Context, npsn: str, row: str, as_json: bool) -> None:
     """Issue a NISN to a new student whose identity is complete and whose NIK no other
     student at any school has."""
     run(ctx, "nisn", as_json, npsn=npsn, row=row)
+
+
+@admin.group("referensi")
+def referensi() -> None:
+    """Referensi: add and expire reference codes, for every school."""
+
+
+table_argument = click.argument("table", metavar="TABLE")  # agama or ref.agama
+
+
+@referensi.command("add")
+@table_argument
+@click.argument("code")
+@click.argument("fields", nargs=-1, required=True, metavar="FIELD=VALUE...",
+                callback=field_values)
+@json_option
+@click.pass_context
+def referensi_add(ctx: click.Context, table: str, code: str, fields: dict[str, str],
+                  as_json: bool) -> None:
+    """Add CODE to Referensi TABLE (nama=... and the table's other fields)."""
+    run(ctx, "referensi_add", as_json, table=table, code=code, fields=json.dumps(fields))
+
+
+@referensi.command("expire")
+@table_argument
+@click.argument("code")
+@click.option("--date", required=True, help="expired from this day on (YYYY-MM-DD)")
+@json_option
+@click.pass_context
+def referensi_expire(ctx: click.Context, table: str, code: str, date: str,
+                     as_json: bool) -> None:
+    """Expire CODE of Referensi TABLE: schools still using it see it in Validasi Lokal."""
+    run(ctx, "referensi_expire", as_json, table=table, code=code, date=date)

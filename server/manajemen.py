@@ -1,7 +1,8 @@
-"""The centre's own changes to a school's data: Manajemen Dapodik and Verval.
+"""The centre's own changes to a school's data: Manajemen Dapodik, Verval, Referensi.
 
 Each change is one centre event in the school's log, signed, with its source as
-the event's author ("Manajemen Dapodik", "VervalPD", "VervalPTK", "VervalSP"):
+the event's author ("Manajemen Dapodik", "VervalPD", "VervalPTK", "VervalSP");
+Referensi's are the global origin's, held once for every school:
 the school receives it on its next sync or Tarik Data and is shown where it came
 from. Rows are named as people know them (``engine/lookup.py``: NISN, NIK,
 NUPTK, rombel name, NPSN). Every function runs on the writer, in one
@@ -16,13 +17,16 @@ import secrets
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 
-from selaras.engine.events import centre_origin
+from selaras.engine.clocks import local_clock
+from selaras.engine.events import REFERENSI_ORIGIN, Event, centre_origin, stable_row_id
 from selaras.engine.labels import entity_label, label
 from selaras.engine.lookup import describe, find_row
 from selaras.engine.replica import EditError
 from selaras.engine.schema import Entity, Owner, entity
 from selaras.engine.store import (
+    CENTRE,
     MANAJEMEN,
+    REFERENSI,
     VERVAL_PD,
     VERVAL_PTK,
     VERVAL_SP,
@@ -52,9 +56,9 @@ class Change:
 
     def text(self) -> str:
         what = ", ".join(f"{label(self.entity, k)} = {v}" for k, v in self.fields.items())
-        return (f"{self.source}: {entity_label(self.entity)} {self.name} di sekolah "
-                f"{self.npsn}: {what}; sampai di sekolah pada sinkronisasi atau Tarik Data "
-                "berikutnya")
+        where = f"sekolah {self.npsn}" if self.npsn else "setiap sekolah"
+        return (f"{self.source}: {entity_label(self.entity)} {self.name}: {what}; sampai di "
+                f"{where} pada sinkronisasi atau Tarik Data berikutnya")
 
 
 def edit(centre: CentreStore, npsn: str, entity_name: str, key: str,
@@ -120,6 +124,61 @@ def _new_nisn(centre: CentreStore, birth_year: int) -> str:
         nisn = f"{birth_year % 1000:03d}{secrets.randbelow(10 ** 7):07d}"
         if not centre.people("peserta_didik", "nisn", nisn):
             return nisn
+
+
+def referensi_add(centre: CentreStore, npsn: str, table: str, code: str,
+                  raw: Mapping[str, str], now_ms: int) -> Change:
+    """A new code of Referensi table ``table`` (``agama`` or ``ref.agama``), for every
+    school (written through ``npsn``'s store: Referensi is held once)."""
+    e = _referensi(table)
+    row_id, key = _code(e, code)
+    if row_id in centre.school(npsn).rows(e.name):
+        raise EditError(f"{entity_label(e.name)} sudah punya kode {code}")
+    fields = _parsed(e, raw, lambda name: name != e.fields[0].name,
+                     "kodenya diberi sebagai argumen CODE")
+    missing = [label(e.name, f.name) for f in e.fields[1:] if f.required and fields.get(f.name)
+               is None]
+    if missing:
+        raise EditError(f"isian wajib {entity_label(e.name)} belum diberi: {', '.join(missing)}")
+    return _write_referensi(centre, npsn, e, code, {e.fields[0].name: key, **fields}, now_ms)
+
+
+def referensi_expire(centre: CentreStore, npsn: str, table: str, code: str, date: str,
+                     now_ms: int) -> Change:
+    """Retire a code from ``date`` on: a school still using it sees it in Validasi Lokal."""
+    e = _referensi(table)
+    row_id, _ = _code(e, code)
+    if row_id not in centre.school(npsn).rows(e.name):
+        raise EditError(f"{entity_label(e.name)} tidak punya kode {code}")
+    expired = parse(e, e.by_name["expired_date"], date)
+    return _write_referensi(centre, npsn, e, code, {"expired_date": expired}, now_ms)
+
+
+def _referensi(table: str) -> Entity:
+    e = entity(table if table.startswith("ref.") else f"ref.{table}")
+    if not e.is_reference:
+        raise EditError(f"{table} bukan tabel Referensi")
+    return e
+
+
+def _code(e: Entity, code: str) -> tuple[str, Value]:
+    """The row id of ``code`` in ``e`` (as every replica derives it) and the code's value."""
+    key = parse(e, e.fields[0], code)
+    return stable_row_id(e.name, key), key
+
+
+def _write_referensi(centre: CentreStore, npsn: str, e: Entity, code: str,
+                     fields: dict[str, Value], now_ms: int) -> Change:
+    row_id, _ = _code(e, code)
+    with centre.transaction():
+        store = centre.school(npsn)
+        clock = local_clock(store.max_hlc(REFERENSI_ORIGIN), store.max_hlc(REFERENSI_ORIGIN),
+                            now_ms)
+        event = Event(origin=REFERENSI_ORIGIN, seq=store.vector().get(REFERENSI_ORIGIN, 0) + 1,
+                      hlc=clock.tick(now_ms), entity=e.name, row_id=row_id, changes=fields,
+                      author=REFERENSI, role=CENTRE)
+        centre.append_centre(npsn, [event])
+    return Change("", e.name, row_id, f"kode {code}", fields, REFERENSI)
 
 
 def _school_entity(name: str) -> Entity:

@@ -166,3 +166,23 @@ def test_bad_input_says_why_and_changes_nothing(centre: Centre, install: Path,
     done = centre.admin(*full, *(a.replace("{nisn}", nisn) for a in rest), ok=False)
     assert done.returncode != 0 and says in done.stderr, done.stderr
     assert at_centre(centre, "SELECT count(*) FROM event") == before
+
+
+def test_referensi_codes_are_added_and_expired_for_every_school(centre: Centre,
+                                                                install: Path) -> None:
+    """Last in the module: the expired code leaves the school with invalid findings."""
+    added = admin_change(centre, "referensi", "add", "agama", "77", "nama=Kepercayaan Uji")
+    assert added["source"] == "Referensi" and added["fields"]["nama"] == "Kepercayaan Uji"
+    [[agama, used]] = at_centre(centre, "SELECT agama_id, count(*) FROM peserta_didik "
+                                        "GROUP BY 1 ORDER BY 2 LIMIT 1")
+    admin_change(centre, "referensi", "expire", "agama", str(agama), "--date", "2023-01-01")
+    again = centre.admin("referensi", "add", "agama", "77", "nama=Lagi", ok=False)
+    assert again.returncode == 1 and "sudah punya kode 77" in again.stderr
+    assert "Referensi 2" in selaras("pull", data=install).stdout
+    got = json.loads(selaras("query", "SELECT nama FROM ref.agama WHERE agama_id = 77",
+                             "--json", data=install).stdout)
+    assert got == [{"nama": "Kepercayaan Uji"}]
+    report = json.loads(selaras("validate", "--json", data=install, ok=False).stdout)
+    expired = [f for f in report["findings"]
+               if str(f["detail"]).endswith(f"{agama} tidak berlaku sejak 2023-01-01")]
+    assert len(expired) == used and report["invalid"] >= used
