@@ -37,7 +37,7 @@ from selaras.engine.store import AppendReport, StoreError, verify
 from selaras.engine.values import assignments as assignments_of
 from selaras.engine.values import shown
 
-from . import output, principal, semester
+from . import mutasi, output, principal, semester
 from .changes import CHANGE_TABS, DEFAULT_LIMIT, pending_changes
 from .install import (
     DEFAULT_DATA,
@@ -344,13 +344,16 @@ CHECK_TIMEOUT_S = 10  # check-connection
 SECONDS = click.FloatRange(min=0, min_open=True)
 
 
+timeout_option = click.option(
+    "--timeout", type=SECONDS, default=SYNC_TIMEOUT_S, show_default=True, metavar="SECONDS",
+    help="Give up after SECONDS, the connection check and retries included.")
+
+
 def sync_options(f: F) -> F:
     for opt in reversed([
         click.option("--server", "server_url", metavar="URL",
                      help="The centre's URL [default: the one given at init]."),
-        click.option("--timeout", type=SECONDS, default=SYNC_TIMEOUT_S, show_default=True,
-                     metavar="SECONDS",
-                     help="Give up after SECONDS, the connection check and retries included."),
+        timeout_option,
         click.option("--compress", is_flag=True,
                      help="Offer permessage-deflate (for slow links)."),
         json_option,
@@ -385,6 +388,76 @@ def pull(session: Session, server_url: str | None, timeout: float, compress: boo
                        check_first=True)
     if as_json:
         click.echo(output.to_json(report.as_json()))
+
+
+# -- transfers between schools (mutasi): Tarik Data PD and PTK -----------------------------
+
+PERSON_KEYS = {"pd": ("nisn", "nik"), "ptk": ("nuptk", "nik")}
+
+
+def person_key(kind: str, given: dict[str, str | None]) -> str:
+    keys = {k: v for k, v in given.items() if v}
+    if len(keys) != 1:
+        raise click.UsageError(f"give one of {', '.join('--' + k for k in PERSON_KEYS[kind])}")
+    return next(iter(keys.values()))
+
+
+@cli.group("exit")
+def exit_() -> None:
+    """Registrasi keluar: a student or teacher leaves this school (sent by the next sync)."""
+
+
+def exit_command(kind: str) -> Callable[..., None]:
+    @click.option("--reason", required=True,
+                  help="jenis keluar: mutasi, lulus, mengundurkan diri, ... (or its code)")
+    @click.option("--date", required=True, help="tanggal keluar (YYYY-MM-DD)")
+    @json_option
+    @with_session()
+    def command(session: Session, reason: str, date: str, as_json: bool,
+                **given: str | None) -> None:
+        name = mutasi.exit_person(session, kind, person_key(kind, given), reason, date)
+        emit(as_json, {"kind": kind, "nama": name, "reason": reason, "date": date},
+             f"{name} tercatat keluar ({reason}, {date}); terkirim pada sinkronisasi "
+             "berikutnya")
+    for key in reversed(PERSON_KEYS[kind]):
+        command = click.option(f"--{key}", help=f"the person's {key.upper()}")(command)
+    return command
+
+
+exit_.command("pd", help="A student leaves (jenis keluar on the registration).")(
+    exit_command("pd"))
+exit_.command("ptk", help="A teacher leaves (jenis keluar on the assignment).")(
+    exit_command("ptk"))
+
+
+@cli.group()
+def transfer() -> None:
+    """Tarik Data PD/PTK: a person who left another school joins this one."""
+
+
+def transfer_command(kind: str) -> Callable[..., None]:
+    @timeout_option
+    @json_option
+    @with_session()
+    def command(session: Session, timeout: float, as_json: bool, **given: str | None) -> None:
+        got = mutasi.request_transfer(session, kind, person_key(kind, given))
+        if not as_json:
+            click.echo(f"{got.nama} dari sekolah {got.origin_npsn}: dikirim server pusat; "
+                       "Tarik Data dimulai")
+        report = _run_sync(session, "pull", None, timeout, False, as_json, check_first=True)
+        emit(as_json, {"entity": got.entity, "row_id": got.row_id, "nama": got.nama,
+                       "origin_npsn": got.origin_npsn, "events": got.events,
+                       "pull": report.as_json()},
+             "Lengkapi registrasinya di sekolah ini (NIPD, tanggal masuk)" if kind == "pd"
+             else "Lengkapi penugasannya di sekolah ini")
+    for key in reversed(PERSON_KEYS[kind]):
+        command = click.option(f"--{key}", help=f"the person's {key.upper()}")(command)
+    return command
+
+
+transfer.command("pd", help="Tarik Data PD: a student, by NISN or NIK.")(transfer_command("pd"))
+transfer.command("ptk", help="Tarik Data PTK: a teacher, by NUPTK or NIK.")(
+    transfer_command("ptk"))
 
 
 @cli.command("check-connection")

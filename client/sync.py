@@ -78,6 +78,7 @@ from selaras.engine.protocol import (
     State,
     SummaryReceived,
     SyncProtocol,
+    TransferRequest,
     Welcome,
     Welcomed,
 )
@@ -977,7 +978,7 @@ async def register(url: str, npsn: str, kode: str, user: str, password: str) -> 
     return answer
 
 
-async def request(url: str, message: Register | AccountRequest) -> Answer:
+async def request(url: str, message: Register | AccountRequest | TransferRequest) -> Answer:
     """A one-shot request (R17, R20): the answer, or RegistrationRefused / SyncError."""
     proto = SyncProtocol(Side.CLIENT)
     proto.send_request(message)

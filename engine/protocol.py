@@ -31,8 +31,8 @@ from .refusals import TEXT, Detail, unexpected
 from .refusals import Code as Code  # the protocol speaks it: Refuse.code
 
 # 2: centre signatures (R18); 3: Compare after the Summary (R19); 4: Check, the
-# connection check (R17)
-PROTOCOL_VERSION = 4
+# connection check (R17); 5: TransferRequest (R21)
+PROTOCOL_VERSION = 5
 
 
 # -- messages (frozen, tagged; new fields get defaults and go last) ---------------------
@@ -123,6 +123,31 @@ class AccountReply(msgspec.Struct, frozen=True, tag="account_reply"):
     nip: str
     public_key: str
     sealed_key: str
+
+
+class TransferRequest(msgspec.Struct, frozen=True, tag="transfer"):
+    """From the receiving school's install (R21): Tarik Data PD or PTK, the person named by
+    NISN or NIK (``pd``), NUPTK or NIK (``ptk``)."""
+
+    protocol: int
+    app: str
+    schema: int
+    npsn: str
+    install: str
+    token: str  # the install credential
+    kind: Literal["pd", "ptk"]
+    key: str
+
+
+class TransferReply(msgspec.Struct, frozen=True, tag="transfer_reply"):
+    """The person written into the receiving school's log as centre events: it arrives
+    with the next sync or Tarik Data."""
+
+    entity: str
+    row_id: str
+    nama: str
+    origin_npsn: str  # the school the person left
+    events: int
 
 
 class AdminRequest(msgspec.Struct, frozen=True, tag="admin"):
@@ -224,9 +249,9 @@ MAX_COMPARE_ROWS = 100  # rows whose events one Compare may ask for
 
 Message = (Hello | Register | AdminRequest | Welcome | Registered | AdminReply | Refuse | Events
            | Ack | Sent | Done | Summary | Compare | Compared | AccountRequest | AccountReply
-           | Check | Checked)
-Opening = Hello | Register | AdminRequest | AccountRequest | Check
-Answer = Registered | AdminReply | AccountReply | Checked
+           | Check | Checked | TransferRequest | TransferReply)
+Opening = Hello | Register | AdminRequest | AccountRequest | Check | TransferRequest
+Answer = Registered | AdminReply | AccountReply | Checked | TransferReply
 
 _decoder = msgspec.msgpack.Decoder(Message)
 _encoder = msgspec.msgpack.Encoder()
@@ -355,6 +380,8 @@ TRANSITIONS: dict[tuple[Side, State, type], State] = {
     (Side.CLIENT, State.REQUEST_SENT, AccountReply): State.CLOSED,
     (Side.SERVER, State.START, Check): State.AUTHENTICATING,
     (Side.CLIENT, State.REQUEST_SENT, Checked): State.CLOSED,
+    (Side.SERVER, State.START, TransferRequest): State.AUTHENTICATING,
+    (Side.CLIENT, State.REQUEST_SENT, TransferReply): State.CLOSED,
     (Side.CLIENT, State.STREAMING, Events): State.STREAMING,
     (Side.CLIENT, State.STREAMING, Ack): State.STREAMING,
     (Side.CLIENT, State.STREAMING, Sent): State.STREAMING,
@@ -429,7 +456,8 @@ class SyncProtocol:
         self._send(hello)
         self.state = State.HELLO_SENT
 
-    def send_request(self, request: Register | AdminRequest | AccountRequest | Check) -> None:
+    def send_request(self, request: Register | AdminRequest | AccountRequest | Check
+                     | TransferRequest) -> None:
         """Client: a one-shot request; the answer ends the session."""
         self._expect(Side.CLIENT, State.START)
         self._send(request)
@@ -534,7 +562,7 @@ class SyncProtocol:
             raise RemoteError(Code.UNEXPECTED_MESSAGE,
                               unexpected(type(msg).__name__))
         match msg:
-            case Hello() | Register() | AccountRequest() | Check():
+            case Hello() | Register() | AccountRequest() | Check() | TransferRequest():
                 if msg.protocol != PROTOCOL_VERSION:
                     raise RemoteError(Code.VERSION_MISMATCH,
                                       Detail.PROTOCOL_VERSION)
@@ -546,7 +574,7 @@ class SyncProtocol:
             case Welcome():
                 self.limits = msg.limits
                 self._facts.append(Welcomed(msg))
-            case Registered() | AdminReply() | AccountReply() | Checked():
+            case Registered() | AdminReply() | AccountReply() | Checked() | TransferReply():
                 self._facts.append(Answered(msg))
             case Events():
                 self._receive_events(msg)

@@ -32,6 +32,7 @@ class Code(enum.StrEnum):
     BAD_SIGNATURE = "bad_signature"
     INTERNAL_ERROR = "internal_error"
     IDLE_TIMEOUT = "idle_timeout"
+    TRANSFER_REFUSED = "transfer_refused"
 
 
 TEXT: dict[Code, str] = {
@@ -53,6 +54,7 @@ TEXT: dict[Code, str] = {
     Code.BAD_SIGNATURE: "tanda tangan data pusat tidak sah",
     Code.INTERNAL_ERROR: "server pusat gagal memproses: coba lagi nanti",
     Code.IDLE_TIMEOUT: "sesi ditutup karena terlalu lama tanpa kemajuan: sinkronkan lagi",
+    Code.TRANSFER_REFUSED: "Tarik Data PD/PTK ditolak server pusat",
 }
 
 

@@ -42,6 +42,7 @@ from websockets.exceptions import ConnectionClosed
 
 from selaras.engine import compare, consent, passwords
 from selaras.engine.consent import Consent
+from selaras.engine.errors import InputError
 from selaras.engine.events import Batch, MalformedBatch
 from selaras.engine.outbox import Outbox
 from selaras.engine.protocol import (
@@ -65,6 +66,8 @@ from selaras.engine.protocol import (
     Side,
     State,
     SyncProtocol,
+    TransferReply,
+    TransferRequest,
     Welcome,
     account_name,
 )
@@ -84,7 +87,7 @@ from selaras.engine.store import (
     StoreError,
 )
 
-from . import accounts, credentials, gate
+from . import accounts, credentials, gate, manajemen
 from .admin import AdminError, run_admin, run_query, table
 from .guard import CredentialChecks, RateLimit
 from .writer import CentreWriter
@@ -415,6 +418,8 @@ class SyncConnection:
                 await self._account(request)
             case Check() as check:
                 await self._check(check)
+            case TransferRequest() as request:
+                await self._transfer(request)
 
     # -- Register --------------------------------------------------------------------------
 
@@ -552,6 +557,38 @@ class SyncConnection:
         await self.flush()
         log.info("check", npsn=check.npsn, install=check.install)
 
+    # -- TransferRequest: Tarik Data PD and PTK ----------------------------------------------
+
+    async def _transfer(self, req: TransferRequest) -> None:
+        """Write the person into the requesting school's log as centre events (R21), or
+        refuse ``transfer_refused`` with the reason (still registered at the school they
+        left, already at this school, unknown)."""
+        server = self.server
+        if req.schema != SCHEMA_VERSION:
+            await self.refuse(Code.VERSION_MISMATCH)
+            return
+        peer = (f"peer:{self.peer}",)
+        if await self._too_many_failures(server.failed_hellos, peer):
+            return
+        code = await self._authenticate(req)
+        if code is not None:
+            if code is Code.BAD_CREDENTIAL:
+                server.failed_hellos.failed(peer[0], time.monotonic())
+            await self.refuse(code)
+            return
+        t = now_ms()
+        try:
+            done = await server.write(
+                lambda c, _: manajemen.transfer(c, req.npsn, req.kind, req.key, t))
+        except InputError as exc:
+            await self.refuse(Code.TRANSFER_REFUSED, str(exc))
+            return
+        self.proto.answer(TransferReply(done.entity, done.row_id, done.nama, done.origin_npsn,
+                                        done.events))
+        await self.flush()
+        log.info("transfer", npsn=req.npsn, install=req.install, kind=req.kind,
+                 row=done.row_id, origin=done.origin_npsn, events=done.events)
+
     # -- AdminRequest -----------------------------------------------------------------------
 
     async def _admin(self, req: AdminRequest) -> None:
@@ -619,7 +656,8 @@ class SyncConnection:
             server.stats.active -= 1
             await self._record(hello, started, time.monotonic() - t0)
 
-    async def _authenticate(self, hello: Hello | AccountRequest | Check) -> Code | None:
+    async def _authenticate(self, hello: Hello | AccountRequest | Check | TransferRequest,
+                            ) -> Code | None:
         server = self.server
 
         def look_up(r: Registry) -> tuple[dict[str, Any] | None, ...]:

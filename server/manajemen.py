@@ -181,6 +181,78 @@ def _write_referensi(centre: CentreStore, npsn: str, e: Entity, code: str,
     return Change("", e.name, row_id, f"kode {code}", fields, REFERENSI)
 
 
+# Tarik Data PD and PTK: the person's entity, how to find them, where a school registers
+# them (the row that says whether they left), and what comes with them.
+TRANSFERS = {
+    "pd": ("peserta_didik", ("nisn", "nik"), "registrasi_peserta_didik", "peserta_didik_id",
+           ("peserta_didik_longitudinal",)),
+    "ptk": ("ptk", ("nuptk", "nik"), "ptk_terdaftar", "ptk_id", ()),
+}
+TARIK_DATA = {"pd": "Tarik Data PD", "ptk": "Tarik Data PTK"}
+
+
+@dataclass(frozen=True)
+class Transferred:
+    entity: str
+    row_id: str
+    nama: str
+    origin_npsn: str
+    events: int
+
+
+def transfer(centre: CentreStore, npsn: str, kind: str, key: str, now_ms: int) -> Transferred:
+    """Tarik Data PD/PTK: the person ``key`` names, registered nowhere now, written into
+    school ``npsn``'s log as centre events (the person's row as the school they left
+    holds it, and what comes with it: a student's yearly records). Refused while the
+    person is still registered at a school, or is at ``npsn`` already: one person is one
+    row, wherever they go."""
+    entity_name, keys, registration, link, history = TRANSFERS[kind]
+    e = entity(entity_name)
+    held = {(school, row_id): row for f in keys for school, row_id, row
+            in centre.people(e.name, f, key.strip())}
+    if not held:
+        raise EditError(f"tidak ada {entity_label(e.name)} dengan "
+                        f"{' atau '.join(label(e.name, f) for f in keys)} {key} di server pusat")
+    ids = {row_id for _, row_id in held}
+    if len(ids) > 1:
+        raise EditError(f"{key} cocok dengan {len(ids)} orang di server pusat: beri "
+                        f"{label(e.name, keys[0])}-nya")
+    (row_id,) = ids
+    schools = sorted(school for school, _ in held)
+    name = describe(e.name, row_id, held[schools[0], row_id])
+    if npsn in schools:
+        raise EditError(f"{name} sudah ada di sekolah ini")
+    for school in schools:
+        if any(str(r.get(link)) == row_id and not r.get("soft_delete")
+               and not r.get("jenis_keluar_id")
+               for r in centre.school(school).rows(registration).values()):
+            raise EditError(f"{name} masih terdaftar di sekolah asal {school} "
+                            f"({_school_name(centre, school)}): sekolah asal mencatat "
+                            "keluarnya dulu ('selaras exit'), lalu sinkronisasi")
+    # The school the person left last: the newest of their rows.
+    origin = max(schools, key=lambda school: centre.school(school).row_hlc(e.name, row_id))
+    source = centre.school(origin)
+    rows = [(e.name, row_id, held[origin, row_id])]
+    for name_of in history:
+        rows += [(name_of, rid, r) for rid, r in source.rows(name_of).items()
+                 if str(r.get(link)) == row_id and not r.get("soft_delete")]
+    with centre.transaction():
+        store = centre.school(npsn)
+        events = []
+        for entity_of, rid, row in rows:
+            known = entity(entity_of).by_name
+            fields = {k: v for k, v in row.items() if k in known and v is not None}
+            events.append(centre_event(store, centre_origin(npsn), entity_of, rid, fields,
+                                       now_ms, TARIK_DATA[kind]))
+            centre.append_centre(npsn, events[-1:])
+    return Transferred(e.name, row_id, name, origin, len(events))
+
+
+def _school_name(centre: CentreStore, npsn: str) -> str:
+    school = next(iter(centre.school(npsn).rows("sekolah").values()), {})
+    return str(school.get("nama") or npsn)
+
+
 def _school_entity(name: str) -> Entity:
     e = entity(name)
     if e.is_reference:

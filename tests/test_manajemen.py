@@ -132,6 +132,12 @@ def test_a_nisn_is_issued_once_and_never_to_a_person_who_has_one(
     assert at_centre(centre, "SELECT count(*) FROM event") == before  # nothing written
     selaras("pull", data=install)
     assert students(install, f"nisn = '{nisn}'")[0]["nik"] == new["nik"]
+    # The twin NIK is invalid at the school (PD-013) until Manajemen Dapodik puts it back.
+    assert selaras("validate", data=install, ok=False).returncode == 1
+    admin_change(centre, "edit", "--npsn", NPSN, "peserta_didik", twin["peserta_didik_id"],
+                 f"nik={twin['nik']}", f"nisn={twin['nisn']}")
+    selaras("pull", data=install)
+    selaras("validate", data=install)
 
 
 def test_verval_sp_corrects_the_school_identity(centre: Centre, install: Path) -> None:
@@ -166,6 +172,42 @@ def test_bad_input_says_why_and_changes_nothing(centre: Centre, install: Path,
     done = centre.admin(*full, *(a.replace("{nisn}", nisn) for a in rest), ok=False)
     assert done.returncode != 0 and says in done.stderr, done.stderr
     assert at_centre(centre, "SELECT count(*) FROM event") == before
+
+
+def test_a_student_moves_school_once_registered_nowhere(centre: Centre, install: Path,
+                                                       tmp_path: Path) -> None:
+    """Tarik Data PD: refused while the student is registered at the school they leave;
+    after its exit went up, the receiving school gets the same person (one row id, the
+    same NISN), once."""
+    other = "20100042"
+    kode = centre.add_school(other)
+    b = tmp_path / "b"
+    selaras("init", "--server", centre.url, "--npsn", other, "--kode", kode, "--user",
+            "op@sekolah-b.sch.id", "--password", "pw", data=b)
+    student = students(install)[6]
+    refused = selaras("transfer", "pd", "--nisn", student["nisn"], data=b, ok=False)
+    assert refused.returncode == 1
+    assert f"masih terdaftar di sekolah asal {NPSN}" in refused.stderr
+    left = selaras("exit", "pd", "--nisn", student["nisn"], "--reason", "mutasi", "--date",
+                   "2023-09-01", data=install).stdout
+    assert left.startswith(f"{student['nama']} (NISN {student['nisn']}) tercatat keluar")
+    selaras("confirm", "--all", data=install)
+    selaras("sync", data=install)
+    moved = json.loads(selaras("transfer", "pd", "--nisn", student["nisn"], "--json",
+                               data=b).stdout)
+    assert (moved["row_id"], moved["origin_npsn"]) == (student["peserta_didik_id"], NPSN)
+    assert moved["pull"]["received_from"]["centre_sources"]["Tarik Data PD"] == moved["events"]
+    assert moved["events"] > 1  # the student and their yearly records
+    [arrived] = students(b)
+    assert {k: arrived[k] for k in ("peserta_didik_id", "nisn", "nik", "nama")} == \
+        {k: student[k] for k in ("peserta_didik_id", "nisn", "nik", "nama")}
+    again = selaras("transfer", "pd", "--nik", student["nik"], data=b, ok=False)
+    assert again.returncode == 1 and "sudah ada di sekolah ini" in again.stderr
+    unknown = selaras("transfer", "pd", "--nisn", "0000000001", data=b, ok=False)
+    assert "tidak ada Peserta Didik dengan NISN atau NIK 0000000001" in unknown.stderr
+    twice = selaras("exit", "pd", "--nisn", student["nisn"], "--reason", "mutasi", "--date",
+                    "2023-09-02", data=install, ok=False)
+    assert "tidak sedang terdaftar di sekolah ini" in twice.stderr
 
 
 def test_referensi_codes_are_added_and_expired_for_every_school(centre: Centre,
