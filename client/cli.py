@@ -664,12 +664,21 @@ def bundle_group() -> None:
 @click.option("--for", "for_", type=click.Path(exists=True, dir_okay=False, path_type=Path),
               help="The other install's vector file (or a bundle it made): only what it "
                    "lacks goes in. Without it, everything does.")
+@click.option("--for-centre", is_flag=True,
+              help="For the centre, through the dinas (no line): this install's unsent "
+                   "changes with the principal's consent, checked as 'selaras sync' checks.")
 @json_option
-@with_session(read_only=True)
-def bundle_export(session: Session, out: Path, for_: Path | None, as_json: bool) -> None:
+@with_session()
+def bundle_export(session: Session, out: Path, for_: Path | None, for_centre: bool,
+                  as_json: bool) -> None:
     """Write a bundle of this install's events."""
-    theirs = read_vector(for_, session.identity.npsn) if for_ else {}
-    data, n = export_bundle(session, theirs)
+    if for_ and for_centre:
+        raise click.UsageError("give --for or --for-centre, not both")
+    if for_centre:
+        data, n = principal.bundle_for_centre(session)
+    else:
+        data, n = export_bundle(session, read_vector(for_, session.identity.npsn)
+                                if for_ else {})
     write_atomically(out, data)
     emit(as_json, {"file": str(out), "events": n, "bytes": len(data)},
          f"wrote {n} events to {out} ({len(data)} bytes)")

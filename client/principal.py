@@ -24,7 +24,7 @@ import json
 from dataclasses import dataclass
 from typing import Any
 
-from selaras.engine import consent, passwords, validation
+from selaras.engine import bundle, consent, passwords, validation
 from selaras.engine.consent import Consent
 from selaras.engine.protocol import PROTOCOL_VERSION, AccountReply, AccountRequest, account_name
 from selaras.engine.schema import ENTITIES, SCHEMA_VERSION, TABS
@@ -228,3 +228,17 @@ def _remember(session: Session, reply: AccountReply) -> None:
     known[reply.user] = {"nama": reply.nama, "ptk_id": reply.ptk_id, "nip": reply.nip,
                          "public_key": reply.public_key, "sealed_key": reply.sealed_key}
     session.store.set_meta(principals=json.dumps(known))
+
+
+def bundle_for_centre(session: Session) -> tuple[bytes, int]:
+    """The offline route: this install's changes the centre has not acknowledged, with
+    the principal's consent covering them (``consent_for_push``: the same gate as a
+    sync), as a bundle the dinas imports (``selaras admin bundle import``)."""
+    given = consent_for_push(session)
+    me, store = session.identity, session.store
+    acked = int(store.meta().get(ACKED_SEQ, 0))
+    theirs = {o: s for o, s in store.vector().items() if o != me.origin} | {me.origin: acked}
+    batch = store.events_after(theirs)
+    data = bundle.encode(npsn=me.npsn, origin=me.origin, vector=store.vector(), batch=batch,
+                         consent=consent.encode(given) if given else b"")
+    return data, len(batch)

@@ -55,6 +55,9 @@ class Bundle(msgspec.Struct, frozen=True, kw_only=True):
     origin: str  # the exporting install
     vector: VersionVector  # the exporter's vector when it exported
     batch: bytes  # Batch.to_bytes()
+    # For the centre, by the dinas (the offline route): the principal's consent covering
+    # the exporter's events, as a sync's Hello carries it (consent.encode; R20).
+    consent: bytes = b""
 
     def events(self) -> Batch:
         """The events inside; BundleCorrupt if they do not decode, NotOfSchool if any
@@ -94,10 +97,11 @@ class _Head(msgspec.Struct):
     npsn: str
 
 
-def encode(*, npsn: str, origin: str, vector: VersionVector, batch: Batch) -> bytes:
+def encode(*, npsn: str, origin: str, vector: VersionVector, batch: Batch,
+           consent: bytes = b"") -> bytes:
     body = msgspec.msgpack.encode(Bundle(
         format=FORMAT_VERSION, schema_version=SCHEMA_VERSION, npsn=npsn, origin=origin,
-        vector=dict(vector), batch=batch.to_bytes()))
+        vector=dict(vector), batch=batch.to_bytes(), consent=consent))
     return MAGIC + hashlib.sha256(body).digest() + body
 
 
@@ -106,8 +110,9 @@ def is_bundle(head: bytes) -> bool:
     return head.startswith(MAGIC[:-1])
 
 
-def decode(data: bytes, *, npsn: str) -> Bundle:
-    """The bundle in ``data``, checked whole and checked to belong to school ``npsn``.
+def decode(data: bytes, *, npsn: str | None = None) -> Bundle:
+    """The bundle in ``data``, checked whole and checked to belong to school ``npsn`` (the
+    centre, which holds every school, takes it of any).
 
     Raises a BundleError subclass; the caller imports ``bundle.events()``.
     """
@@ -130,8 +135,10 @@ def decode(data: bytes, *, npsn: str) -> Bundle:
         raise BundleMismatch("bundle format", head.format, FORMAT_VERSION)
     if head.schema_version != SCHEMA_VERSION:
         raise BundleMismatch("schema version", head.schema_version, SCHEMA_VERSION)
-    if head.npsn != npsn:
+    if npsn is not None and head.npsn != npsn:
         raise WrongSchool(head.npsn, npsn)
+    if not _NPSN.fullmatch(head.npsn):
+        raise BundleCorrupt("its NPSN is not 8 digits")
     try:
         bundle = msgspec.msgpack.decode(body, type=Bundle)
     except (msgspec.DecodeError, UnicodeDecodeError) as exc:

@@ -48,7 +48,7 @@ class Limits(msgspec.Struct, frozen=True):
 
 
 # The two kinds of session, in the operator's words.
-MODE_WORDS = {"sync": "Sinkronisasi", "pull": "Tarik Data"}
+MODE_WORDS = {"sync": "Sinkronisasi", "pull": "Tarik Data", "bundle": "Bundel (dinas)"}
 
 
 class Hello(msgspec.Struct, frozen=True, tag="hello"):

@@ -11,6 +11,7 @@ raise ``AdminError``.
 
 from __future__ import annotations
 
+import base64
 import datetime as dt
 import re
 import uuid
@@ -33,13 +34,14 @@ from selaras.engine.replica import (
 )
 from selaras.engine.store import CentreReader, CentreStore, Registry, StoreError
 
-from . import accounts, manajemen
+from . import accounts, dinas, manajemen
 
 NPSN = re.compile(r"\d{8}")
 QUERY_TIME_LIMIT_S = 30.0
 COMMANDS = ("school_add", "reset_kode", "installs", "revoke", "query", "checksum", "schools",
             "history", "account_add", "reset_password", "disable_account", "accounts", "edit",
-            "verval", "nisn", "referensi_add", "referensi_expire")
+            "verval", "nisn", "referensi_add", "referensi_expire", "bundle_import",
+            "bundle_export")
 # A session's outcome (registry.session.outcome, ``kind`` or ``kind:code``), for people.
 OUTCOME_WORDS = {"done": "berhasil", "refused": "ditolak",
                  "refused_by_client": "dihentikan sekolah", "dropped": "terputus",
@@ -212,7 +214,32 @@ def _run(centre: CentreStore, registry: Registry, command: str,
         case "referensi_expire":
             return _changed(manajemen.referensi_expire(
                 centre, _any_school(registry), args["table"], args["code"], args["date"], now_ms))
+        case "bundle_import":  # the bundle's bytes travel as base64 text
+            done = dinas.import_bundle(centre, registry, _base64(args["bundle"]), now_ms)
+            return table(["npsn", "instalasi", "perubahan", "baru", "kepala sekolah"],
+                         [[done.npsn, done.install[:8], done.events, done.applied,
+                           done.principal]],
+                         f"Bundel sekolah {done.npsn} diterima: {done.applied} perubahan baru "
+                         f"dari {done.events} (disetujui {done.principal or '-'})")
+        case "bundle_export":
+            npsn = _known(registry, args["npsn"])
+            try:
+                theirs = msgspec.json.decode(args.get("vector") or "{}", type=dict[str, int])
+            except msgspec.DecodeError:
+                raise AdminError("vector must be a JSON object of seqs") from None
+            data, n = dinas.export_bundle(centre, npsn, theirs)
+            reply = table(["npsn", "perubahan"], [[npsn, n]],
+                          f"{n} perubahan dari server pusat untuk sekolah {npsn}")
+            return msgspec.structs.replace(reply, data={
+                "bundle": base64.b64encode(data).decode(), "events": n})
     raise AdminError(f"unknown admin command {command!r}; known: {', '.join(COMMANDS)}")
+
+
+def _base64(text: str) -> bytes:
+    try:
+        return base64.b64decode(text, validate=True)
+    except ValueError:
+        raise AdminError("bundle must be base64") from None
 
 
 def _any_school(registry: Registry) -> str:

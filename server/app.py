@@ -33,9 +33,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
 
-import msgspec
-import pyarrow as pa
-import pyarrow.compute as pc
 import structlog
 from websockets.asyncio.server import Server, ServerConnection, serve
 from websockets.exceptions import ConnectionClosed
@@ -43,7 +40,7 @@ from websockets.exceptions import ConnectionClosed
 from selaras.engine import compare, consent, passwords
 from selaras.engine.consent import Consent
 from selaras.engine.errors import InputError
-from selaras.engine.events import Batch, MalformedBatch
+from selaras.engine.events import MalformedBatch
 from selaras.engine.outbox import Outbox
 from selaras.engine.protocol import (
     AccountReply,
@@ -90,6 +87,7 @@ from selaras.engine.store import (
 from . import accounts, credentials, gate, manajemen
 from .admin import AdminError, run_admin, run_query, table
 from .guard import CredentialChecks, RateLimit
+from .push import Refusal, admissible, principal_consent, refusal_of
 from .writer import CentreWriter
 
 T = TypeVar("T")
@@ -682,15 +680,11 @@ class SyncConnection:
     async def _check_consent(self, hello: Hello) -> None:
         """Keep the Hello's consent if a principal of the school signed it for this install."""
         given = consent.decode(hello.consent)
-        if given is None or given.npsn != hello.npsn or given.install != hello.install:
+        account = None if given is None else await self.server.read_registry(
+            lambda r: r.account(hello.npsn, given.account))
+        self.consent = principal_consent(given, hello.npsn, hello.install, account)
+        if self.consent is None:
             self.no_consent = Detail.BAD_CONSENT
-            return
-        account = await self.server.read_registry(lambda r: r.account(hello.npsn, given.account))
-        if (account is None or account["disabled"] or account["role"] != accounts.PRINCIPAL
-                or not consent.verify(given, account["public_key"] or "")):
-            self.no_consent = Detail.BAD_CONSENT
-            return
-        self.consent = given
 
     async def _session(self, hello: Hello) -> None:
         server = self.server
@@ -930,11 +924,6 @@ def check_register(reg: Register, school: dict[str, Any] | None,
     return None, None
 
 
-class Refusal(msgspec.Struct, frozen=True):
-    code: Code
-    message: str
-
-
 def check_account(req: AccountRequest, school: dict[str, Any] | None,
                   account: dict[str, Any] | None) -> tuple[Refusal | None, dict[str, str] | None]:
     """The slow part of an AccountRequest, on the credential pool: why it is refused (or
@@ -960,42 +949,6 @@ def check_account(req: AccountRequest, school: dict[str, Any] | None,
     return None, None
 
 
-@stage("decode")
-def admissible(payload: bytes, count: int, install: str, account: tuple[str, str],
-               covered: int | None = None, no_consent: str = Detail.NO_CONSENT,
-               ) -> Batch | Refusal:
-    """The pushed batch as the centre stores it, or why it is refused: it must decode,
-    hold ``count`` events, all of ``install``'s origin, none past ``covered`` (the seq
-    the principal's consent covers: -1 without one, None when no consent is needed);
-    their author and role become the session's ``account`` (docs/security.md)."""
-    try:
-        batch = Batch.from_bytes(payload)
-    except MalformedBatch as exc:
-        return Refusal(Code.MALFORMED_MESSAGE, f"{Detail.BAD_BATCH} ({exc.reason})"[:200])
-    if len(batch) != count:
-        return Refusal(Code.MALFORMED_MESSAGE, Detail.BATCH_COUNT)
-    if not only_origin(batch, install):
-        return Refusal(Code.FORBIDDEN, TEXT[Code.FORBIDDEN])
-    if covered is not None and count:
-        if covered < 0:
-            return Refusal(Code.NOT_PRINCIPAL, no_consent)
-        if batch.max_seq() > covered:
-            return Refusal(Code.NOT_PRINCIPAL, Detail.NOT_COVERED)
-    return batch.authored(*account)
-
-
-def refusal_of(error: object) -> tuple[Code, str]:
-    """The refusal for a batch the store would not take."""
-    match error:
-        case EventCollision():
-            return Code.EVENT_COLLISION, TEXT[Code.EVENT_COLLISION]
-        case MalformedBatch():
-            return Code.MALFORMED_MESSAGE, f"{Detail.BAD_BATCH} ({error.reason})"[:200]
-        case BadSignature():
-            return Code.BAD_SIGNATURE, TEXT[Code.BAD_SIGNATURE]
-    return Code.INTERNAL_ERROR, TEXT[Code.INTERNAL_ERROR]
-
-
 def valid_vector(vector: dict[str, int]) -> bool:
     """Every key a UUID, every seq a non-negative integer."""
     try:
@@ -1003,20 +956,3 @@ def valid_vector(vector: dict[str, int]) -> bool:
                    for origin, seq in vector.items())
     except (ValueError, TypeError, AttributeError):
         return False
-
-
-def only_origin(batch: Batch, origin: str) -> bool:
-    """True if every event (and causal context, signature) of ``batch`` is of ``origin`` (R6)."""
-    try:
-        mine = pa.scalar(uuid.UUID(origin).bytes, pa.binary(16))
-    except ValueError:
-        return False
-    cols = [t["origin"] for t in batch.tables.values()] + [batch.contexts["origin"],
-                                                           batch.signatures["origin"]]
-    for col in cols:
-        if len(col) == 0:
-            continue
-        storage = pa.chunked_array([c.storage for c in col.chunks], type=pa.binary(16))
-        if not pc.all(pc.equal(storage, mine)).as_py():
-            return False
-    return True

@@ -13,6 +13,7 @@ or the PostgreSQL database of ``--store``).
 from __future__ import annotations
 
 import asyncio
+import base64
 import contextlib
 import errno
 import json
@@ -23,8 +24,10 @@ from pathlib import Path
 from typing import Any
 
 import click
+import msgspec
 import structlog
 
+from selaras.engine import bundle
 from selaras.engine.errors import InputError, os_error_text
 from selaras.engine.lookup import ROW_HELP
 from selaras.engine.protocol import AdminReply, Limits
@@ -460,3 +463,50 @@ def referensi_expire(ctx: click.Context, table: str, code: str, date: str,
                      as_json: bool) -> None:
     """Expire CODE of Referensi TABLE: schools still using it see it in Validasi Lokal."""
     run(ctx, "referensi_expire", as_json, table=table, code=code, date=date)
+
+
+@admin.group("bundle")
+def bundle_group() -> None:
+    """The offline route: a school's bundle in, the centre's changes for it out."""
+
+
+@bundle_group.command("import")
+@click.argument("file", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@json_option
+@click.pass_context
+def bundle_import(ctx: click.Context, file: Path, as_json: bool) -> None:
+    """Apply a school's bundle ('selaras bundle export --for-centre') exactly as its sync
+    would be: the same consent, the same gate, the same refusals. Again: no change."""
+    data = base64.b64encode(file.read_bytes()).decode()
+    run(ctx, "bundle_import", as_json, bundle=data)
+
+
+@bundle_group.command("export")
+@npsn_option
+@click.option("--out", required=True, type=click.Path(dir_okay=False, path_type=Path),
+              help="The bundle file to write (the school imports it: 'selaras bundle import').")
+@click.option("--for", "for_", type=click.Path(exists=True, dir_okay=False, path_type=Path),
+              help="The school's bundle (or a vector file): only what it lacks goes in. "
+                   "Without it, everything does.")
+@click.pass_context
+def bundle_export(ctx: click.Context, npsn: str, out: Path, for_: Path | None) -> None:
+    """The centre's changes for a school, as a bundle for its flash disk."""
+    theirs = school_vector(for_, npsn) if for_ else {}
+    reply = dispatch(ctx.obj, "bundle_export", npsn=npsn, vector=json.dumps(theirs))
+    if reply.columns == ["error"]:
+        raise click.ClickException(reply.message)
+    temp = out.with_name(out.name + ".tmp")
+    temp.write_bytes(base64.b64decode(reply.data["bundle"]))
+    temp.replace(out)
+    click.echo(f"{reply.message}: {out}")
+
+
+def school_vector(path: Path, npsn: str) -> dict[str, int]:
+    """What the school holds: the vector in its bundle, or in a vector file."""
+    data = path.read_bytes()
+    try:
+        if bundle.is_bundle(data):
+            return dict(bundle.decode(data, npsn=npsn).vector)
+        return msgspec.json.decode(data, type=dict[str, int])
+    except (InputError, msgspec.DecodeError) as exc:
+        raise click.ClickException(f"{path}: {exc}") from None

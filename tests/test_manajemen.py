@@ -210,6 +210,56 @@ def test_a_student_moves_school_once_registered_nowhere(centre: Centre, install:
     assert "tidak sedang terdaftar di sekolah ini" in twice.stderr
 
 
+def test_the_dinas_carries_a_consented_bundle_both_ways(centre: Centre, install: Path,
+                                                       tmp_path: Path) -> None:
+    """The offline route: the school's bundle goes through the centre's gate as its sync
+    would (a bundle without the consent is refused, nothing kept), twice is once, and
+    the centre's changes come back in a bundle of their own."""
+    from selaras.engine import bundle
+
+    student = students(install)[7]
+    selaras("edit", "peserta_didik", student["nisn"], "nama_ayah=Lewat Dinas", data=install)
+    up = tmp_path / "ke-dinas.bundle"
+    unconfirmed = selaras("bundle", "export", "--out", str(up), "--for-centre", data=install,
+                          ok=False)
+    assert unconfirmed.returncode == 1 and "Lembar Konfirmasi" in unconfirmed.stderr
+    selaras("confirm", "--all", data=install)
+    selaras("bundle", "export", "--out", str(up), "--for-centre", data=install)
+    held = f"SELECT nama_ayah FROM peserta_didik WHERE nisn = '{student['nisn']}'"
+
+    # Forged: the same events without the principal's consent.
+    b = bundle.decode(up.read_bytes(), npsn=NPSN)
+    forged = tmp_path / "tanpa-persetujuan.bundle"
+    forged.write_bytes(bundle.encode(npsn=NPSN, origin=b.origin, vector=b.vector,
+                                     batch=b.events()))
+    refused = centre.admin("bundle", "import", str(forged), ok=False)
+    assert refused.returncode == 1 and "bundel ditolak (not_principal)" in refused.stderr
+    assert at_centre(centre, held) != [["Lewat Dinas"]]
+
+    taken = centre.admin("bundle", "import", str(up)).stdout
+    assert f"Bundel sekolah {NPSN} diterima: 1 perubahan baru dari 1" in taken
+    assert "0 perubahan baru dari 1" in centre.admin("bundle", "import", str(up)).stdout
+    assert at_centre(centre, held) == [["Lewat Dinas"]]
+    history = json.loads(centre.admin("history", "--npsn", NPSN, "--limit", "3",
+                                      "--json").stdout)["sessions"]
+    assert [(r["mode"], r["outcome"]) for r in history] == [
+        ("bundle", "done"), ("bundle", "done"), ("bundle", "refused:not_principal")]
+    assert history[0]["principal"] == KEPSEK
+
+    # Down: a Manajemen Dapodik change, carried back by the dinas.
+    admin_change(centre, "edit", "--npsn", NPSN, "peserta_didik", student["nisn"],
+                 "nama_wali=Dari Dinas")
+    down = tmp_path / "dari-dinas.bundle"
+    centre.admin("bundle", "export", "--npsn", NPSN, "--out", str(down), "--for", str(up))
+    first = json.loads(selaras("bundle", "import", str(down), "--json", data=install).stdout)
+    assert first["applied"] >= 1
+    again = json.loads(selaras("bundle", "import", str(down), "--json", data=install).stdout)
+    assert again["applied"] == 0
+    got = json.loads(selaras("query", "SELECT nama_wali FROM peserta_didik WHERE nisn = "
+                             f"'{student['nisn']}'", "--json", data=install).stdout)
+    assert got == [{"nama_wali": "Dari Dinas"}]
+
+
 def test_referensi_codes_are_added_and_expired_for_every_school(centre: Centre,
                                                                 install: Path) -> None:
     """Last in the module: the expired code leaves the school with invalid findings."""
