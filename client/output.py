@@ -20,6 +20,7 @@ from selaras.engine.localtime import format_local
 from selaras.engine.merge import Sibling
 from selaras.engine.protocol import MODE_WORDS
 from selaras.engine.store import AppendReport
+from selaras.engine.validation import CENTRAL
 
 if TYPE_CHECKING:
     from selaras.engine.validation import Report
@@ -164,8 +165,10 @@ def findings_text(report: Report) -> str:
         for f in sorted(by_tab[t.tab], key=_finding_order):
             field = f"{f['label']}: " if f.get("label") else ""
             detail = f" ({f['detail']})" if f.get("detail") else ""
+            rule = (f"{f['rule_id']}, Validasi Pusat" if f.get("source") == CENTRAL
+                    else f["rule_id"])
             lines += [f"  {SEVERITY.get(f['severity'], f['severity'])}: {f['nama']}",
-                      f"    {field}{f['message']}{detail} [{f['rule_id']}]"]
+                      f"    {field}{f['message']}{detail} [{rule}]"]
         if by_tab[t.tab]:
             lines.append("")
     if len(report.tabs) > 1:  # the verdict on the sync needs every tab
@@ -182,8 +185,12 @@ def findings_summary(findings: Sequence[Mapping[str, Any]]) -> str:
     """The counts and what they mean for the principal's sync, in the operator's words."""
     invalid = sum(f["severity"] == "invalid" for f in findings)
     warnings = len(findings) - invalid
-    verdict = ("sinkronisasi diblokir sampai data invalid diperbaiki" if invalid
+    central = sum(f["severity"] == "invalid" and f.get("source") == CENTRAL for f in findings)
+    verdict = ("sinkronisasi diblokir sampai data invalid diperbaiki" if invalid > central
                else "sinkronisasi boleh dilakukan")
+    if central:
+        verdict += (f"; {central} invalid dari Validasi Pusat: perbaiki, lalu sinkronisasi "
+                    "(diperiksa ulang di server pusat)")
     return f"{invalid} invalid, {warnings} peringatan: {verdict}"
 
 

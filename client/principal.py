@@ -158,7 +158,7 @@ def confirm(session: Session, items: list[SheetItem]) -> Consent:
     everything this install holds now. ClientError without a principal's session, or
     while Validasi Lokal has invalid findings."""
     opened = require_principal(session)
-    invalid = validation.validate(session.store).invalid
+    invalid = validation.validate(session.store).blocking
     if invalid:
         raise ClientError(f"Validasi Lokal masih menemukan {invalid} data invalid: perbaiki "
                           "dulu ('selaras validate')")
@@ -185,7 +185,7 @@ def consent_for_push(session: Session) -> Consent | None:
     top = session.store.vector().get(me, 0)
     if top <= int(meta.get(ACKED_SEQ, 0)):
         return None
-    invalid = validation.validate(session.store).invalid
+    invalid = validation.validate(session.store).blocking
     if invalid:
         raise ClientError(f"Sinkronisasi ditolak: Validasi Lokal masih menemukan {invalid} "
                           "data invalid; perbaiki dulu ('selaras validate')")

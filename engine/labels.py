@@ -81,6 +81,7 @@ NAMINGS: dict[str, Naming] = {
     "jadwal": Naming(f"{{{_MAPEL}}} {{rombongan_belajar_id}}, {{hari}} jam ke-{{jam_ke}}"),
     "pengguna": Naming("{nama}", (("", "username"),)),
     "koreksi_jam": Naming("Koreksi jam, perubahan {seq_from} s.d. {seq_to}"),
+    "validasi_pusat": Naming("{rule_id} {message}"),
     # Every ref.* table: its name and its code.
     **{e.name: Naming("{nama}", (("Kode", e.fields[0].name),)) for e in ENTITIES
        if e.is_reference},
@@ -179,6 +180,7 @@ _ENTITIES: dict[str, str] = {
     "rombongan_belajar": "Rombongan Belajar", "anggota_rombel": "Anggota Rombel",
     "pembelajaran": "Pembelajaran", "nilai": "Nilai", "jadwal": "Jadwal",
     "pengguna": "Pengguna", "koreksi_jam": "Koreksi Jam",
+    "validasi_pusat": "Validasi Pusat",
 }
 
 # Words a derived label writes in capitals.

@@ -17,7 +17,8 @@ from enum import Enum
 
 from .errors import InputError
 
-SCHEMA_VERSION = 3  # 2: koreksi_jam; 3: a student's NIK and nama ibu kandung verified
+SCHEMA_VERSION = 3  # 2: koreksi_jam; 3: a student's NIK and nama ibu kandung verified,
+# validasi_pusat
 
 
 class Owner(Enum):
@@ -99,6 +100,7 @@ C, V = Owner.CENTRE, Owner.VERVAL
 SOFT_DELETE = _f("soft_delete", "int")
 SEKOLAH = "sekolah.sekolah_id"
 CLOCK_BOUND = "koreksi_jam"
+VALIDASI_PUSAT = "validasi_pusat"  # the centre's findings on a school's rows
 
 
 def _ref(name: str, code: str, code_type: str, *extra: Field) -> Entity:
@@ -353,6 +355,19 @@ ENTITIES: tuple[Entity, ...] = (
     ), school_field="sekolah_id"),
     # The centre's clock bound on an install whose PC clock ran ahead (merge rule 5):
     # events seq_from..seq_to of install_id count as written at hlc_from, hlc_from + 1, ...
+    # One finding of Validasi Pusat on one row of the school (``row_ref`` of ``entity``),
+    # written and cleared (soft_delete = 1) by the centre alone.
+    Entity(VALIDASI_PUSAT, "validasi_pusat_id", "Referensi", (
+        _f("rule_id", req=True, owner=C),
+        _f("severity", req=True, owner=C),
+        _f("entity", req=True, owner=C),
+        _f("row_ref", "uuid", req=True, owner=C),
+        _f("field", owner=C),
+        _f("message", req=True, owner=C),
+        _f("detail", owner=C),
+        _f("sekolah_lain", owner=C),  # the other school of the finding (its NPSN)
+        _f("soft_delete", "int", owner=C),
+    )),
     Entity(CLOCK_BOUND, "koreksi_jam_id", "Sekolah", (
         _f("install_id", "uuid", owner=C),
         _f("seq_from", "int", owner=C),

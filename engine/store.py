@@ -438,6 +438,11 @@ class CentreStore(Protocol):
         """The centre's own events for ``npsn``, signed with ``key``."""
         ...
 
+    def central_findings(self, npsn: str) -> list[dict[str, object]]:
+        """Validasi Pusat's findings on school ``npsn``'s rows now (engine/validasi_pusat.py):
+        rule_id, severity, entity, row_ref, field, message, detail, sekolah_lain."""
+        ...
+
     def people(self, entity: str, field: str, value: str,
                ) -> list[tuple[str, str, dict[str, object]]]:
         """The live rows of ``entity`` at every school whose ``field`` is ``value``:

@@ -86,6 +86,7 @@ __all__ = ["INVALID", "RULES", "TABS", "WARNING", "Report", "Rule", "TabCount", 
 
 INVALID = "invalid"
 WARNING = "warning"
+CENTRAL = "Validasi Pusat"  # a finding's source when the centre found it
 
 SEKOLAH, SARPRAS, PD, GTK, ROMBEL, PEMBELAJARAN, NILAI, REFERENSI = TABS
 
@@ -1212,9 +1213,17 @@ class Report(NamedTuple):
         return sum(t.warnings for t in self.tabs)
 
     @property
+    def blocking(self) -> int:
+        """The invalid findings of Validasi Lokal: they block the principal's sync. Validasi
+        Pusat's are shown but do not block: they are checked again at the centre after
+        the push that fixes them, which they would otherwise hold back."""
+        return sum(1 for f in self.findings
+                   if f["severity"] == INVALID and f.get("source") != CENTRAL)
+
+    @property
     def blocked(self) -> bool:
-        """Whether the principal's sync is blocked (anything invalid)."""
-        return self.invalid > 0
+        """Whether the principal's sync is blocked."""
+        return self.blocking > 0
 
     def as_dict(self) -> dict[str, Any]:
         """Plain data for ``--json`` and the web app."""

@@ -24,7 +24,9 @@ import msgspec
 from selaras.engine import passwords
 from selaras.engine.errors import InputError
 from selaras.engine.events import REFERENSI_ORIGIN
+from selaras.engine.labels import entity_label
 from selaras.engine.localtime import Zone, format_local, iso_local, school_zone
+from selaras.engine.lookup import describe
 from selaras.engine.protocol import MODE_WORDS, AdminReply, account_name
 from selaras.engine.replica import (
     EditError,
@@ -34,14 +36,14 @@ from selaras.engine.replica import (
 )
 from selaras.engine.store import CentreReader, CentreStore, Registry, StoreError
 
-from . import accounts, dinas, manajemen
+from . import accounts, dinas, manajemen, validasi_pusat
 
 NPSN = re.compile(r"\d{8}")
 QUERY_TIME_LIMIT_S = 30.0
 COMMANDS = ("school_add", "reset_kode", "installs", "revoke", "query", "checksum", "schools",
             "history", "account_add", "reset_password", "disable_account", "accounts", "edit",
             "verval", "nisn", "referensi_add", "referensi_expire", "bundle_import",
-            "bundle_export")
+            "bundle_export", "central_validation")
 # A session's outcome (registry.session.outcome, ``kind`` or ``kind:code``), for people.
 OUTCOME_WORDS = {"done": "berhasil", "refused": "ditolak",
                  "refused_by_client": "dihentikan sekolah", "dropped": "terputus",
@@ -200,20 +202,35 @@ def _run(centre: CentreStore, registry: Registry, command: str,
             return table(cols, [[r[c] for c in cols]
                                 for r in registry.accounts(_known(registry, args["npsn"]))])
         case "edit":
-            return _changed(manajemen.edit(centre, _known(registry, args["npsn"]), args["entity"],
-                                           args["row"], _fields(args), now_ms))
+            return _changed(centre, manajemen.edit(
+                centre, _known(registry, args["npsn"]), args["entity"], args["row"],
+                _fields(args), now_ms), now_ms)
         case "verval":
-            return _changed(manajemen.verval(centre, _known(registry, args["npsn"]), args["kind"],
-                                             args["row"], _fields(args), now_ms))
+            return _changed(centre, manajemen.verval(
+                centre, _known(registry, args["npsn"]), args["kind"], args["row"],
+                _fields(args), now_ms), now_ms)
         case "nisn":
-            return _changed(manajemen.issue_nisn(centre, _known(registry, args["npsn"]),
-                                                 args["row"], now_ms))
+            return _changed(centre, manajemen.issue_nisn(
+                centre, _known(registry, args["npsn"]), args["row"], now_ms), now_ms)
+        case "central_validation":
+            npsn = _known(registry, args["npsn"])
+            store, cells = centre.school(npsn), []
+            for _, _, f in validasi_pusat.current(centre, npsn):
+                row = store.rows(str(f["entity"])).get(str(f["row_ref"])) or {}
+                cells.append([f["rule_id"], f["severity"], entity_label(str(f["entity"])),
+                              describe(str(f["entity"]), str(f["row_ref"]), row),
+                              f["message"], f["detail"], f["sekolah_lain"]])
+            return table(["aturan", "tingkat", "data", "baris", "pesan", "rincian",
+                          "sekolah lain"], cells,
+                         f"{len(cells)} temuan Validasi Pusat di sekolah {npsn}")
         case "referensi_add":
-            return _changed(manajemen.referensi_add(centre, _any_school(registry), args["table"],
-                                                    args["code"], _fields(args), now_ms))
+            return _changed(centre, manajemen.referensi_add(
+                centre, _any_school(registry), args["table"], args["code"], _fields(args),
+                now_ms), now_ms)
         case "referensi_expire":
-            return _changed(manajemen.referensi_expire(
-                centre, _any_school(registry), args["table"], args["code"], args["date"], now_ms))
+            return _changed(centre, manajemen.referensi_expire(
+                centre, _any_school(registry), args["table"], args["code"], args["date"],
+                now_ms), now_ms)
         case "bundle_import":  # the bundle's bytes travel as base64 text
             done = dinas.import_bundle(centre, registry, _base64(args["bundle"]), now_ms)
             return table(["npsn", "instalasi", "perubahan", "baru", "kepala sekolah"],
@@ -259,7 +276,10 @@ def _fields(args: Mapping[str, str]) -> dict[str, str]:
     return fields
 
 
-def _changed(change: manajemen.Change) -> AdminReply:
+def _changed(centre: CentreStore, change: manajemen.Change, now_ms: int) -> AdminReply:
+    """The reply to a change of a school's data, after Validasi Pusat has seen it."""
+    if change.npsn:
+        validasi_pusat.after_change(centre, change.npsn, now_ms)
     values = {k: cell(v) for k, v in change.fields.items()}
     reply = table(["sumber", "sekolah", "data", "baris", "isian"],
                   [[change.source, change.npsn, change.entity, change.name,

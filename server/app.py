@@ -84,7 +84,7 @@ from selaras.engine.store import (
     StoreError,
 )
 
-from . import accounts, credentials, gate, manajemen
+from . import accounts, credentials, gate, manajemen, validasi_pusat
 from .admin import AdminError, run_admin, run_query, table
 from .guard import CredentialChecks, RateLimit
 from .push import Refusal, admissible, principal_consent, refusal_of
@@ -135,6 +135,9 @@ class ServerOptions:
     # A push needs the principal's signed consent covering it (R20). Off only to measure
     # what the gate costs, and for tests of what lies behind it.
     consent_gate: bool = True
+    # Validasi Pusat after each committed push (server/validasi_pusat.py). Off only to
+    # measure what it costs.
+    central_validation: bool = True
 
 
 @dataclass
@@ -245,6 +248,19 @@ class SelarasServer:
                 **{f"{name}_s": round(s, 3) for name, s in spent().items()}}
 
     # -- helpers for connections ---------------------------------------------------------
+
+    async def after_change(self, npsn: str) -> None:
+        """Validasi Pusat for a school whose data changed; a failure is logged, never the
+        school's (its push is committed: the next one runs the rules again)."""
+        try:
+            changed = await self.write(
+                lambda c, _: validasi_pusat.after_change(c, npsn, now_ms()))
+        except Exception as exc:  # noqa: BLE001 - logged, and the push stays committed
+            log.error("validasi_pusat_failed", npsn=npsn, error=repr(exc))
+            return
+        if changed.raised or changed.cleared:
+            log.info("validasi_pusat", npsn=npsn, raised=changed.raised,
+                     cleared=changed.cleared)
 
     async def write(self, fn: Callable[[CentreStore, Registry], T]) -> T:
         """Run ``fn`` on the writer thread."""
@@ -584,6 +600,8 @@ class SyncConnection:
         self.proto.answer(TransferReply(done.entity, done.row_id, done.nama, done.origin_npsn,
                                         done.events))
         await self.flush()
+        if server.options.central_validation:
+            await server.after_change(req.npsn)
         log.info("transfer", npsn=req.npsn, install=req.install, kind=req.kind,
                  row=done.row_id, origin=done.origin_npsn, events=done.events)
 
@@ -894,6 +912,9 @@ class SyncConnection:
                   "consent": self.consent.digest if self.consent else None,
                   "invalid": self.invalid}
         await self.server.leave(self)
+        if (self.outcome == "done" and self.events_in and hello.mode == "sync"
+                and self.server.options.central_validation):
+            await self.server.after_change(hello.npsn)
         with contextlib.suppress(Exception):
             await self.server.write(lambda _, r: r.record_session(record))
         log.info("session", **{k: v for k, v in record.items() if not k.endswith("_ms")},

@@ -75,9 +75,11 @@ store_option = click.option(
 @click.option("--no-consent-gate", is_flag=True,
               help="Take pushes without the principal's consent (to measure what the gate "
                    "costs, or for tests; never for schools).")
+@click.option("--no-central-validation", is_flag=True,
+              help="Skip Validasi Pusat after each push (to measure what it costs).")
 def server(data: Path, store: str | None, host: str, port: int, tls_cert: Path | None,
            tls_key: Path | None, max_sessions: int, window: int, batch_events: int,
-           no_consent_gate: bool) -> None:
+           no_consent_gate: bool, no_central_validation: bool) -> None:
     """Run the central server until SIGTERM or Ctrl-C (then drain and stop)."""
     if bool(tls_cert) != bool(tls_key):
         raise click.UsageError("--tls-cert and --tls-key go together")
@@ -87,7 +89,8 @@ def server(data: Path, store: str | None, host: str, port: int, tls_cert: Path |
     options = ServerOptions(host=host, port=port, store=store, tls_cert=tls_cert,
                             tls_key=tls_key, max_sessions=max_sessions,
                             limits=Limits(window_batches=window, max_batch_events=batch_events),
-                            consent_gate=not no_consent_gate)
+                            consent_gate=not no_consent_gate,
+                            central_validation=not no_central_validation)
     try:
         asyncio.run(_serve(data, options))
     except DataInUse as exc:
@@ -510,3 +513,12 @@ def school_vector(path: Path, npsn: str) -> dict[str, int]:
         return msgspec.json.decode(data, type=dict[str, int])
     except (InputError, msgspec.DecodeError) as exc:
         raise click.ClickException(f"{path}: {exc}") from None
+
+
+@admin.command("central-validation")
+@npsn_option
+@json_option
+@click.pass_context
+def central_validation(ctx: click.Context, npsn: str, as_json: bool) -> None:
+    """The school's current findings of Validasi Pusat (rules across schools)."""
+    run(ctx, "central_validation", as_json, npsn=npsn)

@@ -24,6 +24,7 @@ from selaras.engine.protocol import Code
 from selaras.engine.refusals import TEXT, Detail
 from selaras.engine.store import CentreStore, Registry, StoreError
 
+from . import validasi_pusat
 from .gate import invalid_findings, refusal_text
 from .push import Refusal, admissible, principal_consent, refusal_of
 
@@ -63,6 +64,8 @@ def import_bundle(centre: CentreStore, registry: Registry, data: bytes,
                                      "ended_ms": now_ms})
         raise
     registry.record_session({**record, "outcome": "done", "ended_ms": now_ms})
+    if done.applied:
+        validasi_pusat.after_change(centre, done.npsn, now_ms)
     return done
 
 

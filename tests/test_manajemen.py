@@ -260,6 +260,51 @@ def test_the_dinas_carries_a_consented_bundle_both_ways(centre: Centre, install:
     assert got == [{"nama_wali": "Dari Dinas"}]
 
 
+def test_validasi_pusat_finds_one_nik_at_two_schools_and_clears_it(
+        centre: Centre, install: Path, tmp_path: Path) -> None:
+    """A student of school B takes the NIK of a student registered at A: after B's push
+    both schools get the finding (shown, marked, not blocking), and it clears at both
+    when B puts the NIK back."""
+    other = "20100043"
+    generated = tmp_path / "b.jsonl"
+    selaras("bench", "generate", "--size", "small", "--npsn", other, "--seed", "12",
+            "--out", str(generated))
+    b, kode = school(centre, {other: generated}, other, tmp_path / "b")
+    selaras("account", "add", "--role", "kepala_sekolah", "--user", KEPSEK, "--password",
+            PASSWORD, "--kode", kode, data=b)
+    selaras("switch-user", "--user", KEPSEK, "--password", PASSWORD, "--kode", kode, data=b)
+    mine, theirs = students(b)[0], students(install)[8]
+
+    def push_b(nik: str) -> None:
+        selaras("edit", "peserta_didik", mine["nisn"], f"nik={nik}", data=b)
+        selaras("confirm", "--all", data=b)
+        selaras("sync", data=b)
+
+    def central(data: Path) -> list[dict[str, Any]]:
+        report = json.loads(selaras("validate", "--json", data=data).stdout)  # not blocked
+        return [f for f in report["findings"] if f["source"] == "Validasi Pusat"]
+
+    push_b(theirs["nik"])
+    assert "Validasi Pusat 1" in selaras("pull", data=install).stdout
+    [found] = central(install)
+    assert (found["rule_id"], found["severity"], found["row_id"]) == (
+        "VP-001", "invalid", theirs["peserta_didik_id"])
+    assert found["detail"] == f"{theirs['nik']}, sekolah {other}"
+    text = selaras("validate", data=install).stdout
+    assert "[VP-001, Validasi Pusat]" in text and "1 invalid dari Validasi Pusat" in text
+    selaras("pull", data=b)
+    assert [f["row_id"] for f in central(b)] == [mine["peserta_didik_id"]]
+    listed = json.loads(centre.admin("central-validation", "--npsn", NPSN, "--json").stdout)
+    assert [r[0] for r in listed["rows"]] == ["VP-001"]
+
+    push_b(mine["nik"])  # fixed at B: cleared at both, seen at each one's next Tarik Data
+    for data in (install, b):
+        selaras("pull", data=data)
+        assert central(data) == []
+    listed = json.loads(centre.admin("central-validation", "--npsn", NPSN, "--json").stdout)
+    assert listed["rows"] == []
+
+
 def test_referensi_codes_are_added_and_expired_for_every_school(centre: Centre,
                                                                 install: Path) -> None:
     """Last in the module: the expired code leaves the school with invalid findings."""

@@ -10,6 +10,7 @@ from typing import Any, Protocol
 import msgspec
 import pyarrow.compute as pc
 
+from .. import validasi_pusat
 from ..clocks import MAX_AHEAD_MS, VersionVector, hlc_from_ms
 from ..events import Batch, Event, MalformedBatch, central_origins, centre_origin
 from ..schema import entity as schema_entity
@@ -54,6 +55,17 @@ class GroupCommit:
             f"WHERE {field} = ? AND coalesce(soft_delete, 0) = 0 AND school <> '' "
             "ORDER BY school", [value])
         return [(str(r[0]), str(r[1]), dict(zip(names[2:], r[2:], strict=True))) for r in rows]
+
+    def central_findings(self, npsn: str) -> list[dict[str, object]]:
+        findings = []
+        for rule in validasi_pusat.RULES:
+            for row_ref, detail, other in self._run(rule.sql, [npsn])[1]:
+                findings.append({"rule_id": rule.id, "severity": rule.severity,
+                                 "entity": rule.entity, "row_ref": str(row_ref),
+                                 "field": rule.field, "message": rule.message,
+                                 "detail": None if detail is None else str(detail),
+                                 "sekolah_lain": other})
+        return findings
 
     def lock(self, npsns: list[str]) -> None:
         """Before a group: take what the schools' appends will wait for, in one order."""

@@ -22,7 +22,7 @@ from ..clocks import VersionVector, origin_rank
 from ..events import REFERENSI_ORIGIN, SIGNATURE_SCHEMA, Batch, Event, arrow_schema
 from ..labels import entity_label, label, names_sql
 from ..merge import Sibling
-from ..schema import BY_NAME, CLOCK_BOUND, ENTITIES, Entity, Owner
+from ..schema import BY_NAME, CLOCK_BOUND, ENTITIES, VALIDASI_PUSAT, Entity, Owner
 from ..stages import stage
 from ..store import AppendReport, EventCollision, check_signatures, clock_bound_event
 from ..values import EMPTY_DIGEST, bucket_of, digest, digest_change, from_python
@@ -841,8 +841,8 @@ class DuckDBStore:
         query over the entities that have findings (each entity costs planning).
         """
         flagged = [BY_NAME[n] for (n,) in self.con.execute(
-            "SELECT DISTINCT entity FROM replica.validation WHERE ? IS NULL OR tab = ? "
-            "ORDER BY entity", [tab, tab]).fetchall()]
+            f"SELECT DISTINCT entity FROM ({_found_sql(self.school)}) "
+            "WHERE ? IS NULL OR tab = ? ORDER BY entity", [tab, tab]).fetchall()]
         if not flagged:
             return []
         cur = self.con.execute(_findings_sql(self.school, flagged), [tab, tab])
@@ -856,6 +856,22 @@ class DuckDBStore:
         return out
 
 
+def _found_sql(school: str) -> str:
+    """SQL: every finding the school holds, Validasi Lokal's of its last ``validate`` and
+    the centre's (Validasi Pusat: its live ``validasi_pusat`` rows), each with its
+    ``source`` and the tab of the row it flags."""
+    tabs = " ".join(f"WHEN {quote(e.name)} THEN {quote(e.tab)}" for e in ENTITIES)
+    return f"""SELECT rule_id, tab, severity, entity, row_id, field, message, detail,
+                      'Validasi Lokal' AS source
+               FROM replica.validation
+               UNION ALL
+               SELECT rule_id, CASE entity {tabs} END, severity, entity, row_ref, field,
+                      message, detail || coalesce(', sekolah ' || sekolah_lain, ''),
+                      'Validasi Pusat'
+               FROM {VALIDASI_PUSAT}
+               WHERE school = {quote(school)} AND coalesce(soft_delete, 0) = 0"""
+
+
 def _findings_sql(school: str, entities: list[Entity]) -> str:
     """SQL: the kept findings of tab ``?`` (NULL: every tab; the parameter comes twice),
     each with its row's name; only the flagged rows of ``entities`` are named."""
@@ -865,9 +881,9 @@ def _findings_sql(school: str, entities: list[Entity]) -> str:
         flagged = f"x.{e.key} IN (SELECT row_id FROM found WHERE entity = {quote(e.name)})"
         parts.append(f"SELECT {quote(e.name)} AS entity, row_id, nama "
                      f"FROM ({names_sql(e.name, f'{scope} AND {flagged}')})")
-    return f"""WITH found AS (SELECT * FROM replica.validation WHERE ? IS NULL OR tab = ?),
+    return f"""WITH found AS (SELECT * FROM ({_found_sql(school)}) WHERE ? IS NULL OR tab = ?),
         named AS ({" UNION ALL ".join(parts)})
         SELECT f.rule_id, f.tab, f.severity, f.entity, f.row_id::VARCHAR AS row_id, f.field,
-               f.message, f.detail, n.nama
+               f.message, f.detail, n.nama, f.source
         FROM found f LEFT JOIN named n ON n.entity = f.entity AND n.row_id = f.row_id
         ORDER BY f.severity, f.rule_id, n.nama, f.row_id"""

@@ -1,0 +1,87 @@
+"""Validasi Pusat at the centre: its findings kept as the schools' own rows.
+
+After a school's push commits (a sync, a bundle through the dinas, a transfer),
+``after_change`` runs the central rules (engine/validasi_pusat.py) for that
+school, and for every school its findings or its earlier ones name: a NIK at two
+schools is a finding at both, and clears at both when one of them fixes it. Each
+school's findings are its ``validasi_pusat`` rows, one per (rule, row), written
+and cleared (soft_delete = 1) as centre events by source "Validasi Pusat": they
+come down with the school's next sync or Tarik Data and show in its Validasi
+Lokal, marked. Only what changed is written.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from selaras.engine.events import centre_origin, stable_row_id
+from selaras.engine.schema import VALIDASI_PUSAT, entity
+from selaras.engine.store import CentreStore, centre_event
+from selaras.engine.values import parse
+
+SOURCE = "Validasi Pusat"
+KEPT = ("rule_id", "severity", "entity", "row_ref", "field", "message", "detail",
+        "sekolah_lain")
+
+
+@dataclass
+class Changed:
+    """Per school, the findings raised (new or changed) and cleared."""
+
+    raised: dict[str, int] = field(default_factory=dict)
+    cleared: dict[str, int] = field(default_factory=dict)
+
+
+def after_change(centre: CentreStore, npsn: str, now_ms: int) -> Changed:
+    """Bring the findings of ``npsn``, and of the schools they involve, up to date."""
+    changed = Changed()
+    with centre.transaction():
+        findings = {npsn: centre.central_findings(npsn)}
+        others = {str(f["sekolah_lain"]) for f in findings[npsn] if f["sekolah_lain"]}
+        others |= {str(row["sekolah_lain"]) for _, _, row in current(centre, npsn)
+                   if row.get("sekolah_lain")}
+        others |= {school for school, _, _ in centre.people(VALIDASI_PUSAT, "sekolah_lain",
+                                                            npsn)}
+        for school in sorted(others - {npsn}):
+            findings[school] = centre.central_findings(school)
+        for school, found in findings.items():
+            raised, cleared = _write(centre, school, found, now_ms)
+            if raised:
+                changed.raised[school] = raised
+            if cleared:
+                changed.cleared[school] = cleared
+    return changed
+
+
+def current(centre: CentreStore, npsn: str) -> list[tuple[str, str, dict[str, object]]]:
+    """The school's live findings: (npsn, row id, row), by rule then row."""
+    rows = [(npsn, row_id, row) for row_id, row in centre.school(npsn).rows(VALIDASI_PUSAT).items()
+            if not row.get("soft_delete")]
+    return sorted(rows, key=lambda r: (str(r[2]["rule_id"]), str(r[2]["row_ref"])))
+
+
+def _write(centre: CentreStore, npsn: str, found: list[dict[str, object]],
+           now_ms: int) -> tuple[int, int]:
+    store = centre.school(npsn)
+    held = store.rows(VALIDASI_PUSAT)
+    wanted = {stable_row_id(VALIDASI_PUSAT, f["rule_id"], f["row_ref"]): f for f in found}
+    writes: list[tuple[str, dict[str, object]]] = []
+    for row_id, f in wanted.items():
+        row = held.get(row_id) or {}
+        fields = {k: f[k] for k in KEPT}
+        if row.get("soft_delete") or any(_text(row.get(k)) != _text(v)
+                                         for k, v in fields.items()):
+            writes.append((row_id, {**fields, "soft_delete": 0}))
+    raised = len(writes)
+    writes += [(row_id, {"soft_delete": 1}) for row_id, row in held.items()
+               if row_id not in wanted and not row.get("soft_delete")]
+    origin, e = centre_origin(npsn), entity(VALIDASI_PUSAT)
+    for row_id, fields in writes:
+        values = {k: parse(e, e.by_name[k], v) for k, v in fields.items()}
+        centre.append_centre(npsn, [centre_event(store, origin, VALIDASI_PUSAT, row_id,
+                                                 values, now_ms, SOURCE)])
+    return raised, len(writes) - raised
+
+
+def _text(value: object) -> str:
+    return "" if value is None else str(value)
