@@ -249,6 +249,10 @@ class SchoolStore(Store, Protocol):
         """Per entity, the events of ``origin`` held past seq ``after``."""
         ...
 
+    def author_counts(self, origin: str, after: int, upto: int) -> dict[str, int]:
+        """Per author, ``origin``'s events in (after, upto]: of the centre's, their source."""
+        ...
+
     def neutralised(self, origin: str, after: int, upto: int) -> dict[str, dict[str, int]]:
         """Per entity, ``origin``'s events in (after, upto] that the centre's rules changed:
         ``neutralised`` (without effect or clock-bounded), and of those ``clock``."""

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import base64
 import datetime as dt
+import json
 import re
 import uuid
 from collections.abc import Mapping
@@ -167,9 +168,11 @@ def _run(centre: CentreStore, registry: Registry, command: str,
             cells = [[format_local(r["started_ms"], zone), MODE_WORDS.get(r["mode"], r["mode"]),
                      r["install"][:8], r["account"], names.get(r["principal"], r["principal"]),
                      (r["consent"] or "")[:12] or None, r["events_in"], r["events_out"],
-                     r["invalid"], outcome_words(r["outcome"])] for r in records]
+                     _sources_text(r["sources"]), r["invalid"], outcome_words(r["outcome"])]
+                     for r in records]
             reply = table(["waktu", "jenis", "instalasi", "akun", "kepala sekolah",
-                           "persetujuan", "masuk", "keluar", "invalid", "hasil"], cells,
+                           "persetujuan", "masuk", "keluar", "dari pusat", "invalid", "hasil"],
+                          cells,
                           f"{len(records)} sesi terakhir sekolah {npsn}, waktu {zone.name}")
             return msgspec.structs.replace(reply, data={"sessions": [
                 {**r, "started": iso_local(r["started_ms"], zone)} for r in records]})
@@ -294,6 +297,13 @@ def outcome_words(outcome: str | None) -> str:
     kind, _, code = (outcome or "dropped").partition(":")
     word = OUTCOME_WORDS.get(kind, kind)
     return f"{word} ({code})" if code else word
+
+
+def _sources_text(sources: str | None) -> str | None:
+    """``{"Manajemen Dapodik": 1, "Referensi": 9}`` -> ``Manajemen Dapodik 1, Referensi 9``."""
+    if not sources:
+        return None
+    return ", ".join(f"{k} {v}" for k, v in json.loads(sources).items())
 
 
 def _when(epoch_ms: int | None, zone: Zone) -> str | None:

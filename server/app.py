@@ -40,7 +40,7 @@ from websockets.exceptions import ConnectionClosed
 from selaras.engine import compare, consent, passwords
 from selaras.engine.consent import Consent
 from selaras.engine.errors import InputError
-from selaras.engine.events import MalformedBatch
+from selaras.engine.events import REFERENSI_ORIGIN, MalformedBatch, central_origins
 from selaras.engine.outbox import Outbox
 from selaras.engine.protocol import (
     AccountReply,
@@ -73,6 +73,7 @@ from selaras.engine.schema import SCHEMA_VERSION
 from selaras.engine.stages import spent, stage
 from selaras.engine.storage import open_centre
 from selaras.engine.store import (
+    REFERENSI,
     AppendReport,
     BadSignature,
     CentreReader,
@@ -340,6 +341,8 @@ class SyncConnection:
         self.consent: Consent | None = None
         self.no_consent: str = Detail.NO_CONSENT
         self.invalid: int | None = None  # invalid findings after the push, when checked
+        self.centre_sent: list[tuple[str, int, int]] = []  # the centre's (origin, after, top)
+        self.sources: str | None = None  # what came down from the centre, per source (JSON)
         self.gate: gate.Gate | None = None  # the push in its transaction, when gated
         self.peer = str((ws.remote_address or ("?",))[0])
         self._committing_now = False  # a batch of this session is with the writer
@@ -744,6 +747,11 @@ class SyncConnection:
                 await asyncio.wrap_future(self.gate.close())
             if self._reads:
                 await asyncio.wait(set(self._reads))
+            if self.outcome == "done" and self.centre_sent:
+                try:
+                    self.sources = await self._sources()
+                except Exception as exc:  # noqa: BLE001 - the history's detail only
+                    log.warning("sources_failed", npsn=self.npsn, error=repr(exc))
             server.readers.put_nowait(reader)
 
     async def _receiving(self) -> None:
@@ -883,6 +891,9 @@ class SyncConnection:
         """Per origin the client lacks, one seq range read and cut at a time (``Outbox``),
         so a pull of a million events holds about one window in memory (R5, R7, R8)."""
         held = await self.read(self.reader.vector)
+        central = central_origins(hello.npsn)
+        self.centre_sent = [(o, hello.vector.get(o, 0), top) for o, top in held.items()
+                            if o in central and top > hello.vector.get(o, 0)]
         for origin, top in sorted(held.items()):
             outbox = Outbox(self.reader, origin, hello.vector.get(origin, 0), top,
                             self.proto.limits)
@@ -902,6 +913,17 @@ class SyncConnection:
             self.proto.finish_sending()
             await self.flush()
 
+    async def _sources(self) -> str | None:
+        """What the session brought down from the centre, per source (JSON), for the
+        school's history: Manajemen Dapodik, VervalPD, Validasi Pusat, Referensi, ..."""
+        counts: dict[str, int] = {}
+        for origin, after, top in self.centre_sent:
+            by = await self.read(self.reader.author_counts, origin, after, top)
+            for author, n in by.items():
+                source = REFERENSI if origin == REFERENSI_ORIGIN else author
+                counts[source] = counts.get(source, 0) + n
+        return json.dumps(dict(sorted(counts.items()))) if counts else None
+
     async def _record(self, hello: Hello, started: int, seconds: float) -> None:
         record = {"session": self.session, "npsn": hello.npsn, "install": hello.install,
                   "mode": hello.mode, "started_ms": started, "ended_ms": now_ms(),
@@ -910,7 +932,8 @@ class SyncConnection:
                   "bytes_out": self.bytes_out, "account": self.account[0],
                   "principal": self.consent.account if self.consent else None,
                   "consent": self.consent.digest if self.consent else None,
-                  "invalid": self.invalid}
+                  "invalid": self.invalid,
+                  "sources": self.sources}
         await self.server.leave(self)
         if (self.outcome == "done" and self.events_in and hello.mode == "sync"
                 and self.server.options.central_validation):

@@ -66,6 +66,11 @@ def test_manajemen_dapodik_edits_a_row_named_by_its_nisn(centre: Centre, install
     assert change["name"] == f"{student['nama']} (NISN {student['nisn']})"
     pulled = selaras("pull", data=install).stdout
     assert "dari server pusat (Manajemen Dapodik 1)" in pulled
+    # The centre's history says what went down, by source.
+    [latest] = json.loads(centre.admin("history", "--npsn", NPSN, "--limit", "1",
+                                       "--json").stdout)["sessions"]
+    assert latest["mode"] == "pull" and json.loads(latest["sources"]) == {"Manajemen Dapodik": 1}
+    assert "Manajemen Dapodik 1" in centre.admin("history", "--npsn", NPSN, "--limit", "1").stdout
     assert students(install, f"nisn = '{student['nisn']}'")[0]["nama_ayah"] == "Budi Santoso"
 
 

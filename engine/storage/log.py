@@ -305,6 +305,14 @@ class DuckDBStore:
             f"SELECT entity, count(*) FROM log.event WHERE {self._scope} AND origin = ? "
             "AND seq > ? GROUP BY entity ORDER BY entity", [origin, after]).fetchall()}
 
+    def author_counts(self, origin: str, after: int, upto: int) -> dict[str, int]:
+        parts = " UNION ALL ".join(
+            f"SELECT author FROM log.{e.slug} WHERE {self._scope} AND origin = ? "
+            "AND seq > ? AND seq <= ?" for e in ENTITIES)
+        return {str(a): int(n) for a, n in self.con.execute(
+            f"SELECT author, count(*) FROM ({parts}) GROUP BY author ORDER BY author",
+            [origin, after, upto] * len(ENTITIES)).fetchall()}
+
     # -- pending changes (client/changes.py) ----------------------------------------------
 
     def pending_changes(self, after: VersionVector, limit: int,

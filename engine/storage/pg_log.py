@@ -248,6 +248,14 @@ class PgStore:
                                  "WHERE school = ANY(%(s)s) GROUP BY entity"))
         return {e.name: int(counted.get(e.name, 0)) for e in ENTITIES}
 
+    def author_counts(self, origin: str, after: int, upto: int) -> dict[str, int]:
+        parts = " UNION ALL ".join(
+            f"SELECT author FROM log.{e.slug} WHERE school = ANY(%(s)s) AND origin = %(o)s "
+            "AND seq > %(a)s AND seq <= %(u)s" for e in ENTITIES)
+        return {str(a): int(n) for a, n in self._all(
+            f"SELECT author, count(*) FROM ({parts}) x GROUP BY author ORDER BY author",
+            o=origin, a=after, u=upto)}
+
     def event_counts(self, origin: str, after: int = 0) -> dict[str, int]:
         return {str(n): int(c) for n, c in self._all(
             "SELECT entity, count(*) FROM log.event WHERE school = ANY(%(s)s) AND origin = %(o)s "

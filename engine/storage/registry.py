@@ -187,7 +187,8 @@ class SqlRegistry:
 
 
 SESSION_COLUMNS = ("session, npsn, install, mode, started_ms, ended_ms, outcome, events_in, "
-                   "events_out, bytes_in, bytes_out, account, principal, consent, invalid")
+                   "events_out, bytes_in, bytes_out, account, principal, consent, invalid, "
+                   "sources")
 ACCOUNT_COLUMNS = ("npsn, email, role, created_ms, disabled, nama, ptk_id, nip, public_key, "
                    "sealed_key, pengguna_id")
 # Columns added since the tables were first made: a centre made before gets them on opening.
@@ -196,7 +197,7 @@ ADDED_COLUMNS = {
                          "nip VARCHAR", "public_key VARCHAR", "sealed_key VARCHAR",
                          "pengguna_id VARCHAR"],
     "registry.session": ["account VARCHAR", "principal VARCHAR", "consent VARCHAR",
-                         "invalid INTEGER"],
+                         "invalid INTEGER", "sources VARCHAR"],
 }
 
 
