@@ -712,15 +712,18 @@ def demo(folder: Path | None, offline: bool) -> None:
         raise click.exceptions.Exit(1)
 
 
-def generate_with_bench(out: Path, npsn: str) -> str | None:
-    """Write a small school with 'selaras bench generate' (a plugin); None if it is absent."""
+def generate_with_bench(out: Path, npsn: str, bentuk: str = "SMA") -> str | None:
+    """Write a small school of level ``bentuk`` with 'selaras bench generate' (a plugin);
+    None if it is absent."""
     ctx = click.get_current_context()
     root = ctx.find_root()
     bench = root.command.get_command(root, "bench") if isinstance(root.command,
                                                                   click.Group) else None
     if not isinstance(bench, click.Group) or bench.get_command(ctx, "generate") is None:
         return None
-    args = ["generate", "--size", "small", "--npsn", npsn, "--out", str(out)]
+    # A seed per school: schools generated from one seed would share their rows' ids.
+    args = ["generate", "--size", "small", "--npsn", npsn, "--out", str(out), "--bentuk", bentuk,
+            "--seed", npsn]
     with contextlib.redirect_stderr(io.StringIO()):  # its progress line: the demo narrates
         bench.main(args, prog_name="selaras bench", standalone_mode=False)
     return "'selaras bench " + " ".join(args[:3]) + "'"

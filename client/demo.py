@@ -73,7 +73,7 @@ NPSN = "20219876"
 NAMA = "SMA NEGERI 1 SUKAMAJU"
 Say = Callable[[str], None]
 # Writes a school's rows file for an NPSN; returns what made it, or None if it cannot.
-Generate = Callable[[Path, str], "str | None"]
+Generate = Callable[[Path, str, str], "str | None"]  # (file, npsn, bentuk): who made it
 
 
 def run(folder: Path | None, say: Say, generate: Generate | None = None,
@@ -121,7 +121,7 @@ class Demo:
         self.usb.mkdir(exist_ok=True)
 
         rows_file = self.usb / "sekolah.jsonl"
-        made_by = self.generate(rows_file, NPSN) if self.generate else None
+        made_by = self.generate(rows_file, NPSN, "SMA") if self.generate else None
         if made_by is None:
             write_small_school(rows_file, school_row_id(NPSN))
             made_by = "the demo"
@@ -363,7 +363,14 @@ class NetworkDemo:
         self.confirm(self.a)
         self.sync(self.a, "sync", "A syncs the resolution")
         self.sync(self.b, "pull", "B pulls (Tarik Data)")
-        return self.compare()
+        if not self.compare():
+            return False
+        if self.generate is None:
+            say("(The second act, three schools, needs 'selaras bench generate'.)")
+            return True
+        from .demo_pusat import CentreAct
+
+        return CentreAct(self, url).play()
 
     def add_school_and_installs(self, url: str) -> None:
         """The school at the centre, and installs A and B registered with its code."""
@@ -387,7 +394,7 @@ class NetworkDemo:
     def import_school(self) -> None:
         """A imports the school's rows and runs Validasi Lokal."""
         rows_file = self.work / "sekolah.jsonl"
-        made_by = self.generate(rows_file, NPSN) if self.generate else None
+        made_by = self.generate(rows_file, NPSN, "SMA") if self.generate else None
         if made_by is None:
             write_small_school(rows_file, school_row_id(NPSN))
             made_by = "the demo"

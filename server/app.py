@@ -801,6 +801,10 @@ class SyncConnection:
                 await self._pending.join()
                 if self.gated and not await self._through_the_gate():
                     return
+                if self.events_in and self.server.options.central_validation:
+                    # Before the Summary: its vector counts the findings, and the client
+                    # fetches them in a follow-up session, as it does a clock bound.
+                    await self.server.after_change(self.npsn)
                 check = stage("check")(lambda: (self.reader.vector(), self.reader.checksums()))
                 vector, checksums = await self.read(check)
                 self.proto.send_summary(vector, checksums)
@@ -935,9 +939,6 @@ class SyncConnection:
                   "invalid": self.invalid,
                   "sources": self.sources}
         await self.server.leave(self)
-        if (self.outcome == "done" and self.events_in and hello.mode == "sync"
-                and self.server.options.central_validation):
-            await self.server.after_change(hello.npsn)
         with contextlib.suppress(Exception):
             await self.server.write(lambda _, r: r.record_session(record))
         log.info("session", **{k: v for k, v in record.items() if not k.endswith("_ms")},

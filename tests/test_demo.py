@@ -136,6 +136,18 @@ def test_networked_demo_converges(tmp_path: Path) -> None:
                      out, re.M)
     assert re.search(r"^B sync history: pull ok .*; pull ok", out, re.M)
     assert "A, B and the centre hold the same data." in out
+
+    # The second act: the centre's changes flow down to an SD and an SMP.
+    act = out[out.index("Second act"):]
+    assert re.search(r"the SMP pulls the student .*\n  refused: .*masih terdaftar di sekolah "
+                     r"asal 20219877", act)
+    assert re.search(r"the SMP pulls: \d+ received \(from the centre: Tarik Data PD \d+", act)
+    assert re.search(r"VervalPD issues a new NISN .*nisn = (\d{10}),", act)
+    assert "(as issued)" in act and "(verified: True)" in act
+    assert re.search(r"The SMP pulls: \d+ received \(from the centre: Validasi Pusat 1\)", act)
+    assert act.count("[VP-001, Validasi Pusat]") == 2  # at both schools, then cleared
+    assert "diterima: 1 perubahan baru dari 1" in act and "1 new, and again: 0 new" in act
+    assert "Each school's install and the centre: 20219877 equal; 20219878 equal" in act
     assert out.splitlines()[-1] == "The centre drained and stopped (exit status 0)"
 
     # The folders it kept: the installs and the (stopped) centre agree with the table.
@@ -190,7 +202,7 @@ def test_offline_demo_converges(tmp_path: Path) -> None:
 
 
 def test_networked_demo_stops_the_centre_on_an_error(tmp_path: Path) -> None:
-    def broken(out: Path, npsn: str) -> str | None:
+    def broken(out: Path, npsn: str, bentuk: str) -> str | None:
         raise RuntimeError("generator failed")
 
     said: list[str] = []
