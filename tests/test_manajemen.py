@@ -215,6 +215,35 @@ def test_a_student_moves_school_once_registered_nowhere(centre: Centre, install:
     assert "tidak sedang terdaftar di sekolah ini" in twice.stderr
 
 
+def test_a_teacher_moves_school_by_nuptk(centre: Centre, install: Path, tmp_path: Path) -> None:
+    """Tarik Data PTK: the same as a student's, by NUPTK (or NIK), the exit on the teacher's
+    assignment (ptk_terdaftar)."""
+    other = "20100044"
+    kode = centre.add_school(other)
+    b = tmp_path / "b"
+    selaras("init", "--server", centre.url, "--npsn", other, "--kode", kode, "--user",
+            "op@sekolah-c.sch.id", "--password", "pw", data=b)
+    # A deputy (not the principal: the school must keep its one kepala sekolah).
+    [teacher] = json.loads(selaras(
+        "query", "SELECT p.ptk_id, p.nama, p.nuptk, p.nik FROM ptk p JOIN ptk_terdaftar t "
+        "USING (ptk_id) JOIN tugas_tambahan x USING (ptk_id) WHERE x.jabatan_ptk_id <> 2 "
+        "ORDER BY p.nama LIMIT 1", "--json", data=install).stdout)
+    refused = selaras("transfer", "ptk", "--nuptk", teacher["nuptk"], data=b, ok=False)
+    assert f"masih terdaftar di sekolah asal {NPSN}" in refused.stderr
+    bad = selaras("exit", "ptk", "--nuptk", teacher["nuptk"], "--reason", "lulus", "--date",
+                  "2024-01-31", data=install, ok=False)
+    assert "jenis keluar 'lulus' tidak dikenal" in bad.stderr  # a student's reason
+    selaras("exit", "ptk", "--nuptk", teacher["nuptk"], "--reason", "mutasi", "--date",
+            "2024-01-31", data=install)
+    selaras("confirm", "--all", data=install)
+    selaras("sync", data=install)
+    moved = json.loads(selaras("transfer", "ptk", "--nik", teacher["nik"], "--json",
+                               data=b).stdout)
+    assert (moved["entity"], moved["row_id"]) == ("ptk", teacher["ptk_id"])
+    got = json.loads(selaras("query", "SELECT nama, nuptk FROM ptk", "--json", data=b).stdout)
+    assert got == [{"nama": teacher["nama"], "nuptk": teacher["nuptk"]}]
+
+
 def test_the_dinas_carries_a_consented_bundle_both_ways(centre: Centre, install: Path,
                                                        tmp_path: Path) -> None:
     """The offline route: the school's bundle goes through the centre's gate as its sync
