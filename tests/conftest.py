@@ -94,6 +94,23 @@ def centre_store(request: pytest.FixtureRequest) -> str | None:
     return None if request.param == "duckdb" else request.getfixturevalue("postgres_url")
 
 
+@pytest.fixture(scope="module")
+def centre(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
+    """A real ``selaras server`` (the gate on, as schools get it) on 127.0.0.1 for one
+    module's tests (``test_principal.Centre``); a module with a ``centre`` of its own
+    uses that one."""
+    from test_principal import SELARAS, Centre
+
+    if SELARAS is None:
+        pytest.skip("the selaras command is not installed")
+    c = Centre(tmp_path_factory.mktemp("centre"))
+    yield c
+    c.proc.terminate()
+    c.proc.wait(timeout=30)
+    assert c.proc.stdout is not None
+    c.proc.stdout.close()
+
+
 def pytest_terminal_summary(terminalreporter: Any) -> None:
     if _POSTGRES_MISSING:
         terminalreporter.write_line(

@@ -6,7 +6,6 @@ issued, and refused to a person who has one."""
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -15,16 +14,6 @@ from test_principal import KEPSEK, PASSWORD, SELARAS, Centre, school, selaras
 
 NPSN = "20100041"
 pytestmark = pytest.mark.skipif(SELARAS is None, reason="the selaras command is not installed")
-
-
-@pytest.fixture(scope="module")
-def centre(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Centre]:
-    c = Centre(tmp_path_factory.mktemp("centre"))
-    yield c
-    c.proc.terminate()
-    c.proc.wait(timeout=30)
-    assert c.proc.stdout is not None
-    c.proc.stdout.close()
 
 
 @pytest.fixture(scope="module")

@@ -15,7 +15,6 @@ import subprocess
 import sys
 import time
 import uuid
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -62,16 +61,6 @@ class Centre:
     def add_school(self, npsn: str) -> str:
         out = self.admin("school", "add", "--npsn", npsn, "--nama", "SMA Uji").stdout
         return out.split("(shown once): ")[1].split()[0]
-
-
-@pytest.fixture(scope="module")
-def centre(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Centre]:
-    c = Centre(tmp_path_factory.mktemp("centre"))
-    yield c
-    c.proc.terminate()
-    c.proc.wait(timeout=30)
-    assert c.proc.stdout is not None
-    c.proc.stdout.close()
 
 
 @pytest.fixture(scope="module")

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import json
 import re
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -123,18 +122,6 @@ def test_texts_the_core_font_can_write() -> None:
 # -- the command, against a real centre --------------------------------------------------------
 
 needs_selaras = pytest.mark.skipif(SELARAS is None, reason="the selaras command is not installed")
-
-
-@pytest.fixture(scope="module")
-def centre(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Centre]:
-    if SELARAS is None:
-        pytest.skip("the selaras command is not installed")
-    c = Centre(tmp_path_factory.mktemp("centre"))
-    yield c
-    c.proc.terminate()
-    c.proc.wait(timeout=30)
-    assert c.proc.stdout is not None
-    c.proc.stdout.close()
 
 
 @pytest.fixture(scope="module")
