@@ -358,12 +358,12 @@ ENTITIES: tuple[Entity, ...] = (
     # One finding of Validasi Pusat on one row of the school (``row_ref`` of ``entity``),
     # written and cleared (soft_delete = 1) by the centre alone.
     Entity(VALIDASI_PUSAT, "validasi_pusat_id", "Referensi", (
-        _f("rule_id", req=True, owner=C),
-        _f("severity", req=True, owner=C),
-        _f("entity", req=True, owner=C),
-        _f("row_ref", "uuid", req=True, owner=C),
+        _f("rule_id", owner=C),  # every field filled by the centre: none for a form to ask
+        _f("severity", owner=C),
+        _f("entity", owner=C),
+        _f("row_ref", "uuid", owner=C),
         _f("field", owner=C),
-        _f("message", req=True, owner=C),
+        _f("message", owner=C),
         _f("detail", owner=C),
         _f("sekolah_lain", owner=C),  # the other school of the finding (its NPSN)
         _f("soft_delete", "int", owner=C),

@@ -155,16 +155,18 @@ def test_school_write_to_ref_table_has_no_effect(store):
 @pytest.mark.parametrize("verification_first", [True, False])
 def test_verification_locks_verval_fields_whatever_the_arrival_order(store,
                                                                      verification_first):
-    before = ev(A, 1, 10, {"nama": "Budi", "nik": "1"})
+    before = ev(A, 1, 10, {"nama": "Budi", "nik": "1", "tempat_lahir": "Bandung"})
     verify_ = ev(CENTRE, 1, 20, {"status_verval_pd": 1, "nama": "BUDI SANTOSO"},
                  context={A: 1})
-    after = ev(A, 2, 30, {"nama": "Budi Baru", "nik": "2"}, context={CENTRE: 1})
+    after = ev(A, 2, 30, {"nama": "Budi Baru", "nik": "2", "tempat_lahir": "Bogor"},
+               context={CENTRE: 1})
     order = [before, verify_, after] if verification_first else [before, after, verify_]
     for e in order:
         put(store, e)
     row = store.rows("peserta_didik")[PD]
     assert row["nama"] == "BUDI SANTOSO"  # locked: the later school write has no effect
-    assert row["nik"] == "2"  # not a verval field
+    assert row["nik"] == "1"  # locked too (schema 3), though Verval did not write it
+    assert row["tempat_lahir"] == "Bogor"  # not a verval field
     assert row["status_verval_pd"] == 1
     assert store.conflicts() == []
 

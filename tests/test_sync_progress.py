@@ -34,6 +34,7 @@ from selaras.client.sync import (
     register,
     run_sync,
 )
+from selaras.engine.events import REFERENSI_ORIGIN
 from selaras.engine.protocol import Code, Limits, Registered
 from selaras.engine.refusals import busy
 from selaras.server.testing import ProtocolClient, RunningServer, running_server
@@ -137,7 +138,8 @@ def test_progress_counts_what_it_sends_per_table_then_what_it_receives(tmp_path:
                 assert lines[-1] == "Data sama dengan server pusat"
                 assert report.acknowledged == {"tanah": 30, "bangunan": 25}
                 assert report.as_json()["received_from"] == {
-                    "centre": 0, "pcs": {b.identity.origin: {"events": 15, "authors": [USER]}}}
+                    "centre": 0, "centre_sources": {},
+                    "pcs": {b.identity.origin: {"events": 15, "authors": [USER]}}}
                 # The history keeps the summary's counts.
                 detail = a.store.history()[0]["detail"]
                 detail = json.loads(detail) if isinstance(detail, str) else detail
@@ -165,9 +167,15 @@ def test_what_came_from_the_centre_and_from_another_pc(tmp_path: Path) -> None:
                 report = await run_sync(a.store, a.identity, mode="pull", **FAST)
                 assert report.from_centre == central
                 assert report.from_pcs == {b.identity.origin: {USER: 5}}
+                # By source: Referensi's events, and the centre's own for the school.
+                referensi = vector[REFERENSI_ORIGIN]
+                assert report.from_centre_sources == {"Referensi": referensi,
+                                                      "pusat": central - referensi}
+                sources = f"Referensi {number(referensi)}, pusat {number(central - referensi)}"
                 lines = summary(report)
                 assert (f"Diterima: {number(central + 5)} perubahan: {number(central)} dari "
-                        f"server pusat, 5 dari PC lain sekolah ini ({USER})") in lines, lines
+                        f"server pusat ({sources}), 5 dari PC lain sekolah ini ({USER})"
+                        ) in lines, lines
                 assert not any(line.startswith("Terkirim") for line in lines)
 
                 # The command line prints the same, after its progress lines.
@@ -181,7 +189,8 @@ def test_what_came_from_the_centre_and_from_another_pc(tmp_path: Path) -> None:
                 assert any(line.startswith(f"Menerima 0 dari {number(central + 5)} "
                                            "perubahan") for line in shown), shown
                 assert (f"Diterima: {number(central + 5)} perubahan: {number(central)} dari "
-                        f"server pusat, 5 dari PC lain sekolah ini ({USER})") in shown, shown
+                        f"server pusat ({sources}), 5 dari PC lain sekolah ini ({USER})"
+                        ) in shown, shown
                 assert shown[-2].startswith("Tarik Data selesai dalam 1 percobaan; dikirim ")
                 assert shown[-1] == "Data sama dengan server pusat"
                 again = await asyncio.to_thread(CliRunner().invoke, cli, [
