@@ -1,13 +1,13 @@
-"""The centre's own changes to a school's data: Manajemen Dapodik, Verval, Referensi.
+"""The centre's own changes to schools' data: Manajemen Dapodik, Verval, Referensi and
+Tarik Data PD/PTK.
 
-Each change is one centre event in the school's log, signed, with its source as
-the event's author ("Manajemen Dapodik", "VervalPD", "VervalPTK", "VervalSP");
-Referensi's are the global origin's, held once for every school:
-the school receives it on its next sync or Tarik Data and is shown where it came
-from. Rows are named as people know them (``engine/lookup.py``: NISN, NIK,
-NUPTK, rombel name, NPSN). Every function runs on the writer, in one
-transaction, and raises EditError (Indonesian, nothing written) when the change
-cannot be made.
+Each change is one signed centre event in the school's log whose author is its
+source ("Manajemen Dapodik", "VervalPD", "VervalPTK", "VervalSP", "Tarik Data PD");
+Referensi's are the global origin's, held once for every school. The school
+receives them on its next sync or Tarik Data and is shown where they came from.
+Rows are named as people know them (``engine/lookup.py``: NISN, NIK, NUPTK, rombel
+name, NPSN). Every function runs on the writer, in one transaction, and raises
+EditError (Indonesian, nothing written) when the change cannot be made.
 """
 
 from __future__ import annotations

@@ -67,7 +67,18 @@ async def school(tmp_path: Path, **options: Any) -> AsyncIterator[tuple[RunningS
         with ExitStack() as stack:
             s = stack.enter_context(install.open())
             assert (await run_sync(s.store, s.identity, mode="pull", timeout_s=20)).ok
+            await recorded(srv, 1)
             yield srv, s
+
+
+async def recorded(srv: RunningServer, sessions: int) -> None:
+    """Wait until the centre has recorded the school's ``sessions``: it records a session
+    as it ends, which may be after the client is done with it."""
+    for _ in range(200):
+        if len((await srv.admin("history", npsn=NPSN)).data["sessions"]) >= sessions:
+            return
+        await asyncio.sleep(0.05)
+    raise AssertionError(f"the centre did not record {sessions} session(s) in 10 s")
 
 
 async def check(s: Session, url: str | None = None, timeout_s: float = 5.0) -> ConnectionStatus:

@@ -55,9 +55,13 @@ def test_manajemen_dapodik_edits_a_row_named_by_its_nisn(centre: Centre, install
     assert change["name"] == f"{student['nama']} (NISN {student['nisn']})"
     pulled = selaras("pull", data=install).stdout
     assert "dari server pusat (Manajemen Dapodik 1)" in pulled
-    # The centre's history says what went down, by source.
-    [latest] = json.loads(centre.admin("history", "--npsn", NPSN, "--limit", "1",
-                                       "--json").stdout)["sessions"]
+    # The centre's history says what went down, by source (it records the session as the
+    # session ends, which may be after the client is done).
+    for _ in range(50):
+        [latest] = json.loads(centre.admin("history", "--npsn", NPSN, "--limit", "1",
+                                           "--json").stdout)["sessions"]
+        if latest["mode"] == "pull":
+            break
     assert latest["mode"] == "pull" and json.loads(latest["sources"]) == {"Manajemen Dapodik": 1}
     assert "Manajemen Dapodik 1" in centre.admin("history", "--npsn", NPSN, "--limit", "1").stdout
     assert students(install, f"nisn = '{student['nisn']}'")[0]["nama_ayah"] == "Budi Santoso"
@@ -132,6 +136,19 @@ def test_a_nisn_is_issued_once_and_never_to_a_person_who_has_one(
                  f"nik={twin['nik']}", f"nisn={twin['nisn']}")
     selaras("pull", data=install)
     selaras("validate", data=install)
+
+
+def test_verval_ptk_corrects_a_teacher_named_by_nuptk(centre: Centre, install: Path) -> None:
+    [teacher] = json.loads(selaras("query", "SELECT ptk_id, nuptk FROM ptk ORDER BY nama DESC "
+                                   "LIMIT 1", "--json", data=install).stdout)
+    change = admin_change(centre, "verval", "ptk", "--npsn", NPSN, teacher["nuptk"],
+                          "tanggal_lahir=1980-02-29")
+    assert change["source"] == "VervalPTK" and change["row_id"] == teacher["ptk_id"]
+    assert change["fields"] == {"tanggal_lahir": "1980-02-29", "status_verval_ptk": 1}
+    assert "VervalPTK 1" in selaras("pull", data=install).stdout
+    refused = selaras("edit", "ptk", teacher["nuptk"], "tanggal_lahir=1981-01-01",
+                      data=install, ok=False)
+    assert "diisi oleh server pusat (sudah diverifikasi)" in refused.stderr
 
 
 def test_verval_sp_corrects_the_school_identity(centre: Centre, install: Path) -> None:
