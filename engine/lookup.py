@@ -26,6 +26,7 @@ KEYS: dict[str, tuple[str, ...]] = {
 }
 ROW_HELP = ("ROW is what people know the row by: a student's NISN, NIK or NIPD, a "
             "teacher's NUPTK, NIK or NIP, a rombel's name, the school's NPSN; or its id.")
+ROW_HELP_SHORT = "NISN, NIK, NUPTK, nama rombel, NPSN, atau id barisnya"
 SHOWN_AMBIGUOUS = 5  # rows an ambiguous key lists by name
 
 
@@ -43,6 +44,8 @@ def find_row(store: Store, entity_name: str, key: str) -> str:
         raise EditError(f"{entity_label(e.name)} tidak punya baris {row_id}")
     wanted = _normal(key)
     fields = KEYS.get(e.name, ())
+    if not wanted:  # an empty key would name every row whose key field is empty
+        raise EditError(f"baris {entity_label(e.name)} tidak disebut: beri {ROW_HELP_SHORT}")
     found = [row_id for row_id, row in rows.items() if not row.get("soft_delete")
              and any(_normal(row.get(f)) == wanted for f in fields)]
     if e.name == "peserta_didik":  # the school's own number, on the registration

@@ -204,6 +204,7 @@ def test_add_prints_json_and_fills_the_school(school: Path) -> None:
      "tidak ada Peserta Didik dengan NISN, NIK, NIPD 'not-a-uuid'"),
     (["edit", "sekolah", school_row_id(NPSN), "nama=SMA LAIN"], 1, "diisi oleh server pusat"),
     (["delete", "sekolah", "not-a-uuid"], 1, "tidak ada Sekolah dengan NPSN 'not-a-uuid'"),
+    (["edit", "peserta_didik", " ", "nama=X"], 1, "baris Peserta Didik tidak disebut"),
     (["conflicts", "resolve", "sekolah", school_row_id(NPSN), "email", "x@y.id"], 1,
      "tidak ada konflik"),
     (["frobnicate"], 2, "No such command"),
