@@ -286,6 +286,9 @@ class SelarasServer:
         return full
 
     async def leave(self, conn: SyncConnection) -> None:
+        """Free the session's slot (once; a second call does nothing)."""
+        if conn not in self.live:
+            return
         self.live.discard(conn)
         with contextlib.suppress(StoreError):  # unrenewed, it lapses
             await self.live_sessions(lambda r: r.leave(conn.npsn, conn.session))
@@ -747,6 +750,7 @@ class SyncConnection:
                 await asyncio.wrap_future(self.gate.close())
             if self._reads:
                 await asyncio.wait(set(self._reads))
+            await server.leave(self)  # the client is gone: free its slot before the books
             if self.outcome == "done" and self.centre_sent:
                 try:
                     self.sources = await self._sources()
