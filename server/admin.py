@@ -246,7 +246,7 @@ def _run(centre: CentreStore, registry: Registry, command: str,
             try:
                 theirs = msgspec.json.decode(args.get("vector") or "{}", type=dict[str, int])
             except msgspec.DecodeError:
-                raise AdminError("vector must be a JSON object of seqs") from None
+                raise AdminError("vector harus objek JSON berisi seq (angka)") from None
             data, n = dinas.export_bundle(centre, npsn, theirs)
             reply = table(["npsn", "perubahan"], [[npsn, n]],
                           f"{n} perubahan dari server pusat untuk sekolah {npsn}")
@@ -259,7 +259,7 @@ def _base64(text: str) -> bytes:
     try:
         return base64.b64decode(text, validate=True)
     except ValueError:
-        raise AdminError("bundle must be base64") from None
+        raise AdminError("isi bundel harus base64") from None
 
 
 def _any_school(registry: Registry) -> str:
@@ -275,7 +275,7 @@ def _fields(args: Mapping[str, str]) -> dict[str, str]:
     try:
         fields = msgspec.json.decode(args.get("fields") or "{}", type=dict[str, str])
     except msgspec.DecodeError:
-        raise AdminError("fields must be a JSON object of text values") from None
+        raise AdminError("isian harus objek JSON berisi teks") from None
     return fields
 
 
@@ -312,7 +312,7 @@ def _when(epoch_ms: int | None, zone: Zone) -> str | None:
 
 def _limit(text: str) -> int:
     if not text.isdigit() or int(text) < 1:
-        raise AdminError(f"limit must be a whole number from 1, not {text!r}")
+        raise AdminError(f"limit harus bilangan bulat mulai 1, bukan {text!r}")
     return int(text)
 
 
