@@ -37,6 +37,7 @@ from .events import Batch, Event, MalformedBatch
 from .merge import Rows, Sibling, clock_bounds, effective_hlc, fold
 from .schema import BY_NAME, CLOCK_BOUND
 from .signatures import CentreKey, first_unsigned
+from .validasi_pusat import RULES, CentralRule
 from .values import table_digest
 
 
@@ -442,15 +443,23 @@ class CentreStore(Protocol):
         """The centre's own events for ``npsn``, signed with ``key``."""
         ...
 
-    def central_findings(self, npsn: str) -> list[dict[str, object]]:
-        """Validasi Pusat's findings on school ``npsn``'s rows now (engine/validasi_pusat.py):
-        rule_id, severity, entity, row_ref, field, message, detail, sekolah_lain."""
+    def central_findings(self, npsn: str, rules: Iterable[CentralRule] = RULES,
+                         ) -> list[dict[str, object]]:
+        """The findings of ``rules`` (of Validasi Pusat, engine/validasi_pusat.py) on school
+        ``npsn``'s rows now: rule_id, severity, entity, row_ref, field, message, detail,
+        sekolah_lain."""
         ...
 
     def people(self, entity: str, field: str, value: str,
                ) -> list[tuple[str, str, dict[str, object]]]:
         """The live rows of ``entity`` at every school whose ``field`` is ``value``:
         (npsn, row id, row). A person's identity (NIK, NISN, NUPTK) across schools."""
+        ...
+
+    def ptk_holders(self, npsn: str) -> list[tuple[str, str, int]]:
+        """Every school holding a live ``ptk`` row that school ``npsn`` holds live, ``npsn``
+        included: (ptk_id, npsn of the holder, how many live current (no jenis_keluar_id)
+        ``ptk_terdaftar`` rows with ptk_induk = 1 the holder has for it), by ptk_id."""
         ...
 
     def admit(self, npsn: str, batch: Batch, now_ms: int) -> AppendReport:
@@ -468,9 +477,11 @@ class CentreStore(Protocol):
 
 
 # Who at the centre wrote one of its events (the event's author): the school is shown it.
-# Referensi's events are known by their origin.
-CENTRE, MANAJEMEN, VERVAL_PD, VERVAL_PTK, VERVAL_SP, REFERENSI = (
-    "pusat", "Manajemen Dapodik", "VervalPD", "VervalPTK", "VervalSP", "Referensi")
+# Referensi's events are known by their origin. SEKOLAH_INDUK: a teacher's biodata as their
+# home school holds it, copied to the other schools they teach at.
+CENTRE, MANAJEMEN, VERVAL_PD, VERVAL_PTK, VERVAL_SP, REFERENSI, SEKOLAH_INDUK = (
+    "pusat", "Manajemen Dapodik", "VervalPD", "VervalPTK", "VervalSP", "Referensi",
+    "Sekolah Induk")
 
 
 def centre_event(store: Store, centre: str, entity: str, row_id: str,

@@ -156,9 +156,10 @@ def _run(centre: CentreStore, registry: Registry, command: str,
                 zone = school_zone(centre.school(r["npsn"]))
                 cells.append([r["npsn"], r["nama"], r["generation"],
                              _when(r["last_sync_ms"], zone), _when(r["last_pull_ms"], zone),
-                             r["invalid"]])
+                             r["invalid"], _sources_text(r["sources"])])
             reply = table(["npsn", "nama", "generasi kode", "sinkronisasi terakhir",
-                           "tarik data terakhir", "invalid tertunda"], cells)
+                           "tarik data terakhir", "invalid tertunda",
+                           "terakhir dari pusat"], cells)
             return msgspec.structs.replace(reply, data={"schools": schools})
         case "history":
             npsn = _known(registry, args["npsn"])
@@ -215,6 +216,16 @@ def _run(centre: CentreStore, registry: Registry, command: str,
         case "nisn":
             return _changed(centre, manajemen.issue_nisn(
                 centre, _known(registry, args["npsn"]), args["row"], now_ms), now_ms)
+        case "central_validation" if args.get("all"):
+            every = [str(r["npsn"]) for r in registry.schools()]
+            result = validasi_pusat.run_all(centre, every, now_ms)
+            raised, cleared = result.raised, result.cleared
+            return table(["sekolah", "temuan baru", "selesai"],
+                         [[n, raised.get(n, 0), cleared.get(n, 0)]
+                          for n in sorted(raised.keys() | cleared.keys())],
+                         f"Validasi Pusat dijalankan di {len(every)} sekolah: "
+                         f"{sum(raised.values())} temuan baru atau berubah, "
+                         f"{sum(cleared.values())} selesai")
         case "central_validation":
             npsn = _known(registry, args["npsn"])
             store, cells = centre.school(npsn), []
@@ -281,8 +292,10 @@ def _fields(args: Mapping[str, str]) -> dict[str, str]:
 
 def _changed(centre: CentreStore, change: manajemen.Change, now_ms: int) -> AdminReply:
     """The reply to a change of a school's data, after Validasi Pusat has seen it."""
+    if change.npsn and change.entity in manajemen.FOLLOWS_HOME:
+        manajemen.follow_home_school(centre, change.npsn, now_ms)
     if change.npsn:
-        validasi_pusat.after_change(centre, change.npsn, now_ms)
+        validasi_pusat.after_change(centre, change.npsn, now_ms, {change.entity})
     values = {k: cell(v) for k, v in change.fields.items()}
     reply = table(["sumber", "sekolah", "data", "baris", "isian"],
                   [[change.source, change.npsn, change.entity, change.name,

@@ -516,9 +516,15 @@ def school_vector(path: Path, npsn: str) -> dict[str, int]:
 
 
 @admin.command("central-validation")
-@npsn_option
+@click.option("--npsn", default=None, help="the school whose current findings to list")
+@click.option("--all", "every", is_flag=True,
+              help="run every rule at every school now (after a rule changes; it holds the "
+                   "writer: run it when few schools sync)")
 @json_option
 @click.pass_context
-def central_validation(ctx: click.Context, npsn: str, as_json: bool) -> None:
-    """The school's current findings of Validasi Pusat (rules across schools)."""
-    run(ctx, "central_validation", as_json, npsn=npsn)
+def central_validation(ctx: click.Context, npsn: str | None, every: bool, as_json: bool,
+                       ) -> None:
+    """Validasi Pusat (rules across schools): a school's current findings, or a full run."""
+    if (npsn is None) == (not every):
+        raise click.UsageError("beri --npsn N atau --all (salah satu)")
+    run(ctx, "central_validation", as_json, npsn=npsn, all="1" if every else None)

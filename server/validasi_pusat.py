@@ -7,16 +7,19 @@ schools is a finding at both, and clears at both when one of them fixes it. Each
 school's findings are its ``validasi_pusat`` rows, one per (rule, row), written
 and cleared (soft_delete = 1) as centre events by source "Validasi Pusat": they
 come down with the school's next sync or Tarik Data and show in its Validasi
-Lokal, marked. Only what changed is written.
+Lokal, marked. Only what changed is written, and only the rules that read what the
+push changed are run (a push of grades runs none).
 """
 
 from __future__ import annotations
 
+from collections.abc import Collection, Iterable
 from dataclasses import dataclass, field
 
 from selaras.engine.events import centre_origin, stable_row_id
 from selaras.engine.schema import VALIDASI_PUSAT, entity
 from selaras.engine.store import CentreStore, centre_event
+from selaras.engine.validasi_pusat import RULES, CentralRule, rules_reading
 from selaras.engine.values import parse
 
 SOURCE = "Validasi Pusat"
@@ -32,24 +35,44 @@ class Changed:
     cleared: dict[str, int] = field(default_factory=dict)
 
 
-def after_change(centre: CentreStore, npsn: str, now_ms: int) -> Changed:
-    """Bring the findings of ``npsn``, and of the schools they involve, up to date."""
+def after_change(centre: CentreStore, npsn: str, now_ms: int,
+                 changed_entities: Collection[str] | None = None) -> Changed:
+    """Bring the findings of ``npsn``, and of the schools they involve, up to date after a
+    change of ``changed_entities`` there (None: of anything)."""
     changed = Changed()
+    rules = rules_reading(changed_entities)
+    if not rules:
+        return changed
+    ids = {r.id for r in rules}
     with centre.transaction():
-        findings = {npsn: centre.central_findings(npsn)}
+        findings = {npsn: centre.central_findings(npsn, rules)}
         others = {str(f["sekolah_lain"]) for f in findings[npsn] if f["sekolah_lain"]}
         others |= {str(row["sekolah_lain"]) for _, _, row in current(centre, npsn)
-                   if row.get("sekolah_lain")}
-        others |= {school for school, _, _ in centre.people(VALIDASI_PUSAT, "sekolah_lain",
-                                                            npsn)}
+                   if row.get("sekolah_lain") and row["rule_id"] in ids}
+        others |= {school for school, _, row in centre.people(VALIDASI_PUSAT, "sekolah_lain",
+                                                               npsn) if row["rule_id"] in ids}
         for school in sorted(others - {npsn}):
-            findings[school] = centre.central_findings(school)
+            findings[school] = centre.central_findings(school, rules)
         for school, found in findings.items():
-            raised, cleared = _write(centre, school, found, now_ms)
+            raised, cleared = _write(centre, school, rules, found, now_ms)
             if raised:
                 changed.raised[school] = raised
             if cleared:
                 changed.cleared[school] = cleared
+    return changed
+
+
+def run_all(centre: CentreStore, schools: Iterable[str], now_ms: int) -> Changed:
+    """Every rule at each of ``schools`` (after a rule changes, or as a nightly check), one
+    transaction per school: a school's rows are read while nothing else writes them."""
+    changed = Changed()
+    for npsn in schools:
+        with centre.transaction():
+            raised, cleared = _write(centre, npsn, RULES, centre.central_findings(npsn), now_ms)
+        if raised:
+            changed.raised[npsn] = raised
+        if cleared:
+            changed.cleared[npsn] = cleared
     return changed
 
 
@@ -60,10 +83,13 @@ def current(centre: CentreStore, npsn: str) -> list[tuple[str, str, dict[str, ob
     return sorted(rows, key=lambda r: (str(r[2]["rule_id"]), str(r[2]["row_ref"])))
 
 
-def _write(centre: CentreStore, npsn: str, found: list[dict[str, object]],
-           now_ms: int) -> tuple[int, int]:
+def _write(centre: CentreStore, npsn: str, rules: Collection[CentralRule],
+           found: list[dict[str, object]], now_ms: int) -> tuple[int, int]:
+    """Write school ``npsn``'s findings of ``rules``: ``found`` raised, the rest cleared."""
     store = centre.school(npsn)
-    held = store.rows(VALIDASI_PUSAT)
+    ids = {r.id for r in rules}
+    held = {row_id: row for row_id, row in store.rows(VALIDASI_PUSAT).items()
+            if row.get("rule_id") in ids}
     wanted = {stable_row_id(VALIDASI_PUSAT, f["rule_id"], f["row_ref"]): f for f in found}
     writes: list[tuple[str, dict[str, object]]] = []
     for row_id, f in wanted.items():

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from typing import Any, Protocol
 
 import msgspec
@@ -56,10 +56,26 @@ class GroupCommit:
             "ORDER BY school", [value])
         return [(str(r[0]), str(r[1]), dict(zip(names[2:], r[2:], strict=True))) for r in rows]
 
-    def central_findings(self, npsn: str) -> list[dict[str, object]]:
+    def ptk_holders(self, npsn: str) -> list[tuple[str, str, int]]:
+        _, rows = self._run(
+            """WITH mine AS (SELECT ptk_id FROM ptk
+                             WHERE school = ? AND coalesce(soft_delete, 0) = 0),
+               held AS (SELECT p.school, p.ptk_id FROM ptk p JOIN mine ON mine.ptk_id = p.ptk_id
+                        WHERE coalesce(p.soft_delete, 0) = 0 AND p.school <> '')
+               SELECT h.ptk_id::VARCHAR, h.school, count(t.ptk_terdaftar_id)
+               FROM held h LEFT JOIN ptk_terdaftar t
+                 ON t.school = h.school AND t.ptk_id = h.ptk_id
+                AND coalesce(t.soft_delete, 0) = 0 AND t.jenis_keluar_id IS NULL
+                AND t.ptk_induk = 1
+               GROUP BY h.ptk_id, h.school ORDER BY 1, 2""", [npsn])
+        return [(str(r[0]), str(r[1]), int(r[2])) for r in rows]
+
+    def central_findings(self, npsn: str,
+                         rules: Iterable[validasi_pusat.CentralRule] = validasi_pusat.RULES,
+                         ) -> list[dict[str, object]]:
         findings = []
-        for rule in validasi_pusat.RULES:
-            for row_ref, detail, other in self._run(rule.sql, [npsn])[1]:
+        for rule in rules:
+            for row_ref, detail, other in self._run(rule.sql, rule.params(npsn))[1]:
                 findings.append({"rule_id": rule.id, "severity": rule.severity,
                                  "entity": rule.entity, "row_ref": str(row_ref),
                                  "field": rule.field, "message": rule.message,

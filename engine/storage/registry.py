@@ -56,7 +56,8 @@ class SqlRegistry:
     def schools(self) -> list[dict[str, Any]]:
         """npsn, nama, generation, created_ms, and from the sessions: the end of the last
         sync and the last Tarik Data that succeeded, the invalid findings the last gated
-        push left (None before any)."""
+        push left (None before any), what the last session to bring the centre's changes
+        down brought, per source (``sources``, JSON)."""
         return self._all(
             "SELECT npsn, nama, generation, created_ms, "
             "(SELECT max(ended_ms) FROM registry.session x WHERE x.npsn = s.npsn "
@@ -64,7 +65,9 @@ class SqlRegistry:
             "(SELECT max(ended_ms) FROM registry.session x WHERE x.npsn = s.npsn "
             " AND x.mode = 'pull' AND x.outcome = 'done') AS last_pull_ms, "
             "(SELECT x.invalid FROM registry.session x WHERE x.npsn = s.npsn "
-            " AND x.invalid IS NOT NULL ORDER BY x.ended_ms DESC LIMIT 1) AS invalid "
+            " AND x.invalid IS NOT NULL ORDER BY x.ended_ms DESC LIMIT 1) AS invalid, "
+            "(SELECT x.sources FROM registry.session x WHERE x.npsn = s.npsn "
+            " AND x.sources IS NOT NULL ORDER BY x.ended_ms DESC LIMIT 1) AS sources "
             "FROM registry.school s ORDER BY npsn", [])
 
     def reset_kode(self, npsn: str, kode_hash: str) -> int:
