@@ -439,17 +439,27 @@ def transfer_command(kind: str) -> Callable[..., None]:
     @timeout_option
     @json_option
     @with_session()
-    def command(session: Session, timeout: float, as_json: bool, **given: str | None) -> None:
-        got = mutasi.request_transfer(session, kind, person_key(kind, given))
+    def command(session: Session, timeout: float, as_json: bool, non_induk: bool = False,
+                **given: str | None) -> None:
+        got = mutasi.request_transfer(session, kind, person_key(kind, given), non_induk)
         if not as_json:
             click.echo(f"{got.nama} dari sekolah {got.origin_npsn}: dikirim server pusat; "
                        "Tarik Data dimulai")
         report = _run_sync(session, "pull", None, timeout, False, as_json, check_first=True)
+        then = ("Lengkapi registrasinya di sekolah ini (NIPD, tanggal masuk)" if kind == "pd"
+                else "Lengkapi penugasannya di sekolah ini")
+        if non_induk:
+            then = (f"Daftarkan penugasannya di sekolah ini dengan ptk_induk 0; biodatanya "
+                    f"diubah di sekolah induk {got.origin_npsn} dan turun dari sana")
         emit(as_json, {"entity": got.entity, "row_id": got.row_id, "nama": got.nama,
                        "origin_npsn": got.origin_npsn, "events": got.events,
-                       "pull": report.as_json()},
-             "Lengkapi registrasinya di sekolah ini (NIPD, tanggal masuk)" if kind == "pd"
-             else "Lengkapi penugasannya di sekolah ini")
+                       "non_induk": non_induk, "pull": report.as_json()}, then)
+    if kind == "ptk":
+        command = click.option(
+            "--non-induk", "non_induk", is_flag=True,
+            help="the teacher stays at their home school (sekolah induk) and also teaches "
+                 "here: registered here with ptk_induk 0, their biodata kept by the home "
+                 "school")(command)
     for key in reversed(PERSON_KEYS[kind]):
         command = click.option(f"--{key}", help=f"the person's {key.upper()}")(command)
     return command

@@ -5,7 +5,9 @@ The school a person leaves records the exit on their registration
 they join asks the centre (``request_transfer``, protocol R21), which refuses while
 the person is still registered anywhere and otherwise writes the person's record
 into this school's log as centre events; the next Tarik Data or sync brings it
-down. The person keeps one row id wherever they go: never typed in twice.
+down. The person keeps one row id wherever they go: never typed in twice. A teacher
+may also join as non-induk while staying at their home school (sekolah induk), whose
+edits of their biodata then come down to this school ("Sekolah Induk").
 """
 
 from __future__ import annotations
@@ -61,9 +63,11 @@ def _jenis_keluar(session: Session, reason: str, allowed: str) -> str:
                       + ", ".join(str(r["nama"]).lower() for r in codes))
 
 
-def request_transfer(session: Session, kind: str, key: str) -> TransferReply:
-    """Ask the centre for the person ``key`` names (Tarik Data PD/PTK); ClientError with
-    the centre's reason when it refuses."""
+def request_transfer(session: Session, kind: str, key: str,
+                     non_induk: bool = False) -> TransferReply:
+    """Ask the centre for the person ``key`` names (Tarik Data PD/PTK; ``non_induk``: a
+    teacher who stays at their home school); ClientError with the centre's reason when
+    it refuses."""
     from .sync import RegistrationRefused, app_version, request  # websockets: when online
 
     meta = session.store.meta()
@@ -76,7 +80,7 @@ def request_transfer(session: Session, kind: str, key: str) -> TransferReply:
             protocol=PROTOCOL_VERSION, app=app_version(), schema=SCHEMA_VERSION, npsn=me.npsn,
             install=me.origin, token=meta.get("token", ""),
             kind=kind,  # type: ignore[arg-type]
-            key=key)))
+            key=key, non_induk=non_induk)))
     except RegistrationRefused as exc:
         raise ClientError(f"Ditolak server pusat: {exc.message}") from None
     if not isinstance(answer, TransferReply):

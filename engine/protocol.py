@@ -137,6 +137,9 @@ class TransferRequest(msgspec.Struct, frozen=True, tag="transfer"):
     token: str  # the install credential
     kind: Literal["pd", "ptk"]
     key: str
+    # A teacher staying registered at their home school, taken as non-induk (R21); an old
+    # centre ignores it, and refuses as for a plain Tarik Data PTK.
+    non_induk: bool = False
 
 
 class TransferReply(msgspec.Struct, frozen=True, tag="transfer_reply"):

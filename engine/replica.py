@@ -187,6 +187,10 @@ class Replica:
             raise EditError(f"data {e.name} datang dari server pusat, tidak dapat diubah di sini")
         if not raw:
             raise EditError("tidak ada yang diubah: beri isian=nilai (FIELD=VALUE)")
+        if e.name == "ptk" and row is not None and self._non_induk_here(str(row[e.key])):
+            raise EditError("PTK ini non-induk di sekolah ini: biodatanya diubah di sekolah "
+                            "induknya dan turun dari sana (Sekolah Induk) pada sinkronisasi "
+                            "atau Tarik Data; di sini hanya penugasannya (ptk_terdaftar)")
         verified = bool(row and e.verified_by and row.get(e.verified_by) == 1)
         out: dict[str, Value] = {}
         for name, value in raw.items():
@@ -199,3 +203,11 @@ class Replica:
                                 + (" (sudah diverifikasi)" if f.owner is Owner.VERVAL else ""))
             out[name] = parse(e, f, value)
         return out
+
+    def _non_induk_here(self, ptk_id: str) -> bool:
+        """Whether the teacher's live registrations at this school are all non-induk: the
+        home school keeps their biodata (the centre copies it here)."""
+        mine = [r for r in self.store.rows("ptk_terdaftar").values()
+                if str(r.get("ptk_id")) == ptk_id and r.get("soft_delete") != 1
+                and str(r.get("sekolah_id")) == self.identity.sekolah_id]
+        return bool(mine) and not any(r.get("ptk_induk") == 1 for r in mine)

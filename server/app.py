@@ -28,7 +28,7 @@ import ssl
 import threading
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
@@ -250,14 +250,20 @@ class SelarasServer:
 
     # -- helpers for connections ---------------------------------------------------------
 
-    async def after_change(self, npsn: str) -> None:
-        """Validasi Pusat for a school whose data changed; a failure is logged, never the
-        school's (its push is committed: the next one runs the rules again)."""
+    async def after_change(self, npsn: str, entities: Collection[str] | None = None) -> None:
+        """What the centre does once a school's data (of ``entities``, None: any) changed:
+        the teachers it shares with other schools follow their home school, then Validasi
+        Pusat. A failure is logged, never the school's (its change is committed: the next
+        one does this again)."""
         try:
+            if entities is None or not manajemen.FOLLOWS_HOME.isdisjoint(entities):
+                await self.write(lambda c, _: manajemen.follow_home_school(c, npsn, now_ms()))
+            if not self.options.central_validation:
+                return
             changed = await self.write(
-                lambda c, _: validasi_pusat.after_change(c, npsn, now_ms()))
-        except Exception as exc:  # noqa: BLE001 - logged, and the push stays committed
-            log.error("validasi_pusat_failed", npsn=npsn, error=repr(exc))
+                lambda c, _: validasi_pusat.after_change(c, npsn, now_ms(), entities))
+        except Exception as exc:  # noqa: BLE001 - logged, and the change stays committed
+            log.error("after_change_failed", npsn=npsn, error=repr(exc))
             return
         if changed.raised or changed.cleared:
             log.info("validasi_pusat", npsn=npsn, raised=changed.raised,
@@ -352,6 +358,7 @@ class SyncConnection:
         self._opening = False
         self.outcome = "dropped"
         self.events_in = self.events_out = self.bytes_in = self.bytes_out = 0
+        self.entities_in: set[str] = set()  # of the events pushed (Validasi Pusat's input)
         self.clock_bounded = 0  # events of this session's pushes with a clock far ahead
         self._reads: set[asyncio.Future[Any]] = set()
 
@@ -598,16 +605,15 @@ class SyncConnection:
             return
         t = now_ms()
         try:
-            done = await server.write(
-                lambda c, _: manajemen.transfer(c, req.npsn, req.kind, req.key, t))
+            done = await server.write(lambda c, _: manajemen.transfer(
+                c, req.npsn, req.kind, req.key, t, req.non_induk))
         except InputError as exc:
             await self.refuse(Code.TRANSFER_REFUSED, str(exc))
             return
         self.proto.answer(TransferReply(done.entity, done.row_id, done.nama, done.origin_npsn,
                                         done.events))
         await self.flush()
-        if server.options.central_validation:
-            await server.after_change(req.npsn)
+        await server.after_change(req.npsn)
         log.info("transfer", npsn=req.npsn, install=req.install, kind=req.kind,
                  row=done.row_id, origin=done.origin_npsn, events=done.events)
 
@@ -796,6 +802,7 @@ class SyncConnection:
                     await self.refuse(batch.code, batch.message)
                     return
                 self.events_in += count
+                self.entities_in |= {name for name, t in batch.tables.items() if t.num_rows}
                 future = (self._gate().append(batch, now_ms()) if self.gated
                           else self.server.writer.append(self.npsn, batch))
                 await self._pending.put((n, count, future))
@@ -805,10 +812,10 @@ class SyncConnection:
                 await self._pending.join()
                 if self.gated and not await self._through_the_gate():
                     return
-                if self.events_in and self.server.options.central_validation:
-                    # Before the Summary: its vector counts the findings, and the client
-                    # fetches them in a follow-up session, as it does a clock bound.
-                    await self.server.after_change(self.npsn)
+                if self.events_in:
+                    # Before the Summary: its vector counts what the centre writes here then,
+                    # which the client fetches in a follow-up session, as it does a clock bound.
+                    await self.server.after_change(self.npsn, self.entities_in)
                 check = stage("check")(lambda: (self.reader.vector(), self.reader.checksums()))
                 vector, checksums = await self.read(check)
                 self.proto.send_summary(vector, checksums)

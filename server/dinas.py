@@ -24,7 +24,7 @@ from selaras.engine.protocol import Code
 from selaras.engine.refusals import TEXT, Detail
 from selaras.engine.store import CentreStore, Registry, StoreError
 
-from . import validasi_pusat
+from . import manajemen, validasi_pusat
 from .gate import invalid_findings, refusal_text
 from .push import Refusal, admissible, principal_consent, refusal_of
 
@@ -65,6 +65,7 @@ def import_bundle(centre: CentreStore, registry: Registry, data: bytes,
         raise
     registry.record_session({**record, "outcome": "done", "ended_ms": now_ms})
     if done.applied:
+        manajemen.follow_home_school(centre, done.npsn, now_ms)
         validasi_pusat.after_change(centre, done.npsn, now_ms)
     return done
 

@@ -2,9 +2,9 @@
 Tarik Data PD/PTK.
 
 Each change is one signed centre event in the school's log whose author is its
-source ("Manajemen Dapodik", "VervalPD", "VervalPTK", "VervalSP", "Tarik Data PD");
-Referensi's are the global origin's, held once for every school. The school
-receives them on its next sync or Tarik Data and is shown where they came from.
+source ("Manajemen Dapodik", "VervalPD", "VervalPTK", "VervalSP", "Tarik Data PD",
+"Sekolah Induk"); Referensi's are the global origin's, held once for every school. The
+school receives them on its next sync or Tarik Data and is shown where they came from.
 Rows are named as people know them (``engine/lookup.py``: NISN, NIK, NUPTK, rombel
 name, NPSN). Every function runs on the writer, in one transaction, and raises
 EditError (Indonesian, nothing written) when the change cannot be made.
@@ -27,6 +27,7 @@ from selaras.engine.store import (
     CENTRE,
     MANAJEMEN,
     REFERENSI,
+    SEKOLAH_INDUK,
     VERVAL_PD,
     VERVAL_PTK,
     VERVAL_SP,
@@ -200,12 +201,18 @@ class Transferred:
     events: int
 
 
-def transfer(centre: CentreStore, npsn: str, kind: str, key: str, now_ms: int) -> Transferred:
+def transfer(centre: CentreStore, npsn: str, kind: str, key: str, now_ms: int,
+             non_induk: bool = False) -> Transferred:
     """Tarik Data PD/PTK: the person ``key`` names, registered nowhere now, written into
     school ``npsn``'s log as centre events (the person's row as the school they left
     holds it, and what comes with it: a student's yearly records). Refused while the
     person is still registered at a school, or is at ``npsn`` already: one person is one
-    row, wherever they go."""
+    row, wherever they go. ``non_induk`` (PTK only): a teacher who stays at their home
+    school (sekolah induk) also teaches at ``npsn``; their row as the home school holds
+    it, which keeps it up to date (``follow_home_school``)."""
+    if non_induk and kind != "ptk":
+        raise EditError("--non-induk hanya untuk PTK: peserta didik terdaftar di satu "
+                        "sekolah saja")
     entity_name, keys, registration, link, history = TRANSFERS[kind]
     e = entity(entity_name)
     held = {(school, row_id): row for f in keys for school, row_id, row
@@ -222,14 +229,25 @@ def transfer(centre: CentreStore, npsn: str, kind: str, key: str, now_ms: int) -
     name = describe(e.name, row_id, held[schools[0], row_id])
     if npsn in schools:
         raise EditError(f"{name} sudah ada di sekolah ini")
-    for school in schools:
-        if any(str(r.get(link)) == row_id and not r.get("soft_delete")
-               and not r.get("jenis_keluar_id")
-               for r in centre.school(school).rows(registration).values()):
-            raise EditError(f"{name} masih terdaftar di sekolah asal {school} "
-                            f"({_school_name(centre, school)}): sekolah asal mencatat "
-                            "keluarnya dulu ('selaras exit'), lalu sinkronisasi")
-    # The school the person left last: the newest of their rows.
+    current = {school: [r for r in centre.school(school).rows(registration).values()
+                        if str(r.get(link)) == row_id and not r.get("soft_delete")
+                        and not r.get("jenis_keluar_id")] for school in schools}
+    homes = [school for school in schools
+             if any(r.get("ptk_induk") == 1 for r in current[school])]
+    if non_induk:
+        if not homes:
+            raise EditError(f"{name} tidak berinduk di sekolah mana pun: tarik tanpa "
+                            "--non-induk (menjadi PTK induk di sekolah ini)")
+        schools = homes
+    else:
+        for school in schools:
+            if current[school]:
+                hint = (" (atau tarik dengan --non-induk bila ia tetap berinduk di sana)"
+                        if school in homes else "")
+                raise EditError(f"{name} masih terdaftar di sekolah asal {school} "
+                                f"({_school_name(centre, school)}): sekolah asal mencatat "
+                                f"keluarnya dulu ('selaras exit'), lalu sinkronisasi{hint}")
+    # The school the person left last (non-induk: their home school): the newest row.
     origin = max(schools, key=lambda school: centre.school(school).row_hlc(e.name, row_id))
     source = centre.school(origin)
     rows = [(e.name, row_id, held[origin, row_id])]
@@ -246,6 +264,46 @@ def transfer(centre: CentreStore, npsn: str, kind: str, key: str, now_ms: int) -
                                        now_ms, TARIK_DATA[kind]))
             centre.append_centre(npsn, events[-1:])
     return Transferred(e.name, row_id, name, origin, len(events))
+
+
+# What a school's change of these may change of the teachers it shares with other schools.
+FOLLOWS_HOME = frozenset({"ptk", "ptk_terdaftar"})
+
+
+def follow_home_school(centre: CentreStore, npsn: str, now_ms: int) -> int:
+    """After a change at school ``npsn``: each teacher it shares with other schools has,
+    at every school, the biodata (``ptk``) their home school holds, written as centre
+    events of source "Sekolah Induk" where it differs (undoing a stray edit elsewhere).
+    The home school is the one with a live, current ptk_terdaftar with ptk_induk = 1;
+    with none or several (Validasi Pusat's VP-005) nothing is written. The events
+    written."""
+    holders: dict[str, dict[str, int]] = {}
+    for ptk_id, school, induk in centre.ptk_holders(npsn):
+        holders.setdefault(ptk_id, {})[school] = induk
+    fields = [f.name for f in entity("ptk").fields if f.name != "soft_delete"]
+    rows: dict[str, dict[str, dict[str, object]]] = {}  # per school, read once
+
+    def row(school: str, ptk_id: str) -> dict[str, object]:
+        if school not in rows:
+            rows[school] = centre.school(school).rows("ptk")
+        return rows[school][ptk_id]
+
+    written = 0
+    with centre.transaction():
+        for ptk_id, schools in holders.items():
+            homes = [school for school, induk in schools.items() if induk]
+            if len(schools) < 2 or len(homes) != 1:
+                continue
+            home = row(homes[0], ptk_id)
+            for school in sorted(schools.keys() - set(homes)):
+                held = row(school, ptk_id)
+                differ = {f: home.get(f) for f in fields if home.get(f) != held.get(f)}
+                if differ:
+                    centre.append_centre(school, [centre_event(
+                        centre.school(school), centre_origin(school), "ptk", ptk_id, differ,
+                        now_ms, SEKOLAH_INDUK)])
+                    written += 1
+    return written
 
 
 def _school_name(centre: CentreStore, npsn: str) -> str:

@@ -49,7 +49,7 @@ TYPES = {"uuid": "uuid", "text": "text", "int": "bigint", "date": "date",
          "decimal": "numeric(18,6)"}
 META = ["origin", "seq", "hlc", "row_id", "author", "role", "mask"]
 PEOPLE_INDEXES = [("peserta_didik", "nisn"), ("peserta_didik", "nik"), ("ptk", "nuptk"),
-                  ("ptk", "nik")]
+                  ("ptk", "nik"), ("ptk", "ptk_id")]  # ptk_id: CentreStore.ptk_holders
 
 
 def tables() -> list[str]:
