@@ -11,6 +11,7 @@ from selaras.engine.signatures import CentreKey
 from selaras.engine.storage import open_centre
 from selaras.engine.validasi_pusat import RULES, rules_reading
 from selaras.server import validasi_pusat
+from selaras.server.admin import run_admin
 
 NOW = 1_790_000_000_000
 
@@ -128,3 +129,22 @@ def test_a_change_runs_only_the_rules_that_read_it(centre):
     changed = validasi_pusat.after_change(centre, b.npsn, NOW, {"ptk_terdaftar"})
     assert changed.cleared == {a.npsn: 2, b.npsn: 2}
     assert live(a) == live(b) == ["VP-001"]
+
+
+def test_a_full_run_writes_every_schools_findings_once(centre):
+    for npsn in ("10000001", "10000002", "10000003"):
+        run_admin(centre, centre.registry, "school_add", {"npsn": npsn, "bentuk": "SMA"}, NOW)
+    a, b = School(centre, "10000001"), School(centre, "10000002")
+    a.student("ani", "3201010101010001", "0012345678")
+    b.student("ani", "3201010101010001", "0099999999")
+
+    def run(**args):
+        return run_admin(centre, centre.registry, "central_validation", args, NOW)
+
+    first = run(all="1")
+    assert first.rows == [[a.npsn, 1, 0], [b.npsn, 1, 0]]
+    assert first.message == ("Validasi Pusat dijalankan di 3 sekolah: 2 temuan baru atau "
+                             "berubah, 0 selesai")
+    assert run(all="1").rows == []  # nothing changed since: nothing written
+    [listed] = run(npsn=b.npsn).rows
+    assert listed[0] == "VP-001" and listed[-1] == a.npsn
