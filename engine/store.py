@@ -488,12 +488,22 @@ def centre_event(store: Store, centre: str, entity: str, row_id: str,
                  changes: dict[str, Any], now_ms: int, source: str = CENTRE) -> Event:
     """The centre's next event on ``store`` (one school's): at the centre's clock, after
     everything the store holds, by ``source``."""
+    [event] = centre_events(store, centre, [(entity, row_id, changes)], now_ms, source)
+    return event
+
+
+def centre_events(store: Store, centre: str, writes: list[tuple[str, str, dict[str, Any]]],
+                  now_ms: int, source: str = CENTRE) -> list[Event]:
+    """The centre's next events on ``store``, one per (entity, row id, changes) of
+    ``writes``, in order: appended together, in one append rather than one each."""
     clock = local_clock(store.max_hlc(centre), store.max_hlc(), now_ms)
     vector = store.vector()
     context = {o: s for o, s in vector.items() if o != centre}
-    return Event(origin=centre, seq=vector.get(centre, 0) + 1, hlc=clock.tick(now_ms),
-                 entity=entity, row_id=row_id, author=source, role=CENTRE, changes=changes,
-                 context=context if context != store.context(centre) else None)
+    first = vector.get(centre, 0) + 1
+    return [Event(origin=centre, seq=first + i, hlc=clock.tick(now_ms), entity=entity,
+                  row_id=row_id, author=source, role=CENTRE, changes=changes,
+                  context=context if i == 0 and context != store.context(centre) else None)
+            for i, (entity, row_id, changes) in enumerate(writes)]
 
 
 def clock_bound_event(store: Store, centre: str, origin: str, first: int, last: int,

@@ -33,6 +33,7 @@ from selaras.engine.store import (
     VERVAL_SP,
     CentreStore,
     centre_event,
+    centre_events,
 )
 from selaras.engine.values import Value, parse
 
@@ -255,14 +256,11 @@ def transfer(centre: CentreStore, npsn: str, kind: str, key: str, now_ms: int,
         rows += [(name_of, rid, r) for rid, r in source.rows(name_of).items()
                  if str(r.get(link)) == row_id and not r.get("soft_delete")]
     with centre.transaction():
-        store = centre.school(npsn)
-        events = []
-        for entity_of, rid, row in rows:
-            known = entity(entity_of).by_name
-            fields = {k: v for k, v in row.items() if k in known and v is not None}
-            events.append(centre_event(store, centre_origin(npsn), entity_of, rid, fields,
-                                       now_ms, TARIK_DATA[kind]))
-            centre.append_centre(npsn, events[-1:])
+        events = centre_events(centre.school(npsn), centre_origin(npsn), [
+            (entity_of, rid, {k: v for k, v in row.items()
+                              if k in entity(entity_of).by_name and v is not None})
+            for entity_of, rid, row in rows], now_ms, TARIK_DATA[kind])
+        centre.append_centre(npsn, events)
     return Transferred(e.name, row_id, name, origin, len(events))
 
 

@@ -7,8 +7,8 @@ schools is a finding at both, and clears at both when one of them fixes it. Each
 school's findings are its ``validasi_pusat`` rows, one per (rule, row), written
 and cleared (soft_delete = 1) as centre events by source "Validasi Pusat": they
 come down with the school's next sync or Tarik Data and show in its Validasi
-Lokal, marked. Only what changed is written, and only the rules that read what the
-push changed are run (a push of grades runs none).
+Lokal, marked. Only what changed is written (in one append per school), and only
+the rules that read what the push changed are run (a push of grades runs none).
 """
 
 from __future__ import annotations
@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 
 from selaras.engine.events import centre_origin, stable_row_id
 from selaras.engine.schema import VALIDASI_PUSAT, entity
-from selaras.engine.store import CentreStore, centre_event
+from selaras.engine.store import CentreStore, centre_events
 from selaras.engine.validasi_pusat import RULES, CentralRule, rules_reading
 from selaras.engine.values import parse
 
@@ -101,11 +101,12 @@ def _write(centre: CentreStore, npsn: str, rules: Collection[CentralRule],
     raised = len(writes)
     writes += [(row_id, {"soft_delete": 1}) for row_id, row in held.items()
                if row_id not in wanted and not row.get("soft_delete")]
-    origin, e = centre_origin(npsn), entity(VALIDASI_PUSAT)
-    for row_id, fields in writes:
-        values = {k: parse(e, e.by_name[k], v) for k, v in fields.items()}
-        centre.append_centre(npsn, [centre_event(store, origin, VALIDASI_PUSAT, row_id,
-                                                 values, now_ms, SOURCE)])
+    e = entity(VALIDASI_PUSAT)
+    if writes:
+        centre.append_centre(npsn, centre_events(
+            store, centre_origin(npsn),
+            [(VALIDASI_PUSAT, row_id, {k: parse(e, e.by_name[k], v) for k, v in fields.items()})
+             for row_id, fields in writes], now_ms, SOURCE))
     return raised, len(writes) - raised
 
 

@@ -2,7 +2,11 @@
 on 127.0.0.1 and real installs driven by the ``selaras`` command, plus a client that skips
 its own gate and speaks the protocol directly. Every refusal of issue 11's list: no
 consent, not a principal, a consent older than the changes, a forged consent, a reset code,
-a disabled account; and the happy path with two PCs of one school."""
+a disabled account; and the happy path with two PCs of one school.
+
+A ``selaras`` process costs a second to start: the steps that only set up or read back
+state run the same click group in this process (``selaras_here``); what a command
+prints is checked through the real command at least once."""
 
 from __future__ import annotations
 
@@ -20,7 +24,9 @@ from typing import Any
 
 import msgspec
 import pytest
+from click.testing import CliRunner
 
+from selaras.client.cli import cli
 from selaras.engine import consent
 from selaras.engine.clocks import hlc_from_ms
 from selaras.engine.events import Batch, Event
@@ -42,6 +48,21 @@ def selaras(*args: str, data: Path | None = None,
     return done
 
 
+def selaras_here(*args: str, data: Path | None = None,
+                 ok: bool = True) -> subprocess.CompletedProcess[str]:
+    """``selaras`` in this process (CliRunner through the same error handler): the same
+    exit status, stdout and stderr as the real command."""
+    argv = [*(["--data", str(data)] if data else []), *args]
+    result = CliRunner().invoke(cli, argv)
+    # Anything but the handler's exit would be a traceback from the real command.
+    assert result.exception is None or isinstance(result.exception, SystemExit), (
+        result.exception)
+    done = subprocess.CompletedProcess(argv, result.exit_code, result.stdout, result.stderr)
+    if ok:
+        assert done.returncode == 0, done.stderr
+    return done
+
+
 class Centre:
     def __init__(self, folder: Path) -> None:
         assert SELARAS is not None
@@ -58,20 +79,25 @@ class Centre:
     def admin(self, *args: str, ok: bool = True) -> subprocess.CompletedProcess[str]:
         return selaras("admin", "--data", str(self.folder), *args, ok=ok)
 
+    def admin_here(self, *args: str, ok: bool = True) -> subprocess.CompletedProcess[str]:
+        return selaras_here("admin", "--data", str(self.folder), *args, ok=ok)
+
     def add_school(self, npsn: str) -> str:
-        out = self.admin("school", "add", "--npsn", npsn, "--nama", "SMA Uji").stdout
+        out = self.admin_here("school", "add", "--npsn", npsn, "--nama", "SMA Uji").stdout
         return out.split("(shown once): ")[1].split()[0]
 
 
 @pytest.fixture(scope="module")
 def rows(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
-    """A small generated school per NPSN used here (generated once)."""
+    """A small generated school per NPSN used here (generated once). A seed per school:
+    schools of one seed share their NISNs, and the centre's Validasi Pusat would spend
+    seconds on findings no test here is about."""
     folder = tmp_path_factory.mktemp("rows")
     out = {}
     for npsn in ("20100011", "20100012", "20100013", "20100014", "20100017"):
         out[npsn] = folder / f"{npsn}.jsonl"
-        selaras("bench", "generate", "--size", "small", "--npsn", npsn, "--seed", "3",
-                "--out", str(out[npsn]))
+        selaras_here("bench", "generate", "--size", "small", "--npsn", npsn, "--seed", npsn,
+                     "--out", str(out[npsn]))
     return out
 
 
@@ -80,15 +106,15 @@ def school(centre: Centre, rows: dict[str, Path], npsn: str, folder: Path,
     """A registered install with the generated school imported (nothing sent yet)."""
     kode = centre.add_school(npsn)
     data = folder / "a"
-    selaras("init", "--server", centre.url, "--npsn", npsn, "--kode", kode, "--user", user,
-            "--password", "pw", data=data)
-    selaras("import", str(rows[npsn]), data=data)
+    selaras_here("init", "--server", centre.url, "--npsn", npsn, "--kode", kode, "--user",
+                 user, "--password", "pw", data=data)
+    selaras_here("import", str(rows[npsn]), data=data)
     return data, kode
 
 
 def some_peserta_didik(data: Path) -> str:
-    out = selaras("query", "SELECT peserta_didik_id FROM peserta_didik ORDER BY 1 LIMIT 1",
-                  "--json", data=data).stdout
+    out = selaras_here("query", "SELECT peserta_didik_id FROM peserta_didik ORDER BY 1 "
+                       "LIMIT 1", "--json", data=data).stdout
     return str(json.loads(out)[0]["peserta_didik_id"])
 
 
@@ -110,31 +136,34 @@ def test_two_pcs_each_send_what_the_principal_confirmed(centre: Centre, rows: di
     assert held["rows"][0][0] > 0
 
     # A second PC registers with an account of its own, made by the dinas.
-    centre.admin("account", "add", "--npsn", npsn, "--user", "op2@sekolah.id",
-                 "--password", "pw2")
+    centre.admin_here("account", "add", "--npsn", npsn, "--user", "op2@sekolah.id",
+                      "--password", "pw2")
     b = tmp_path / "b"
-    selaras("init", "--server", centre.url, "--npsn", npsn, "--kode", kode, "--user",
-            "op2@sekolah.id", "--password", "pw2", data=b)
+    selaras_here("init", "--server", centre.url, "--npsn", npsn, "--kode", kode, "--user",
+                 "op2@sekolah.id", "--password", "pw2", data=b)
     row = some_peserta_didik(b)
-    selaras("edit", "peserta_didik", row, "nama_ayah=Ahmad Suryadi", data=b)
-    assert "belum ada Persetujuan" in selaras("sync", data=b, ok=False).stderr
+    selaras_here("edit", "peserta_didik", row, "nama_ayah=Ahmad Suryadi", data=b)
+    assert "belum ada Persetujuan" in selaras_here("sync", data=b, ok=False).stderr
     # Tukar Pengguna on B: the centre hands it the principal's account.
-    selaras("switch-user", "--user", KEPSEK, "--password", PASSWORD, "--kode", kode, data=b)
-    selaras("confirm", "--all", data=b)
-    selaras("sync", data=b)
-    selaras("sync", data=a)  # A receives B's change
-    got = selaras("query", f"SELECT nama_ayah FROM peserta_didik WHERE peserta_didik_id = "
-                  f"'{row}'", "--json", data=a).stdout
+    selaras_here("switch-user", "--user", KEPSEK, "--password", PASSWORD, "--kode", kode,
+                 data=b)
+    selaras_here("confirm", "--all", data=b)
+    selaras_here("sync", data=b)
+    selaras_here("sync", data=a)  # A receives B's change
+    got = selaras_here("query", "SELECT nama_ayah FROM peserta_didik WHERE peserta_didik_id "
+                       f"= '{row}'", "--json", data=a).stdout
     assert json.loads(got) == [{"nama_ayah": "Ahmad Suryadi"}]
     # Both operators' accounts are pengguna rows of the school, the first one's (made at
     # its registration) as much as the one the dinas added; the installs have them too.
     users = ("SELECT username, peran FROM pengguna "
              "WHERE username IN ('op@sekolah.id', 'op2@sekolah.id') ORDER BY 1")
-    held = json.loads(centre.admin("query", "--npsn", npsn, "--json", users).stdout)["rows"]
+    held = json.loads(centre.admin_here("query", "--npsn", npsn, "--json",
+                                        users).stdout)["rows"]
     assert held == [["op2@sekolah.id", "operator"], ["op@sekolah.id", "operator"]]
-    assert json.loads(selaras("query", users, "--json", data=a).stdout) == [
+    assert json.loads(selaras_here("query", users, "--json", data=a).stdout) == [
         {"username": u, "peran": p} for u, p in held]
-    sessions = json.loads(centre.admin("history", "--npsn", npsn, "--json").stdout)["sessions"]
+    sessions = json.loads(centre.admin_here("history", "--npsn", npsn,
+                                            "--json").stdout)["sessions"]
     assert any(r["outcome"] == "refused:not_principal"
                for r in sessions) is False  # the client's own gate spoke first
 
@@ -142,12 +171,13 @@ def test_two_pcs_each_send_what_the_principal_confirmed(centre: Centre, rows: di
 def test_changes_after_the_confirmation_are_not_sent_under_it(
         centre: Centre, rows: dict[str, Path], tmp_path: Path) -> None:
     a, kode = school(centre, rows, "20100012", tmp_path)
-    selaras("account", "add", "--role", "kepala_sekolah", "--user", KEPSEK, "--password",
-            PASSWORD, "--kode", kode, data=a)
-    selaras("switch-user", "--user", KEPSEK, "--password", PASSWORD, "--kode", kode, data=a)
-    selaras("confirm", "--all", data=a)
-    selaras("edit", "peserta_didik", some_peserta_didik(a), "nama_ayah=Budi", data=a)
-    refused = selaras("sync", data=a, ok=False)
+    selaras_here("account", "add", "--role", "kepala_sekolah", "--user", KEPSEK, "--password",
+                 PASSWORD, "--kode", kode, data=a)
+    selaras_here("switch-user", "--user", KEPSEK, "--password", PASSWORD, "--kode", kode,
+                 data=a)
+    selaras_here("confirm", "--all", data=a)
+    selaras_here("edit", "peserta_didik", some_peserta_didik(a), "nama_ayah=Budi", data=a)
+    refused = selaras_here("sync", data=a, ok=False)
     assert "perubahan setelah Lembar Konfirmasi" in refused.stderr
 
     # A client that skips its own gate: the centre refuses what the consent does not cover.
@@ -164,8 +194,8 @@ def test_changes_after_the_confirmation_are_not_sent_under_it(
 def test_forged_or_missing_consent_is_refused_by_the_centre(
         centre: Centre, rows: dict[str, Path], tmp_path: Path) -> None:
     a, kode = school(centre, rows, "20100013", tmp_path)
-    selaras("account", "add", "--role", "kepala_sekolah", "--user", KEPSEK, "--password",
-            PASSWORD, "--kode", kode, data=a)
+    selaras_here("account", "add", "--role", "kepala_sekolah", "--user", KEPSEK, "--password",
+                 PASSWORD, "--kode", kode, data=a)
     token, origin = _meta(a, "token"), _meta(a, "origin")
     client = ProtocolClient(centre.url, "20100013", origin, token)
     batch = Batch.from_events([_tanah(origin, 1)])
@@ -181,11 +211,11 @@ def test_forged_or_missing_consent_is_refused_by_the_centre(
     assert out.refused is not None and out.refused.code is Code.NOT_PRINCIPAL
     assert "tidak sah" in out.refused.message
     # The operator's own account is no principal: Tukar Pengguna refuses it.
-    wrong = selaras("switch-user", "--user", "op@sekolah.id", "--password", "pw", "--kode",
-                    kode, data=a, ok=False)
+    wrong = selaras_here("switch-user", "--user", "op@sekolah.id", "--password", "pw",
+                         "--kode", kode, data=a, ok=False)
     assert "bukan akun kepala sekolah" in wrong.stderr
-    bad_password = selaras("switch-user", "--user", KEPSEK, "--password", "salah", "--kode",
-                           kode, data=a, ok=False)
+    bad_password = selaras_here("switch-user", "--user", KEPSEK, "--password", "salah",
+                                "--kode", kode, data=a, ok=False)
     assert "kata sandi salah" in bad_password.stderr
 
 
@@ -193,44 +223,44 @@ def test_switch_user_offline_disabled_account_and_reset_code(
         centre: Centre, rows: dict[str, Path], tmp_path: Path) -> None:
     npsn = "20100014"
     a, kode = school(centre, rows, npsn, tmp_path)
-    selaras("account", "add", "--role", "kepala_sekolah", "--user", KEPSEK, "--password",
-            PASSWORD, "--kode", kode, data=a)
+    selaras_here("account", "add", "--role", "kepala_sekolah", "--user", KEPSEK, "--password",
+                 PASSWORD, "--kode", kode, data=a)
     # With no line (a copy whose centre is unreachable), the code is checked against the
     # hash kept at registration and the password opens the key kept from the account.
     copy = tmp_path / "copy"
     shutil.copytree(a, copy)
     _set_meta(copy, url="ws://127.0.0.1:9")
-    assert "Kode registrasi salah" in selaras(
+    assert "Kode registrasi salah" in selaras_here(
         "switch-user", "--user", KEPSEK, "--password", PASSWORD, "--kode", "AAAA-BBBB-CCCC",
         data=copy, ok=False).stderr
-    assert "Kata sandi salah" in selaras(
+    assert "Kata sandi salah" in selaras_here(
         "switch-user", "--user", KEPSEK, "--password", "salah", "--kode", kode, data=copy,
         ok=False).stderr
     assert "masuk sebagai kepala sekolah" in selaras(
         "switch-user", "--user", KEPSEK, "--password", PASSWORD, "--kode", kode,
         data=copy).stdout
 
-    centre.admin("account", "disable", "--npsn", npsn, "--user", KEPSEK)
-    assert "dinonaktifkan" in selaras("switch-user", "--user", KEPSEK, "--password", PASSWORD,
-                                      "--kode", kode, data=a, ok=False).stderr
-    centre.admin("account", "disable", "--npsn", npsn, "--user", "op@sekolah.id")
-    assert "account_disabled" in selaras("pull", data=a, ok=False).stderr
-    centre.admin("school", "reset-kode", "--npsn", npsn)
-    assert "code_reset" in selaras("switch-user", "--user", KEPSEK, "--password", PASSWORD,
-                                   "--kode", kode, data=a, ok=False).stderr
+    centre.admin_here("account", "disable", "--npsn", npsn, "--user", KEPSEK)
+    assert "dinonaktifkan" in selaras_here("switch-user", "--user", KEPSEK, "--password",
+                                           PASSWORD, "--kode", kode, data=a, ok=False).stderr
+    centre.admin_here("account", "disable", "--npsn", npsn, "--user", "op@sekolah.id")
+    assert "account_disabled" in selaras_here("pull", data=a, ok=False).stderr
+    centre.admin_here("school", "reset-kode", "--npsn", npsn)
+    assert "code_reset" in selaras_here("switch-user", "--user", KEPSEK, "--password",
+                                        PASSWORD, "--kode", kode, data=a, ok=False).stderr
 
 
 def test_no_single_active_principal_names_the_tab_to_fix(rows: dict[str, Path],
                                                         tmp_path: Path) -> None:
     data = tmp_path / "offline"
-    selaras("init", "--offline", "--npsn", "20100011", data=data)
-    selaras("import", str(rows["20100011"]), data=data)
-    ids = json.loads(selaras("query", "SELECT ptk_tugas_tambahan_id AS id FROM tugas_tambahan",
-                             "--json", data=data).stdout)
+    selaras_here("init", "--offline", "--npsn", "20100011", data=data)
+    selaras_here("import", str(rows["20100011"]), data=data)
+    ids = json.loads(selaras_here("query", "SELECT ptk_tugas_tambahan_id AS id FROM "
+                                  "tugas_tambahan", "--json", data=data).stdout)
     for row in ids:
-        selaras("delete", "tugas_tambahan", row["id"], data=data)
-    refused = selaras("account", "add", "--role", "kepala_sekolah", "--user", KEPSEK,
-                      "--password", PASSWORD, "--kode", "X", data=data, ok=False)
+        selaras_here("delete", "tugas_tambahan", row["id"], data=data)
+    refused = selaras_here("account", "add", "--role", "kepala_sekolah", "--user", KEPSEK,
+                           "--password", PASSWORD, "--kode", "X", data=data, ok=False)
     assert "Tidak ada kepala sekolah aktif" in refused.stderr and "tab GTK" in refused.stderr
 
 
@@ -276,14 +306,15 @@ def test_the_centre_refuses_a_push_that_would_leave_invalid_data_and_keeps_none_
     the centre runs Validasi Lokal's rules on the state the push would make."""
     npsn = "20100017"
     a, kode = school(centre, rows, npsn, tmp_path)
-    selaras("account", "add", "--role", "kepala_sekolah", "--user", KEPSEK, "--password",
-            PASSWORD, "--kode", kode, data=a)
-    selaras("switch-user", "--user", KEPSEK, "--password", PASSWORD, "--kode", kode, data=a)
-    selaras("confirm", "--all", data=a)
-    selaras("sync", data=a)
+    selaras_here("account", "add", "--role", "kepala_sekolah", "--user", KEPSEK, "--password",
+                 PASSWORD, "--kode", kode, data=a)
+    selaras_here("switch-user", "--user", KEPSEK, "--password", PASSWORD, "--kode", kode,
+                 data=a)
+    selaras_here("confirm", "--all", data=a)
+    selaras_here("sync", data=a)
     student = some_peserta_didik(a)
     nik = f"SELECT nik FROM peserta_didik WHERE peserta_didik_id = '{student}'"
-    before = json.loads(centre.admin("query", "--npsn", npsn, nik, "--json").stdout)["rows"]
+    before = json.loads(centre.admin_here("query", "--npsn", npsn, nik, "--json").stdout)["rows"]
 
     origin, token = _meta(a, "origin"), _meta(a, "token")
     key = bytes.fromhex(json.loads(_meta(a, "session"))["key"])
@@ -301,19 +332,20 @@ def test_the_centre_refuses_a_push_that_would_leave_invalid_data_and_keeps_none_
     refused = push([bad])
     assert refused.refused is not None and refused.refused.code is Code.INVALID_DATA_PENDING
     assert "Peserta Didik 1" in refused.refused.message
-    after = json.loads(centre.admin("query", "--npsn", npsn, nik, "--json").stdout)["rows"]
+    after = json.loads(centre.admin_here("query", "--npsn", npsn, nik, "--json").stdout)["rows"]
     assert after == before  # nothing of the refused push is the centre's data
     assert _listed(centre, npsn)["invalid"] == 1  # the school list shows it pending
     # The same change again with its fix after it: the state is valid, both are taken.
     done = push([bad, fix])
     assert done.refused is None and done.summary is not None
-    fixed = json.loads(centre.admin("query", "--npsn", npsn, nik, "--json").stdout)["rows"]
+    fixed = json.loads(centre.admin_here("query", "--npsn", npsn, nik, "--json").stdout)["rows"]
     assert fixed == [["3201234567890123"]]
     listed = _listed(centre, npsn)
     assert listed["invalid"] == 0
 
     # The centre's record, newest first: the two pushes under the principal's consents.
-    sessions = json.loads(centre.admin("history", "--npsn", npsn, "--json").stdout)["sessions"]
+    sessions = json.loads(centre.admin_here("history", "--npsn", npsn,
+                                            "--json").stdout)["sessions"]
     assert [r["outcome"] for r in sessions[:2]] == ["done", "refused:invalid_data_pending"]
     assert [r["invalid"] for r in sessions[:2]] == [0, 1]
     assert {r["principal"] for r in sessions[:2]} == {KEPSEK}
@@ -329,11 +361,12 @@ def test_the_centre_refuses_a_push_that_would_leave_invalid_data_and_keeps_none_
     assert lines[3].startswith("2 sesi terakhir sekolah " + npsn)
     listing = centre.admin("school", "list").stdout
     when = r"\d\d-\d\d-\d{4} \d\d:\d\d WI[BT]A?"
-    assert re.search(rf"{npsn} +SMA Uji +1 +{when} +{when} +0$", listing, re.M), listing
+    assert re.search(rf"{npsn} +SMA Uji +1 +{when} +{when} +0 +Referensi \d+", listing,
+                     re.M), listing
 
 
 def _listed(centre: Centre, npsn: str) -> dict[str, Any]:
-    schools = json.loads(centre.admin("school", "list", "--json").stdout)["schools"]
+    schools = json.loads(centre.admin_here("school", "list", "--json").stdout)["schools"]
     return next(s for s in schools if s["npsn"] == npsn)
 
 

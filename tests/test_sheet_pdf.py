@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 from pypdf import PdfReader
-from test_principal import KEPSEK, PASSWORD, SELARAS, Centre, school, selaras
+from test_principal import KEPSEK, PASSWORD, SELARAS, Centre, school, selaras, selaras_here
 
 from selaras.client.principal import SheetItem
 from selaras.client.sheet_pdf import (
@@ -128,16 +128,18 @@ needs_selaras = pytest.mark.skipif(SELARAS is None, reason="the selaras command 
 def principal_install(centre: Centre, tmp_path_factory: pytest.TempPathFactory,
                       ) -> tuple[Path, dict[str, str]]:
     """A registered install with a generated school, the principal switched in; and the
-    principal's account as 'account add' answered it."""
+    principal's account as 'account add' answered it (the steps that only set up state run
+    in this process: a 'selaras' process costs a second to start)."""
     folder = tmp_path_factory.mktemp("school")
     generated = folder / "rows.jsonl"
-    selaras("bench", "generate", "--size", "small", "--npsn", NPSN, "--seed", "5",
-            "--out", str(generated))
+    selaras_here("bench", "generate", "--size", "small", "--npsn", NPSN, "--seed", "5",
+                 "--out", str(generated))
     data, kode = school(centre, {NPSN: generated}, NPSN, folder)
     account = json.loads(selaras("account", "add", "--role", "kepala_sekolah", "--user", KEPSEK,
                                  "--password", PASSWORD, "--kode", kode, "--json",
                                  data=data).stdout)
-    selaras("switch-user", "--user", KEPSEK, "--password", PASSWORD, "--kode", kode, data=data)
+    selaras_here("switch-user", "--user", KEPSEK, "--password", PASSWORD, "--kode", kode,
+                 data=data)
     return data, account
 
 
@@ -152,8 +154,8 @@ def test_confirm_print_writes_the_signed_sheet(principal_install: tuple[Path, di
 
     pages, text = pdf_text(out)
     assert pages == 1
-    (sekolah,) = json.loads(selaras("query", "SELECT nama, npsn FROM sekolah", "--json",
-                                    data=data).stdout)
+    (sekolah,) = json.loads(selaras_here("query", "SELECT nama, npsn FROM sekolah", "--json",
+                                         data=data).stdout)
     assert sekolah["npsn"] == NPSN
     assert f"Nama Sekolah : {sekolah['nama']}" in text and f"NPSN : {NPSN}" in text
     assert len(made["items"]) == 7
