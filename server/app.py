@@ -387,6 +387,10 @@ class SyncConnection:
         err = self.proto.error
         self.outcome = f"refused:{err.code}" if err else "refused"
         self.server.stats.refusals += 1
+        if self.gate is None and not self._reads:
+            # Nothing left to undo: the slot is free before the client hears, so it may
+            # open its next session at once (else the session's end frees it).
+            await self.server.leave(self)
         with contextlib.suppress(ConnectionClosed):
             await self.flush()
         self._over.set()
