@@ -811,7 +811,8 @@ class DuckDBStore:
                 c.execute(f"DELETE FROM {e.table} WHERE {self._scope}")
                 c.execute(f"CREATE OR REPLACE TEMP TABLE touched AS "
                           f"SELECT DISTINCT school, row_id FROM log.{e.slug} WHERE {self._scope}")
-                self._materialise(e)
+                if c.execute("SELECT count(*) FROM touched").fetchone() != (0,):
+                    self._materialise(e)  # a dozen statements: not for an entity with no log
 
     # -- validation ----------------------------------------------------------------------
 
